@@ -1,0 +1,197 @@
+// Package cli is the redis-migrate command line: copy, import, verify and serve, sharing one
+// engine with the Azure Functions handler. handler.go only calls Main.
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"sort"
+	"syscall"
+
+	"github.com/redis-migrate/redis-migrate/shared/redact"
+)
+
+// Exit codes.
+const (
+	ExitOK       = 0 // everything copied (or verified) as asked
+	ExitFailures = 1 // the run finished but some keys failed or differ
+	ExitUsage    = 2 // bad flags or input, or the run was refused before it started
+	ExitError    = 3 // the run stopped part way (a server became unreachable)
+)
+
+// Env is what a command can touch; tests give their own.
+type Env struct {
+	Stdout, Stderr io.Writer
+	// StderrIsTerminal turns the progress bar on.
+	StderrIsTerminal bool
+	Getenv           func(string) string
+}
+
+// usageError marks errors that exit with ExitUsage.
+type usageError struct{ err error }
+
+func (u usageError) Error() string { return u.err.Error() }
+func (u usageError) Unwrap() error { return u.err }
+
+func usagef(format string, args ...any) error { return usageError{fmt.Errorf(format, args...)} }
+
+// exitError carries a chosen exit code without a message (already printed).
+type exitError struct{ code int }
+
+func (e exitError) Error() string { return fmt.Sprintf("exit %d", e.code) }
+
+type command struct {
+	name, summary string
+	run           func(ctx context.Context, env *Env, args []string) error
+}
+
+func commands() []command {
+	return []command{
+		{"copy", "copy every key from a source Redis to a target Redis", runCopy},
+		{"import", "import an RDB file (local or in Azure Blob storage) into a target Redis", runImport},
+		{"verify", "compare a target with its source key by key", runVerify},
+		{"serve", "serve the Azure Functions custom handler (or the whole app locally with --local)", runServe},
+	}
+}
+
+// Hooks let later packages (functions, rdb import) plug their commands in without an import cycle.
+var (
+	runImport = notBuilt("import")
+	runVerify = notBuilt("verify")
+	runServe  = notBuilt("serve")
+)
+
+// Register replaces a command's implementation.
+func Register(name string, run func(ctx context.Context, env *Env, args []string) error) {
+	switch name {
+	case "import":
+		runImport = run
+	case "verify":
+		runVerify = run
+	case "serve":
+		runServe = run
+	}
+}
+
+func notBuilt(name string) func(context.Context, *Env, []string) error {
+	return func(context.Context, *Env, []string) error {
+		return usagef("%s: not available in this build", name)
+	}
+}
+
+// Main runs the command line and returns the exit code.
+func Main(args []string, env *Env) int {
+	if env.Getenv == nil {
+		env.Getenv = os.Getenv
+	}
+	env.Stderr = redact.Writer(env.Stderr)
+	env.Stdout = redact.Writer(env.Stdout)
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+		printUsage(env.Stderr)
+		if len(args) == 0 {
+			return ExitUsage
+		}
+		return ExitOK
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	for _, c := range commands() {
+		if c.name != args[0] {
+			continue
+		}
+		// Late binding: Register may have replaced the hook after commands() was built.
+		run := c.run
+		switch c.name {
+		case "import":
+			run = runImport
+		case "verify":
+			run = runVerify
+		case "serve":
+			run = runServe
+		}
+		err := run(ctx, env, args[1:])
+		return exitCode(env, c.name, err)
+	}
+	fmt.Fprintf(env.Stderr, "redis-migrate: unknown command %q\n", args[0])
+	printUsage(env.Stderr)
+	return ExitUsage
+}
+
+func exitCode(env *Env, name string, err error) int {
+	var ee exitError
+	var ue usageError
+	switch {
+	case err == nil:
+		return ExitOK
+	case errors.As(err, &ee):
+		return ee.code
+	case errors.Is(err, flag.ErrHelp):
+		return ExitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(env.Stderr, "redis-migrate %s: %s\n", name, redact.Error(err))
+		return ExitUsage
+	default:
+		fmt.Fprintf(env.Stderr, "redis-migrate %s: %s\n", name, redact.Error(err))
+		return ExitError
+	}
+}
+
+func printUsage(w io.Writer) {
+	fmt.Fprintln(w, "usage: redis-migrate <command> [options]")
+	fmt.Fprintln(w)
+	for _, c := range commands() {
+		fmt.Fprintf(w, "  %-8s %s\n", c.name, c.summary)
+	}
+	fmt.Fprintln(w)
+	fmt.Fprintln(w, "Run 'redis-migrate <command> -h' for a command's options.")
+}
+
+// parseInterspersed parses flags that may come before or after positional arguments.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			return positional, nil
+		}
+		if args[0] == "--" {
+			return append(positional, args[1:]...), nil
+		}
+		positional = append(positional, args[0])
+		args = args[1:]
+	}
+}
+
+func newFlagSet(env *Env, name, usage string) *flag.FlagSet {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(env.Stderr)
+	fs.Usage = func() {
+		fmt.Fprintf(env.Stderr, "usage: redis-migrate %s %s\n\noptions:\n", name, usage)
+		fs.PrintDefaults()
+	}
+	return fs
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}
+
+func sortedKeys[M ~map[K]V, K ~string, V any](m M) []K {
+	out := make([]K, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i] < out[j] })
+	return out
+}

@@ -1,0 +1,207 @@
+package cli
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/schollz/progressbar/v3"
+
+	"github.com/redis-migrate/redis-migrate/shared/config"
+	"github.com/redis-migrate/redis-migrate/shared/copier"
+	"github.com/redis-migrate/redis-migrate/shared/engine"
+	"github.com/redis-migrate/redis-migrate/shared/plan"
+	"github.com/redis-migrate/redis-migrate/shared/redisconn"
+)
+
+// copyFlags are the options copy shares with the function app's request.
+type copyFlags struct {
+	source, target, match, scanType, existing, dbMap, dbPrefix string
+	workers, batchKeys                                          int
+	dryRun, jsonOut, allowMerge                                 bool
+}
+
+func runCopy(ctx context.Context, env *Env, args []string) error {
+	var f copyFlags
+	fs := newFlagSet(env, "copy", "--source URL --target URL [options]")
+	fs.StringVar(&f.source, "source", "", "source `URL`: redis://[user:password@]host:port[/db] or rediss://...")
+	fs.StringVar(&f.target, "target", "", "target `URL` (Azure Managed Redis: rediss://:<key>@<name>.<region>.redis.azure.net:10000)")
+	fs.StringVar(&f.match, "match", "", "copy only keys matching this `glob` (SCAN MATCH)")
+	fs.StringVar(&f.scanType, "type", "", "copy only keys of this `type` (SCAN TYPE: string, list, set, zset, hash, stream)")
+	fs.StringVar(&f.existing, "existing", "fail", "keys already in the target: fail (refuse a non-empty target), skip, replace")
+	fs.StringVar(&f.dbMap, "db-map", "", "source-to-target databases, e.g. `0:0,3:0` (default 0:0; other dbs must be mapped)")
+	fs.StringVar(&f.dbPrefix, "db-prefix", "", "key prefix per source db, e.g. `3:legacy:`")
+	fs.BoolVar(&f.allowMerge, "allow-db-merge", false, "allow mapping several dbs to one target db without distinct prefixes")
+	fs.IntVar(&f.workers, "workers", 8, "parallel copier workers")
+	fs.IntVar(&f.batchKeys, "batch-keys", 500, "keys per batch")
+	fs.BoolVar(&f.dryRun, "dry-run", false, "print the plan (shards, keys per db, estimated size) and copy nothing")
+	fs.BoolVar(&f.jsonOut, "json", false, "print one JSON summary on stdout")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		if err.Error() == "flag: help requested" {
+			return exitError{ExitOK}
+		}
+		return usageError{err}
+	}
+	if len(pos) > 0 {
+		return usagef("unexpected argument %q", pos[0])
+	}
+	if f.source == "" || f.target == "" {
+		return usagef("--source and --target are required")
+	}
+	if f.workers < 1 || f.workers > 256 {
+		return usagef("--workers %d: want 1..256", f.workers)
+	}
+	if f.batchKeys < 1 || f.batchKeys > 10000 {
+		return usagef("--batch-keys %d: want 1..10000", f.batchKeys)
+	}
+	existing, err := copier.ParseExisting(f.existing)
+	if err != nil {
+		return usagef("--%v", err)
+	}
+	dbMap, err := config.ParseDBMap(f.dbMap)
+	if err != nil {
+		return usagef("--db-map: %v", err)
+	}
+	if err := dbMap.ParseDBPrefixes(f.dbPrefix); err != nil {
+		return usagef("--db-prefix: %v", err)
+	}
+	srcEP, err := config.ParseEndpoint(f.source)
+	if err != nil {
+		return usagef("--source: %v", err)
+	}
+	dstEP, err := config.ParseEndpoint(f.target)
+	if err != nil {
+		return usagef("--target: %v", err)
+	}
+	if srcEP.DBSet && f.dbMap == "" {
+		// redis://host/3 as source means "copy db 3" into db 0.
+		dbMap = config.DBMap{Target: map[int]int{srcEP.DB: 0}, Prefix: map[int]string{}}
+		if err := dbMap.ParseDBPrefixes(f.dbPrefix); err != nil {
+			return usagef("--db-prefix: %v", err)
+		}
+	}
+	src, err := redisconn.Open(ctx, srcEP, redisconn.Options{Role: "source", PoolSize: f.workers + 2})
+	if err != nil {
+		return usageError{err}
+	}
+	defer src.Close()
+	dst, err := redisconn.Open(ctx, dstEP, redisconn.Options{Role: "target", PoolSize: f.workers + 2})
+	if err != nil {
+		return usageError{err}
+	}
+	defer dst.Close()
+
+	cfg := engine.Config{
+		Source: src, Target: dst,
+		Plan:          plan.Options{Match: f.match, Type: f.scanType, BatchKeys: f.batchKeys},
+		Copy:          copier.Options{Existing: existing, DBMap: dbMap, Fallback: DefaultFallback(dst)},
+		ExplicitDBMap: f.dbMap != "" || srcEP.DBSet,
+		AllowDBMerge:  f.allowMerge,
+		Workers:       f.workers,
+	}
+	if f.dryRun {
+		r, err := engine.Plan(ctx, cfg)
+		if err != nil {
+			return err
+		}
+		if f.jsonOut {
+			return writeJSON(env.Stdout, r)
+		}
+		r.Print(env.Stdout)
+		return nil
+	}
+	bar := newProgress(env, "copy")
+	cfg.OnProgress = bar.update
+	sum, err := engine.Run(ctx, cfg)
+	bar.finish()
+	if err != nil {
+		if sum.Batches == 0 && sum.KeysScanned == 0 {
+			return usageError{err}
+		}
+		reportSummary(env, "copy", sum, f.jsonOut)
+		return err
+	}
+	reportSummary(env, "copy", sum, f.jsonOut)
+	if !sum.Ok() {
+		return exitError{ExitFailures}
+	}
+	return nil
+}
+
+// DefaultFallback is the per-key fallback for payloads the target refuses; set by the rdb-backed
+// implementation when it is linked in.
+var DefaultFallback = func(*redisconn.Conn) copier.FallbackFunc { return nil }
+
+func reportSummary(env *Env, what string, s engine.Summary, jsonOut bool) {
+	if jsonOut {
+		_ = writeJSON(env.Stdout, s)
+	}
+	w := env.Stderr
+	rate := 0.0
+	if s.Seconds > 0 {
+		rate = float64(s.KeysCopied) / s.Seconds
+	}
+	fmt.Fprintf(w, "%s: scanned %d, copied %d, skipped %d, missing %d, expired %d, failed %d keys; %s in %.1fs (%.0f keys/s)\n",
+		what, s.KeysScanned, s.KeysCopied, s.KeysSkipped, s.KeysMissing, s.KeysExpired, s.KeysFailed,
+		engine.HumanBytes(s.Bytes), s.Seconds, rate)
+	if s.KeysFallback > 0 {
+		fmt.Fprintf(w, "%s: %d keys were written with type commands because the target refused their DUMP payload\n", what, s.KeysFallback)
+	}
+	for _, db := range sortedKeys(s.NotCopiedDBs) {
+		fmt.Fprintf(w, "%s: not copied (not in --db-map): %s with %d keys\n", what, db, s.NotCopiedDBs[db])
+	}
+	for i, f := range s.Failures {
+		if i == 20 {
+			fmt.Fprintf(w, "%s: ... %d more failed keys (see --json)\n", what, s.KeysFailed-20)
+			break
+		}
+		fmt.Fprintf(w, "%s: FAILED key %q: %s\n", what, f.Key, f.Reason)
+	}
+	for _, n := range s.Notes {
+		fmt.Fprintf(w, "%s: %s\n", what, n)
+	}
+}
+
+// progress draws a bar on a terminal and nothing otherwise.
+type progress struct {
+	bar *progressbar.ProgressBar
+}
+
+func newProgress(env *Env, what string) *progress {
+	if !env.StderrIsTerminal {
+		return &progress{}
+	}
+	bar := progressbar.NewOptions64(-1,
+		progressbar.OptionSetWriter(env.Stderr),
+		progressbar.OptionSetDescription(what),
+		progressbar.OptionShowCount(),
+		progressbar.OptionShowIts(),
+		progressbar.OptionSetItsString("keys"),
+		progressbar.OptionThrottle(200*time.Millisecond),
+		progressbar.OptionSetPredictTime(true),
+		progressbar.OptionFullWidth(),
+		progressbar.OptionClearOnFinish(),
+	)
+	return &progress{bar: bar}
+}
+
+func (p *progress) update(pr engine.Progress) {
+	if p.bar == nil {
+		return
+	}
+	total := pr.Estimated
+	if pr.Scanned > total {
+		total = pr.Scanned
+	}
+	if total > 0 && p.bar.GetMax64() != total {
+		p.bar.ChangeMax64(total)
+	}
+	_ = p.bar.Set64(pr.Done)
+}
+
+func (p *progress) finish() {
+	if p.bar != nil {
+		_ = p.bar.Finish()
+	}
+}

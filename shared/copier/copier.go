@@ -1,0 +1,323 @@
+// Package copier copies one batch of keys from a source to a target: pipelined DUMP and
+// PEXPIRETIME (or PTTL) from the source, pipelined RESTORE ... ABSTTL into the target. Every key
+// ends in exactly one count; a key the target refuses is reported with its name and the reason.
+package copier
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redis-migrate/redis-migrate/shared/config"
+	"github.com/redis-migrate/redis-migrate/shared/plan"
+	"github.com/redis-migrate/redis-migrate/shared/redisconn"
+	"github.com/redis-migrate/redis-migrate/shared/redact"
+)
+
+// Existing says what to do with a key that already exists in the target.
+type Existing string
+
+const (
+	ExistingFail    Existing = "fail"    // refuse to start on a non-empty target; a key that appears anyway fails
+	ExistingSkip    Existing = "skip"    // keep the target's key, count it as skipped
+	ExistingReplace Existing = "replace" // overwrite it
+)
+
+// ParseExisting checks a --existing value.
+func ParseExisting(s string) (Existing, error) {
+	switch Existing(s) {
+	case ExistingFail, ExistingSkip, ExistingReplace:
+		return Existing(s), nil
+	case "":
+		return ExistingFail, nil
+	}
+	return "", fmt.Errorf("existing=%q: want fail, skip or replace", s)
+}
+
+// FallbackFunc writes one key the target refused to RESTORE (payload version, checksum or type)
+// by other means, e.g. decoding the payload and using type commands. It returns nil on success.
+type FallbackFunc func(ctx context.Context, dst redis.UniversalClient, key string, payload []byte, expireAtMs int64, replace bool) error
+
+// Options configure a copier.
+type Options struct {
+	Existing Existing
+	DBMap    config.DBMap
+	// MaxHeldBytes bounds the DUMP payloads held in memory at once: a batch is read and written
+	// in slices that stay under it. Default 32 MiB.
+	MaxHeldBytes int
+	// SliceKeys is the most keys read in one pipeline. Default 256.
+	SliceKeys int
+	Fallback  FallbackFunc
+}
+
+// Result counts what happened to a batch's keys.
+type Result struct {
+	Copied   int64        `json:"keys_copied"`
+	Skipped  int64        `json:"keys_skipped"`
+	Missing  int64        `json:"keys_missing"`
+	Expired  int64        `json:"keys_expired"`
+	Failed   int64        `json:"keys_failed"`
+	Fallback int64        `json:"keys_fallback"`
+	Bytes    int64        `json:"bytes"`
+	Failures []KeyFailure `json:"failures,omitempty"`
+}
+
+// KeyFailure names a key that was not copied and why.
+type KeyFailure struct {
+	Key    string `json:"key"`
+	Reason string `json:"reason"`
+}
+
+// MaxFailuresKept bounds the failure list carried in a result.
+const MaxFailuresKept = 100
+
+// Add folds o into r.
+func (r *Result) Add(o Result) {
+	r.Copied += o.Copied
+	r.Skipped += o.Skipped
+	r.Missing += o.Missing
+	r.Expired += o.Expired
+	r.Failed += o.Failed
+	r.Fallback += o.Fallback
+	r.Bytes += o.Bytes
+	for _, f := range o.Failures {
+		if len(r.Failures) >= MaxFailuresKept {
+			break
+		}
+		r.Failures = append(r.Failures, f)
+	}
+}
+
+// Keys is the number of keys the result accounts for.
+func (r Result) Keys() int64 { return r.Copied + r.Skipped + r.Missing + r.Expired + r.Failed }
+
+func (r *Result) fail(key []byte, reason string) {
+	r.Failed++
+	if len(r.Failures) < MaxFailuresKept {
+		r.Failures = append(r.Failures, KeyFailure{Key: PrintableKey(key), Reason: redact.String(reason)})
+	}
+}
+
+// PrintableKey renders a binary key name readably and bounded: Go-quoted escapes, cut at 200 bytes.
+func PrintableKey(k []byte) string {
+	const max = 200
+	suffix := ""
+	if len(k) > max {
+		k, suffix = k[:max], fmt.Sprintf("...(%d bytes)", len(k))
+	}
+	q := fmt.Sprintf("%q", k)
+	return q[1:len(q)-1] + suffix
+}
+
+// Copier copies batches between two opened endpoints.
+type Copier struct {
+	Src, Dst *redisconn.Conn
+	Opts     Options
+	// Now is the clock; tests replace it.
+	Now func() time.Time
+}
+
+// New returns a copier with defaults filled in.
+func New(src, dst *redisconn.Conn, o Options) *Copier {
+	if o.MaxHeldBytes <= 0 {
+		o.MaxHeldBytes = 32 << 20
+	}
+	if o.SliceKeys <= 0 {
+		o.SliceKeys = 256
+	}
+	if o.Existing == "" {
+		o.Existing = ExistingFail
+	}
+	if o.DBMap.Target == nil {
+		o.DBMap = config.DefaultDBMap()
+	}
+	return &Copier{Src: src, Dst: dst, Opts: o, Now: time.Now}
+}
+
+// dumped is one key read from the source.
+type dumped struct {
+	key      []byte
+	payload  string
+	expireAt int64 // unix ms, 0 = no expiry
+}
+
+// Copy copies one batch. It returns an error only when the batch could not be processed at all
+// (a server unreachable): the caller retries the whole batch, which is safe because RESTORE of the
+// same payload is idempotent with REPLACE and counted as the same key otherwise.
+func (c *Copier) Copy(ctx context.Context, b plan.Batch) (Result, error) {
+	var res Result
+	targetDB, ok := c.Opts.DBMap.Target[b.DB]
+	if !ok {
+		return res, fmt.Errorf("batch %s: source db %d is not in the db map", b.ID, b.DB)
+	}
+	prefix := c.Opts.DBMap.Prefix[b.DB]
+	src := c.Src.Keys(b.DB)
+	dst := c.Dst.Keys(targetDB)
+	keys := b.Keys
+	for len(keys) > 0 {
+		n := min(len(keys), c.Opts.SliceKeys)
+		items, err := c.read(ctx, src, keys[:n], &res)
+		if err != nil {
+			return Result{}, err
+		}
+		if err := c.write(ctx, dst, prefix, items, &res); err != nil {
+			return Result{}, err
+		}
+		keys = keys[n:]
+	}
+	return res, nil
+}
+
+// usePExpireTime: PEXPIRETIME (Redis/Valkey 7+) gives the absolute expiry exactly; older servers
+// only have PTTL, converted with the local clock.
+func (c *Copier) usePExpireTime() bool { return c.Src.Version.Major >= 7 }
+
+func (c *Copier) read(ctx context.Context, src redis.UniversalClient, keys [][]byte, res *Result) ([]dumped, error) {
+	pipe := src.Pipeline()
+	dumps := make([]*redis.StringCmd, len(keys))
+	ttls := make([]*redis.DurationCmd, len(keys))
+	for i, k := range keys {
+		ks := string(k)
+		dumps[i] = pipe.Dump(ctx, ks)
+		if c.usePExpireTime() {
+			ttls[i] = pipe.PExpireTime(ctx, ks)
+		} else {
+			ttls[i] = pipe.PTTL(ctx, ks)
+		}
+	}
+	before := c.Now()
+	_, err := pipe.Exec(ctx)
+	if err != nil && !isReplyError(err) {
+		return nil, fmt.Errorf("reading from source: %s", redact.Error(err))
+	}
+	out := make([]dumped, 0, len(keys))
+	for i, k := range keys {
+		payload, err := dumps[i].Result()
+		if err == redis.Nil {
+			res.Missing++ // deleted or expired between scan and copy
+			continue
+		}
+		if err != nil {
+			if !isReplyError(err) {
+				return nil, fmt.Errorf("reading from source: %s", redact.Error(err))
+			}
+			res.fail(k, "source DUMP: "+err.Error())
+			continue
+		}
+		raw, err := ttls[i].Result()
+		if err != nil {
+			res.fail(k, "source TTL: "+err.Error())
+			continue
+		}
+		d := dumped{key: k, payload: payload}
+		// go-redis passes PTTL/PEXPIRETIME's -1 (no expiry) and -2 (no key) through unscaled.
+		switch {
+		case raw == -2:
+			res.Expired++ // existed at DUMP, gone at the TTL read
+			continue
+		case raw < 0:
+			d.expireAt = 0
+		case c.usePExpireTime():
+			d.expireAt = int64(raw / time.Millisecond)
+		default:
+			d.expireAt = before.UnixMilli() + int64(raw/time.Millisecond)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func (c *Copier) write(ctx context.Context, dst redis.UniversalClient, prefix string, items []dumped, res *Result) error {
+	if len(items) == 0 {
+		return nil
+	}
+	replace := c.Opts.Existing == ExistingReplace
+	now := c.Now().UnixMilli()
+	pipe := dst.Pipeline()
+	type pending struct {
+		d   dumped
+		key string
+		cmd *redis.StatusCmd
+	}
+	var sent []pending
+	for _, d := range items {
+		if d.expireAt > 0 && d.expireAt <= now {
+			res.Expired++ // would be written already expired: Redis would drop it anyway
+			continue
+		}
+		key := prefix + string(d.key)
+		args := []any{"RESTORE", key, d.expireAt, d.payload}
+		if d.expireAt > 0 {
+			args = append(args, "ABSTTL")
+		}
+		if replace {
+			args = append(args, "REPLACE")
+		}
+		cmd := redis.NewStatusCmd(ctx, args...)
+		_ = pipe.Process(ctx, cmd)
+		sent = append(sent, pending{d: d, key: key, cmd: cmd})
+	}
+	if len(sent) == 0 {
+		return nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !isReplyError(err) {
+		return fmt.Errorf("writing to target: %s", redact.Error(err))
+	}
+	for _, p := range sent {
+		err := p.cmd.Err()
+		switch {
+		case err == nil:
+			res.Copied++
+			res.Bytes += int64(len(p.d.payload))
+		case strings.HasPrefix(err.Error(), "BUSYKEY"):
+			if c.Opts.Existing == ExistingSkip {
+				res.Skipped++
+			} else {
+				res.fail([]byte(p.key), "target already holds this key (use --existing skip or replace)")
+			}
+		case isPayloadRefusal(err) && c.Opts.Fallback != nil:
+			if ferr := c.Opts.Fallback(ctx, dst, p.key, []byte(p.d.payload), p.d.expireAt, replace); ferr != nil {
+				if errors.Is(ferr, ErrExists) && c.Opts.Existing == ExistingSkip {
+					res.Skipped++
+					continue
+				}
+				res.fail([]byte(p.key), "target refused RESTORE ("+err.Error()+") and the fallback failed: "+ferr.Error())
+				continue
+			}
+			res.Copied++
+			res.Fallback++
+			res.Bytes += int64(len(p.d.payload))
+		case isPayloadRefusal(err):
+			res.fail([]byte(p.key), "target refused the DUMP payload: "+err.Error())
+		case !isReplyError(err):
+			return fmt.Errorf("writing to target: %s", redact.Error(err))
+		default:
+			res.fail([]byte(p.key), "target refused RESTORE: "+err.Error())
+		}
+	}
+	return nil
+}
+
+// ErrExists is returned by a fallback when the key exists and must not be replaced.
+var ErrExists = errors.New("target already holds this key")
+
+// isPayloadRefusal: the target cannot read this payload (newer RDB version, unknown type).
+func isPayloadRefusal(err error) bool {
+	m := err.Error()
+	return strings.Contains(m, "payload version or checksum") || strings.Contains(m, "Bad data format")
+}
+
+// isReplyError reports whether err is an error reply from the server (about one command), as
+// opposed to a network or protocol failure.
+func isReplyError(err error) bool {
+	var re redis.Error
+	if errors.As(err, &re) {
+		// go-redis reports some I/O problems through the same interface; keep those out.
+		return !strings.HasPrefix(err.Error(), "redis: ") || strings.HasPrefix(err.Error(), "redis: nil")
+	}
+	return err == redis.Nil
+}
