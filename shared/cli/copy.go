@@ -17,8 +17,8 @@ import (
 // copyFlags are the options copy shares with the function app's request.
 type copyFlags struct {
 	source, target, match, scanType, existing, dbMap, dbPrefix string
-	workers, batchKeys                                          int
-	dryRun, jsonOut, allowMerge                                 bool
+	workers, batchKeys                                         int
+	dryRun, jsonOut, allowMerge                                bool
 }
 
 func runCopy(ctx context.Context, env *Env, args []string) error {

@@ -14,8 +14,8 @@ import (
 
 	"github.com/redis-migrate/redis-migrate/shared/config"
 	"github.com/redis-migrate/redis-migrate/shared/plan"
-	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
+	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 )
 
 // Existing says what to do with a key that already exists in the target.
