@@ -171,8 +171,9 @@ func startServer(dir, bin string, extra ...string) (*Server, error) {
 			return nil, fmt.Errorf("server exited: %s", lastLines(string(log), 5))
 		default:
 		}
-		if err := c.Ping(context.Background()).Err(); err == nil {
-			return s, nil
+		err := c.Ping(context.Background()).Err()
+		if err == nil || strings.Contains(err.Error(), "NOAUTH") {
+			return s, nil // NOAUTH: up, and guarded by the password the test asked for
 		} else if strings.Contains(err.Error(), "LOADING") {
 			time.Sleep(20 * time.Millisecond)
 			continue
