@@ -1,0 +1,100 @@
+package rdb
+
+import (
+	"bytes"
+	"encoding/binary"
+	"math"
+)
+
+// DecodeDump decodes a DUMP payload (type byte, value, 2-byte RDB version,
+// CRC64). The value is returned whole as a KindKey entry without a key; Raw
+// aliases the payload. The version decides Valkey (>= 80) versus Redis
+// meaning of clashing type codes.
+func DecodeDump(payload []byte) (*Entry, int, error) {
+	return DecodeDumpWith(payload, Options{})
+}
+
+// DecodeDumpWith is DecodeDump with limits (only MaxStringBytes applies;
+// the value is never split).
+func DecodeDumpWith(payload []byte, opts Options) (*Entry, int, error) {
+	n := len(payload)
+	if n < 11 {
+		return nil, 0, errAt(0, ErrCorrupt, "DUMP payload of %d bytes is too short", n)
+	}
+	ver := int(binary.LittleEndian.Uint16(payload[n-10:]))
+	stored := binary.LittleEndian.Uint64(payload[n-8:])
+	if c := CRC64(0, payload[:n-8]); c != stored {
+		return nil, ver, errAt(int64(n-8), ErrChecksum, "DUMP CRC64 mismatch: payload has %016x, computed %016x", stored, c)
+	}
+	valkey := ver >= ValkeyVersion80
+	if ver < 1 || !valkey && ver > MaxRedisVersion || valkey && ver > MaxValkeyVersion {
+		return nil, ver, errAt(int64(n-10), ErrUnsupported, "unsupported RDB version %d in DUMP payload", ver)
+	}
+	body := payload[:n-10]
+	o := opts.withDefaults()
+	o.ChunkElements, o.ChunkBytes = math.MaxInt, math.MaxInt
+	d := &decoder{in: newInput(bytes.NewReader(body), 0, len(body)+1), opts: o, version: ver, valkey: valkey}
+	e := &Entry{Kind: KindKey, Idle: -1, Freq: -1, Last: true}
+	off := d.off()
+	t, err := d.in.readByte("value type")
+	if err != nil {
+		return nil, ver, err
+	}
+	if t == opKeyMetaOrSlotImport && !valkey {
+		if e.KeyMeta, err = d.readKeyMeta(); err != nil {
+			return nil, ver, err
+		}
+		off = d.off()
+		if t, err = d.in.readByte("value type"); err != nil {
+			return nil, ver, err
+		}
+	}
+	ti, ok := lookupType(t, valkey)
+	if !ok {
+		return nil, ver, errAt(off, ErrUnsupported, "unknown value type %d in DUMP payload (%s RDB %d)", t, dialect(valkey), ver)
+	}
+	start := d.off()
+	st, err := d.newValueState(t, ti)
+	if err != nil {
+		return nil, ver, err
+	}
+	done, err := st.fill(d)
+	if err != nil {
+		return nil, ver, err
+	}
+	if !done {
+		return nil, ver, errAt(d.off(), ErrCorrupt, "DUMP value did not end")
+	}
+	if ms, ok := st.(*moduleState); ok {
+		ms.m.Raw = body[ms.idEnd:d.off()]
+	}
+	e.TypeByte, e.Type, e.Value = t, ti.vt, st.take()
+	if rest := int64(len(body)) - d.off(); rest != 0 {
+		return nil, ver, errAt(d.off(), ErrCorrupt, "%d unexpected bytes after the value in DUMP payload", rest)
+	}
+	e.Raw = body[start:]
+	e.Empty = st.collection() && st.total() == 0
+	return e, ver, nil
+}
+
+// BuildDump frames an encoded value as a DUMP payload.
+func BuildDump(typeByte byte, encodedValue []byte, rdbVersion uint16) []byte {
+	out := make([]byte, 0, len(encodedValue)+11)
+	out = append(out, typeByte)
+	out = append(out, encodedValue...)
+	out = binary.LittleEndian.AppendUint16(out, rdbVersion)
+	return binary.LittleEndian.AppendUint64(out, CRC64(0, out))
+}
+
+// EncodeDump encodes v as a complete DUMP payload (see EncodeValue) whose
+// version field is targetRDBVersion.
+func EncodeDump(v Value, targetRDBVersion int) ([]byte, error) {
+	t, b, err := EncodeValue(v, targetRDBVersion)
+	if err != nil {
+		return nil, err
+	}
+	if targetRDBVersion < 1 || targetRDBVersion > math.MaxUint16 {
+		return nil, errAt(0, ErrUnsupported, "target RDB version %d", targetRDBVersion)
+	}
+	return BuildDump(t, b, uint16(targetRDBVersion)), nil
+}

@@ -1,0 +1,176 @@
+package rdb
+
+import (
+	"errors"
+	"io"
+	"strconv"
+)
+
+// input is a buffered byte source that tracks the absolute offset, feeds
+// consumed bytes to the CRC64 and optionally captures them (for Entry.Raw).
+// Consumed bytes are "observed" lazily in bulk, which keeps the per-byte
+// path cheap.
+type input struct {
+	src  io.Reader
+	buf  []byte
+	r, w int
+	obs  int   // buf[obs:r] consumed but not yet observed
+	base int64 // absolute offset of buf[0]
+	err  error // sticky source error
+
+	crcOn bool
+	crc   uint64
+
+	capOn    bool
+	capOver  bool
+	capLimit int
+	capBuf   []byte
+}
+
+const defaultBufSize = 64 << 10
+
+func newInput(src io.Reader, off int64, size int) *input {
+	if size <= 0 {
+		size = defaultBufSize
+	}
+	return &input{src: src, buf: make([]byte, size), base: off}
+}
+
+func (in *input) offset() int64 { return in.base + int64(in.r) }
+
+// observe feeds consumed-but-unobserved bytes to the CRC and the capture.
+func (in *input) observe() {
+	if in.obs >= in.r {
+		return
+	}
+	b := in.buf[in.obs:in.r]
+	in.obs = in.r
+	if in.crcOn {
+		in.crc = CRC64(in.crc, b)
+	}
+	if in.capOn && !in.capOver {
+		if len(in.capBuf)+len(b) > in.capLimit {
+			in.capOver = true
+			in.capBuf = nil
+		} else {
+			in.capBuf = append(in.capBuf, b...)
+		}
+	}
+}
+
+func (in *input) startCapture(limit int) {
+	in.observe()
+	in.capOn, in.capOver, in.capLimit, in.capBuf = true, false, limit, nil
+}
+
+// stopCapture ends capturing and returns the captured bytes, or nil if the
+// capture overflowed its limit.
+func (in *input) stopCapture() []byte {
+	in.observe()
+	in.capOn = false
+	b := in.capBuf
+	in.capBuf = nil
+	if in.capOver {
+		return nil
+	}
+	if b == nil {
+		b = []byte{}
+	}
+	return b
+}
+
+// fill makes at least n (<= len(buf)) bytes available.
+func (in *input) fill(n int, what string) error {
+	zeroReads := 0
+	for in.w-in.r < n {
+		if in.err != nil {
+			return in.eofError(n, what)
+		}
+		if in.r > 0 {
+			in.observe()
+			copy(in.buf, in.buf[in.r:in.w])
+			in.base += int64(in.r)
+			in.w -= in.r
+			in.r, in.obs = 0, 0
+		}
+		k, err := in.src.Read(in.buf[in.w:])
+		in.w += k
+		if err != nil {
+			in.err = err
+		}
+		if k == 0 && err == nil {
+			// A reader returning (0, nil) forever must not hang us.
+			if zeroReads++; zeroReads > 100 {
+				in.err = io.ErrNoProgress
+			}
+		}
+	}
+	return nil
+}
+
+func (in *input) eofError(n int, what string) error {
+	if errors.Is(in.err, io.EOF) {
+		return &Error{Offset: in.offset(), Msg: "unexpected end of input reading " + what +
+			" (need " + itoa(int64(n)) + " bytes, have " + itoa(int64(in.w-in.r)) + ")", Err: io.ErrUnexpectedEOF}
+	}
+	return &Error{Offset: in.offset(), Msg: "reading " + what + ": " + in.err.Error(), Err: in.err}
+}
+
+func (in *input) readByte(what string) (byte, error) {
+	if in.r < in.w {
+		b := in.buf[in.r]
+		in.r++
+		return b, nil
+	}
+	if err := in.fill(1, what); err != nil {
+		return 0, err
+	}
+	b := in.buf[in.r]
+	in.r++
+	return b, nil
+}
+
+// readN returns n (<= 64) bytes that stay valid only until the next read.
+func (in *input) readN(n int, what string) ([]byte, error) {
+	if in.w-in.r < n {
+		if err := in.fill(n, what); err != nil {
+			return nil, err
+		}
+	}
+	b := in.buf[in.r : in.r+n]
+	in.r += n
+	return b, nil
+}
+
+// readCopy returns n bytes in a fresh slice. Memory grows with the data
+// actually read, so a bogus huge length in a short input cannot trigger a
+// huge allocation.
+func (in *input) readCopy(n int64, what string) ([]byte, error) {
+	if n <= int64(in.w-in.r) {
+		out := make([]byte, n)
+		copy(out, in.buf[in.r:])
+		in.r += int(n)
+		return out, nil
+	}
+	initial := n
+	if initial > 1<<20 {
+		initial = 1 << 20
+	}
+	out := make([]byte, 0, initial)
+	for int64(len(out)) < n {
+		if in.r == in.w {
+			if err := in.fill(1, what); err != nil {
+				return nil, err
+			}
+		}
+		k := int64(in.w - in.r)
+		if rem := n - int64(len(out)); k > rem {
+			k = rem
+		}
+		out = append(out, in.buf[in.r:in.r+int(k)]...)
+		in.r += int(k)
+	}
+	return out, nil
+}
+
+func itoa(v int64) string { return strconv.FormatInt(v, 10) }
