@@ -563,6 +563,6 @@ func (s *moduleState) fill(d *decoder) (bool, error) {
 	return true, d.skipModuleOps("module value")
 }
 
-func (s *moduleState) take() Value     { return s.m }
+func (s *moduleState) take() Value      { return s.m }
 func (s *moduleState) total() uint64    { return 1 }
 func (s *moduleState) collection() bool { return false }
