@@ -1,0 +1,302 @@
+package state
+
+import (
+	"context"
+	"fmt"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+
+	"github.com/redis-migrate/redis-migrate/shared/copier"
+)
+
+// EndpointRef says how a function reaches an endpoint. Settings are resolved on every invocation
+// (a rotated key is picked up), so only their names are stored. URL is set only for inline URLs
+// (allowed by ALLOW_INLINE_URLS): it is never shown in status.
+type EndpointRef struct {
+	Setting  string `json:"setting,omitempty"`
+	URL      string `json:"url,omitempty"`
+	Host     string `json:"host,omitempty"` // host:port, with Entra
+	ObjectID string `json:"objectId,omitempty"`
+	ClientID string `json:"clientId,omitempty"`
+	Topology string `json:"topology,omitempty"`
+}
+
+// Describe names the endpoint without secrets, for status.
+func (e EndpointRef) Describe() string {
+	switch {
+	case e.Setting != "":
+		return "setting " + e.Setting
+	case e.Host != "":
+		return "rediss://" + e.Host + " (Entra ID " + e.ObjectID + ")"
+	case e.URL != "":
+		return "inline URL"
+	}
+	return ""
+}
+
+// Options are the copy options of a migration, as the request gave them.
+type Options struct {
+	Match         string `json:"match,omitempty"`
+	Type          string `json:"type,omitempty"`
+	Existing      string `json:"existing"`
+	DBMap         string `json:"dbMap,omitempty"`
+	DBPrefix      string `json:"dbPrefix,omitempty"`
+	AllowDBMerge  bool   `json:"allowDbMerge,omitempty"`
+	BatchKeys     int    `json:"batchKeys"`
+	ExplicitDBMap bool   `json:"explicitDbMap,omitempty"`
+}
+
+// Migration is the record of one migration.
+type Migration struct {
+	ID            string      `json:"id"`
+	Kind          string      `json:"kind"` // "copy" or "import"
+	CreatedAt     time.Time   `json:"createdAt"`
+	Source        EndpointRef `json:"source"`
+	Target        EndpointRef `json:"target"`
+	Options       Options     `json:"options"`
+	Shards        []string    `json:"shards"` // shard keys, see ShardKey
+	EstimatedKeys int64       `json:"estimatedKeys"`
+	// Error is set when the migration cannot go on (a shard's planning failed for good).
+	Error string `json:"error,omitempty"`
+	// Import is the checkpoint of an RDB import (ImportRdb); nil for a copy.
+	Import *ImportCheckpoint `json:"import,omitempty"`
+}
+
+// ImportCheckpoint is where an RDB import stands, updated with UpdateMigration as the stream is
+// consumed, so a restarted import resumes at Offset instead of the beginning.
+type ImportCheckpoint struct {
+	Container string        `json:"container"`
+	Blob      string        `json:"blob"`
+	ETag      string        `json:"etag,omitempty"` // the blob version being imported
+	Size      int64         `json:"size,omitempty"`
+	Offset    int64         `json:"offset"` // bytes consumed and written to the target
+	DB        int           `json:"db"`     // the source database at Offset
+	Result    copier.Result `json:"result"` // keys written so far (by the importer itself)
+	Done      bool          `json:"done,omitempty"`
+	Error     string        `json:"error,omitempty"`
+	UpdatedAt time.Time     `json:"updatedAt"`
+}
+
+// ShardProgress is the planning progress of one source shard and database.
+type ShardProgress struct {
+	Key         string    `json:"key"`
+	Shard       int       `json:"shard"`
+	Addr        string    `json:"addr"`
+	DB          int       `json:"db"`
+	Cursor      uint64    `json:"cursor"`
+	Step        int       `json:"step"` // the next step to run
+	Done        bool      `json:"done"`
+	KeysScanned int64     `json:"keysScanned"`
+	BatchesSent int64     `json:"batchesSent"`
+	Error       string    `json:"error,omitempty"`
+	UpdatedAt   time.Time `json:"updatedAt"`
+}
+
+// ShardKey names a shard's progress blob.
+func ShardKey(shard, db int) string { return fmt.Sprintf("s%d-d%d", shard, db) }
+
+// BatchResult is the outcome of one batch.
+type BatchResult struct {
+	Batch        string        `json:"batch"`
+	Shard        int           `json:"shard"`
+	DB           int           `json:"db"`
+	Keys         int           `json:"keys"`
+	Result       copier.Result `json:"result"`
+	DeadLettered bool          `json:"deadLettered,omitempty"`
+	Reason       string        `json:"reason,omitempty"`
+	Delivery     int           `json:"delivery"`
+	FinishedAt   time.Time     `json:"finishedAt"`
+}
+
+var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
+
+// ValidID reports whether id is usable as a migration id (lower-case letters, digits, '-').
+func ValidID(id string) bool { return idRE.MatchString(id) }
+
+func recordName(id string) string        { return id + "/migration.json" }
+func shardName(id, key string) string    { return id + "/shards/" + key + ".json" }
+func resultPrefix(id string) string      { return id + "/results/" }
+func resultName(id, batch string) string { return resultPrefix(id) + batch + ".json" }
+
+// CreateMigration writes a new record; ErrExists if the id is taken.
+func (s *Store) CreateMigration(ctx context.Context, m *Migration) error {
+	_, err := s.putJSON(ctx, recordName(m.ID), m, nil, createOnly())
+	return err
+}
+
+// GetMigration reads a record; ErrNotFound if there is none.
+func (s *Store) GetMigration(ctx context.Context, id string) (*Migration, error) {
+	if !ValidID(id) {
+		return nil, ErrNotFound
+	}
+	var m Migration
+	if _, err := s.getJSON(ctx, recordName(id), &m); err != nil {
+		return nil, err
+	}
+	return &m, nil
+}
+
+// UpdateMigration applies fn to the record under optimistic concurrency (fn may run several
+// times; return false to write nothing). An RDB import stores its checkpoint this way.
+func (s *Store) UpdateMigration(ctx context.Context, id string, fn func(*Migration) (bool, error)) (*Migration, error) {
+	return update(ctx, s, recordName(id), fn)
+}
+
+// CreateShard writes a shard's initial progress; an existing one is kept (a retried kickoff).
+func (s *Store) CreateShard(ctx context.Context, id string, p ShardProgress) error {
+	p.UpdatedAt = time.Now().UTC()
+	_, err := s.putJSON(ctx, shardName(id, p.Key), p, nil, createOnly())
+	if err == ErrExists {
+		return nil
+	}
+	return err
+}
+
+// GetShard reads a shard's progress.
+func (s *Store) GetShard(ctx context.Context, id, key string) (*ShardProgress, error) {
+	var p ShardProgress
+	if _, err := s.getJSON(ctx, shardName(id, key), &p); err != nil {
+		return nil, err
+	}
+	return &p, nil
+}
+
+// UpdateShard applies fn to a shard's progress under optimistic concurrency.
+func (s *Store) UpdateShard(ctx context.Context, id, key string, fn func(*ShardProgress) (bool, error)) (*ShardProgress, error) {
+	return update(ctx, s, shardName(id, key), func(p *ShardProgress) (bool, error) {
+		w, err := fn(p)
+		if w {
+			p.UpdatedAt = time.Now().UTC()
+		}
+		return w, err
+	})
+}
+
+// Shards reads every shard's progress of a migration, in key order.
+func (s *Store) Shards(ctx context.Context, m *Migration) ([]ShardProgress, error) {
+	out := make([]ShardProgress, len(m.Shards))
+	errs := make([]error, len(m.Shards))
+	var wg sync.WaitGroup
+	for i, key := range m.Shards {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p, err := s.GetShard(ctx, m.ID, key)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			out[i] = *p
+		}()
+	}
+	wg.Wait()
+	for _, err := range errs {
+		if err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// HasResult reports whether a batch's result is recorded.
+func (s *Store) HasResult(ctx context.Context, id, batch string) (bool, error) {
+	return s.exists(ctx, resultName(id, batch))
+}
+
+// RecordResult writes a batch's result if none is recorded yet (If-None-Match: *). It returns
+// false when a result was already there: the first recorded result stands, so a batch counts
+// once however often it is delivered.
+func (s *Store) RecordResult(ctx context.Context, id string, r BatchResult) (bool, error) {
+	if r.FinishedAt.IsZero() {
+		r.FinishedAt = time.Now().UTC()
+	}
+	_, err := s.putJSON(ctx, resultName(id, r.Batch), r, resultMeta(r), createOnly())
+	if err == ErrExists {
+		return false, nil
+	}
+	return err == nil, err
+}
+
+// The counts travel in blob metadata, so status lists results without reading them.
+func resultMeta(r BatchResult) map[string]*string {
+	n := func(v int64) *string { return to.Ptr(strconv.FormatInt(v, 10)) }
+	m := map[string]*string{
+		"keys": n(int64(r.Keys)), "copied": n(r.Result.Copied), "skipped": n(r.Result.Skipped),
+		"missing": n(r.Result.Missing), "expired": n(r.Result.Expired), "failed": n(r.Result.Failed),
+		"fallback": n(r.Result.Fallback), "bytes": n(r.Result.Bytes), "finished": n(r.FinishedAt.UnixMilli()),
+	}
+	if r.DeadLettered {
+		m["deadlettered"] = to.Ptr("1")
+	}
+	return m
+}
+
+// GetResult reads one batch result.
+func (s *Store) GetResult(ctx context.Context, id, batch string) (*BatchResult, error) {
+	var r BatchResult
+	if _, err := s.getJSON(ctx, resultName(id, batch), &r); err != nil {
+		return nil, err
+	}
+	return &r, nil
+}
+
+// resultSummary is what one listed result contributes.
+type resultSummary struct {
+	batch    string
+	res      copier.Result
+	dead     bool
+	finished int64
+}
+
+// listResults lists every result with its metadata: about one request per 5,000 batches.
+func (s *Store) listResults(ctx context.Context, id string) ([]resultSummary, error) {
+	prefix := resultPrefix(id)
+	pager := s.c.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{
+		Prefix: to.Ptr(prefix), Include: container.ListBlobsInclude{Metadata: true},
+	})
+	var out []resultSummary
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("listing results: %s", describe(err))
+		}
+		for _, it := range page.Segment.BlobItems {
+			if it.Name == nil {
+				continue
+			}
+			md := lowerKeys(it.Metadata)
+			num := func(k string) int64 {
+				if v := md[k]; v != nil {
+					n, _ := strconv.ParseInt(*v, 10, 64)
+					return n
+				}
+				return 0
+			}
+			out = append(out, resultSummary{
+				batch: strings.TrimSuffix(strings.TrimPrefix(*it.Name, prefix), ".json"),
+				res: copier.Result{Copied: num("copied"), Skipped: num("skipped"), Missing: num("missing"),
+					Expired: num("expired"), Failed: num("failed"), Fallback: num("fallback"), Bytes: num("bytes")},
+				dead:     md["deadlettered"] != nil,
+				finished: num("finished"),
+			})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].batch < out[j].batch })
+	return out, nil
+}
+
+// Metadata names come back with the service's casing; compare them case-insensitively.
+func lowerKeys(m map[string]*string) map[string]*string {
+	out := make(map[string]*string, len(m))
+	for k, v := range m {
+		out[strings.ToLower(k)] = v
+	}
+	return out
+}

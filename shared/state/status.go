@@ -1,0 +1,345 @@
+package state
+
+import (
+	"context"
+	"math"
+	"sync"
+	"time"
+
+	"github.com/redis-migrate/redis-migrate/shared/copier"
+)
+
+// Migration states reported by status.
+const (
+	StatePlanning              = "planning"
+	StateCopying               = "copying"
+	StateCompleted             = "completed"
+	StateCompletedWithFailures = "completed-with-failures"
+	StateFailed                = "failed"
+)
+
+// Status is what MigrationStatus answers.
+type Status struct {
+	ID             string        `json:"id"`
+	Kind           string        `json:"kind"`
+	State          string        `json:"state"`
+	Error          string        `json:"error,omitempty"`
+	Source         string        `json:"source"`
+	Target         string        `json:"target"`
+	CreatedAt      time.Time     `json:"createdAt"`
+	UpdatedAt      time.Time     `json:"updatedAt"`
+	ElapsedSeconds float64       `json:"elapsedSeconds"`
+	Shards         []ShardStatus `json:"shards"`
+	ShardsPlanned  int           `json:"shardsPlanned"`
+	ShardsTotal    int           `json:"shardsTotal"`
+	Batches        BatchCounts   `json:"batches"`
+	Keys           KeyCounts     `json:"keys"`
+	Bytes          int64         `json:"bytes"`
+	KeysPerSecond  float64       `json:"keysPerSecond"`
+	ETASeconds     *float64      `json:"etaSeconds,omitempty"`
+	Failures       []Failure     `json:"failures,omitempty"`
+	// DeadLettered names the batches whose deliveries were exhausted, with the last reason.
+	DeadLettered []DeadLetter      `json:"deadLettered,omitempty"`
+	Import       *ImportCheckpoint `json:"import,omitempty"`
+	// AsOf is when the batch counts were aggregated; Stale says the answer is the last rolled-up
+	// summary because a fresh aggregation did not finish within the status budget (it goes on in
+	// the background and the next call sees it).
+	AsOf  time.Time `json:"asOf"`
+	Stale bool      `json:"stale,omitempty"`
+}
+
+// Final reports whether no later event can change the status: every batch is accounted for.
+func (s *Status) Final() bool {
+	switch s.State {
+	case StateCompleted, StateCompletedWithFailures:
+		return true
+	case StateFailed:
+		return s.Batches.Pending == 0
+	}
+	return false
+}
+
+// ShardStatus is one shard's planning progress.
+type ShardStatus struct {
+	Key         string `json:"key"`
+	Shard       int    `json:"shard"`
+	Addr        string `json:"addr"`
+	DB          int    `json:"db"`
+	Step        int    `json:"step"`
+	Done        bool   `json:"done"`
+	KeysScanned int64  `json:"keysScanned"`
+	BatchesSent int64  `json:"batchesSent"`
+	Error       string `json:"error,omitempty"`
+}
+
+// BatchCounts counts batches.
+type BatchCounts struct {
+	Sent         int64 `json:"sent"`
+	Done         int64 `json:"done"` // results recorded, dead-lettered ones included
+	DeadLettered int64 `json:"deadLettered"`
+	Pending      int64 `json:"pending"`
+}
+
+// KeyCounts counts keys; every scanned key ends in exactly one of copied..failed.
+type KeyCounts struct {
+	Estimated int64 `json:"estimated"`
+	Scanned   int64 `json:"scanned"`
+	Copied    int64 `json:"copied"`
+	Skipped   int64 `json:"skipped"`
+	Missing   int64 `json:"missing"`
+	Expired   int64 `json:"expired"`
+	Failed    int64 `json:"failed"`
+	Fallback  int64 `json:"fallback"`
+}
+
+// Failure is a key that was not copied.
+type Failure struct {
+	Batch  string `json:"batch"`
+	Key    string `json:"key"`
+	Reason string `json:"reason"`
+}
+
+// DeadLetter is a batch that exhausted its deliveries.
+type DeadLetter struct {
+	Batch  string `json:"batch"`
+	Keys   int    `json:"keys"`
+	Reason string `json:"reason"`
+}
+
+// MaxFailuresShown bounds the failures (and dead-lettered batches) status lists.
+const MaxFailuresShown = 20
+
+// StatusBudget is how long Status waits for a fresh aggregation before it answers with the
+// last rolled-up summary instead.
+var StatusBudget = 700 * time.Millisecond
+
+func summaryName(id string) string { return id + "/status.json" }
+
+// Status answers a migration's status quickly, whatever its size. A final summary (every batch
+// accounted for) is rolled up once into <id>/status.json and served from there with one GET.
+// Otherwise a fresh aggregation runs; if it takes longer than StatusBudget the previous summary
+// is returned (Stale) while the aggregation finishes in the background and rolls up its result.
+func (s *Store) Status(ctx context.Context, id string) (*Status, error) {
+	if !ValidID(id) {
+		return nil, ErrNotFound
+	}
+	var prev Status
+	_, err := s.getJSON(ctx, summaryName(id), &prev)
+	havePrev := err == nil
+	if err != nil && err != ErrNotFound {
+		return nil, err
+	}
+	if havePrev && prev.Final() {
+		return &prev, nil
+	}
+	ch := s.refresh(id)
+	if !havePrev {
+		select {
+		case r := <-ch:
+			return r.st, r.err
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+	select {
+	case r := <-ch:
+		if r.err == nil {
+			return r.st, nil
+		}
+		return nil, r.err
+	case <-time.After(StatusBudget):
+		prev.Stale = true
+		return &prev, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+type statusResult struct {
+	st  *Status
+	err error
+}
+
+// refresh runs one aggregation per migration at a time (callers share it) and rolls the result
+// up. It is detached from the caller's context: a caller that stopped waiting still gets the
+// summary written for the next one.
+func (s *Store) refresh(id string) <-chan statusResult {
+	out := make(chan statusResult, 1)
+	s.mu.Lock()
+	if s.inflight == nil {
+		s.inflight = map[string][]chan statusResult{}
+	}
+	waiters, running := s.inflight[id]
+	s.inflight[id] = append(waiters, out)
+	s.mu.Unlock()
+	if running {
+		return out
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+		defer cancel()
+		st, err := s.ComputeStatus(ctx, id)
+		if err == nil {
+			_, _ = s.putJSON(ctx, summaryName(id), st, nil, nil)
+		}
+		s.mu.Lock()
+		waiters := s.inflight[id]
+		delete(s.inflight, id)
+		s.mu.Unlock()
+		for _, w := range waiters {
+			w <- statusResult{st, err}
+		}
+	}()
+	return out
+}
+
+// ComputeStatus aggregates a migration: the record, each shard's progress (one small blob per shard)
+// and one listing of the results with their metadata; only the few results with failures are
+// read, for the key names.
+func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
+	m, err := s.GetMigration(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	var shards []ShardProgress
+	var results []resultSummary
+	var shardErr, resErr error
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() { defer wg.Done(); shards, shardErr = s.Shards(ctx, m) }()
+	go func() { defer wg.Done(); results, resErr = s.listResults(ctx, id) }()
+	wg.Wait()
+	if shardErr != nil {
+		return nil, shardErr
+	}
+	if resErr != nil {
+		return nil, resErr
+	}
+
+	st := &Status{ID: m.ID, Kind: m.Kind, Error: m.Error, Source: m.Source.Describe(), Target: m.Target.Describe(),
+		CreatedAt: m.CreatedAt, UpdatedAt: m.CreatedAt, ShardsTotal: len(shards), Import: m.Import, AsOf: time.Now().UTC()}
+	st.Keys.Estimated = m.EstimatedKeys
+	planningFailed := ""
+	for _, p := range shards {
+		st.Shards = append(st.Shards, ShardStatus{Key: p.Key, Shard: p.Shard, Addr: p.Addr, DB: p.DB, Step: p.Step,
+			Done: p.Done, KeysScanned: p.KeysScanned, BatchesSent: p.BatchesSent, Error: p.Error})
+		if p.Done {
+			st.ShardsPlanned++
+		}
+		if p.Error != "" && planningFailed == "" {
+			planningFailed = "planning shard " + p.Key + " failed: " + p.Error
+		}
+		st.Batches.Sent += p.BatchesSent
+		st.Keys.Scanned += p.KeysScanned
+		if p.UpdatedAt.After(st.UpdatedAt) {
+			st.UpdatedAt = p.UpdatedAt
+		}
+	}
+	var total copier.Result
+	var withFailures []resultSummary
+	var lastFinish int64
+	for _, r := range results {
+		total.Add(copier.Result{Copied: r.res.Copied, Skipped: r.res.Skipped, Missing: r.res.Missing,
+			Expired: r.res.Expired, Failed: r.res.Failed, Fallback: r.res.Fallback, Bytes: r.res.Bytes})
+		st.Batches.Done++
+		if r.dead {
+			st.Batches.DeadLettered++
+		}
+		if (r.res.Failed > 0 || r.dead) && len(withFailures) < MaxFailuresShown {
+			withFailures = append(withFailures, r)
+		}
+		lastFinish = max(lastFinish, r.finished)
+	}
+	if m.Import != nil {
+		total.Add(m.Import.Result)
+		if m.Import.UpdatedAt.After(st.UpdatedAt) {
+			st.UpdatedAt = m.Import.UpdatedAt
+		}
+	}
+	if t := time.UnixMilli(lastFinish).UTC(); lastFinish > 0 && t.After(st.UpdatedAt) {
+		st.UpdatedAt = t
+	}
+	st.Keys.Copied, st.Keys.Skipped, st.Keys.Missing = total.Copied, total.Skipped, total.Missing
+	st.Keys.Expired, st.Keys.Failed, st.Keys.Fallback = total.Expired, total.Failed, total.Fallback
+	st.Bytes = total.Bytes
+	st.Batches.Pending = max(0, st.Batches.Sent-st.Batches.Done)
+
+	if err := s.fillFailures(ctx, st, withFailures); err != nil {
+		return nil, err
+	}
+
+	// State. A batch recorded but not counted as sent (a replayed step cut it differently) is
+	// still done work: "pending" never goes negative.
+	allPlanned := st.ShardsPlanned == st.ShardsTotal
+	importing := m.Import != nil && !m.Import.Done
+	switch {
+	case m.Error != "" || planningFailed != "" || (m.Import != nil && m.Import.Error != ""):
+		st.State = StateFailed
+		if st.Error == "" {
+			st.Error = planningFailed
+		}
+		if st.Error == "" && m.Import != nil {
+			st.Error = "import failed: " + m.Import.Error
+		}
+	case !allPlanned:
+		st.State = StatePlanning
+	case st.Batches.Pending > 0 || importing:
+		st.State = StateCopying
+	case st.Keys.Failed > 0 || st.Batches.DeadLettered > 0:
+		st.State = StateCompletedWithFailures
+	default:
+		st.State = StateCompleted
+	}
+
+	end := time.Now()
+	if st.State == StateCompleted || st.State == StateCompletedWithFailures || st.State == StateFailed {
+		end = st.UpdatedAt
+	}
+	elapsed := end.Sub(m.CreatedAt).Seconds()
+	st.ElapsedSeconds = math.Round(max(elapsed, 0)*1000) / 1000
+	done := total.Keys()
+	if elapsed > 0 {
+		st.KeysPerSecond = math.Round(float64(done)/elapsed*10) / 10
+	}
+	if st.State == StatePlanning || st.State == StateCopying {
+		want := max(st.Keys.Estimated, st.Keys.Scanned)
+		if st.KeysPerSecond > 0 && want > done {
+			eta := math.Round(float64(want-done) / st.KeysPerSecond)
+			st.ETASeconds = &eta
+		}
+	} else {
+		zero := 0.0
+		st.ETASeconds = &zero
+	}
+	return st, nil
+}
+
+// fillFailures reads the few results that have failures, for their key names and reasons.
+func (s *Store) fillFailures(ctx context.Context, st *Status, rs []resultSummary) error {
+	full := make([]*BatchResult, len(rs))
+	errs := make([]error, len(rs))
+	var wg sync.WaitGroup
+	for i, r := range rs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			full[i], errs[i] = s.GetResult(ctx, st.ID, r.batch)
+		}()
+	}
+	wg.Wait()
+	for i, r := range full {
+		if errs[i] != nil {
+			return errs[i]
+		}
+		if r.DeadLettered && len(st.DeadLettered) < MaxFailuresShown {
+			st.DeadLettered = append(st.DeadLettered, DeadLetter{Batch: r.Batch, Keys: r.Keys, Reason: r.Reason})
+		}
+		for _, f := range r.Result.Failures {
+			if len(st.Failures) >= MaxFailuresShown {
+				break
+			}
+			st.Failures = append(st.Failures, Failure{Batch: r.Batch, Key: f.Key, Reason: f.Reason})
+		}
+	}
+	return nil
+}
