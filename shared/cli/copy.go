@@ -12,6 +12,7 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/engine"
 	"github.com/redis-migrate/redis-migrate/shared/plan"
 	"github.com/redis-migrate/redis-migrate/shared/redisconn"
+	"github.com/redis-migrate/redis-migrate/shared/verify"
 )
 
 // copyFlags are the options copy shares with the function app's request.
@@ -19,6 +20,8 @@ type copyFlags struct {
 	source, target, match, scanType, existing, dbMap, dbPrefix string
 	workers, batchKeys                                         int
 	dryRun, jsonOut, allowMerge                                bool
+	noVerify, verifyFull                                       bool
+	verifySample                                               int
 }
 
 func runCopy(ctx context.Context, env *Env, args []string) error {
@@ -36,6 +39,9 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 	fs.IntVar(&f.batchKeys, "batch-keys", 500, "keys per batch")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "print the plan (shards, keys per db, estimated size) and copy nothing")
 	fs.BoolVar(&f.jsonOut, "json", false, "print one JSON summary on stdout")
+	fs.BoolVar(&f.noVerify, "no-verify", false, "skip the verification that follows the copy")
+	fs.IntVar(&f.verifySample, "verify-sample", 10000, "keys the closing verification checks (random sample)")
+	fs.BoolVar(&f.verifyFull, "verify-full", false, "verify every key after the copy instead of a sample")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		if err.Error() == "flag: help requested" {
@@ -122,11 +128,35 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 		reportSummary(env, "copy", sum, f.jsonOut)
 		return err
 	}
+	ok := sum.Ok()
+	if !f.noVerify {
+		rep, err := closingVerify(ctx, src, dst, cfg, f.verifySample, f.verifyFull)
+		if err != nil {
+			sum.Notes = append(sum.Notes, "verification could not run: "+err.Error())
+			ok = false
+		} else {
+			sum.Verify = rep
+			ok = ok && rep.Ok()
+			defer printVerify(env.Stderr, "verify", rep)
+		}
+	}
 	reportSummary(env, "copy", sum, f.jsonOut)
-	if !sum.Ok() {
+	if !ok {
 		return exitError{ExitFailures}
 	}
 	return nil
+}
+
+// closingVerify checks the copy's result: a random sample (or every key), with the same db map,
+// prefixes and match. After --existing skip only presence is checked: the target's values win.
+func closingVerify(ctx context.Context, src, dst *redisconn.Conn, cfg engine.Config, sample int, full bool) (*verify.Report, error) {
+	if full {
+		sample = 0
+	}
+	return verify.Run(ctx, src, dst, verify.Options{
+		DBMap: cfg.Copy.DBMap, Match: cfg.Plan.Match, Sample: sample, Workers: cfg.Workers,
+		PresenceOnly: cfg.Copy.Existing == copier.ExistingSkip,
+	})
 }
 
 // DefaultFallback is the per-key fallback for payloads the target refuses; set by the rdb-backed
