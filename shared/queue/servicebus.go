@@ -77,15 +77,15 @@ func NewServiceBusWithCredential(namespace string, cred azcore.TokenCredential, 
 // <conn>__credential=managedidentity and <conn>__clientId), DefaultAzureCredential otherwise
 // (developer logins, workload identity, environment variables, then managed identity).
 func NewServiceBusWithIdentity(namespace, clientID string, managedIdentity bool, opts *ServiceBusOptions) (*ServiceBus, error) {
-	cred, err := Credential(clientID, managedIdentity)
+	cred, err := IdentityCredential(clientID, managedIdentity)
 	if err != nil {
 		return nil, err
 	}
 	return NewServiceBusWithCredential(namespace, cred, opts)
 }
 
-// Credential picks the Entra ID credential as NewServiceBusWithIdentity describes.
-func Credential(clientID string, managedIdentity bool) (azcore.TokenCredential, error) {
+// IdentityCredential picks the Entra ID credential as NewServiceBusWithIdentity describes.
+func IdentityCredential(clientID string, managedIdentity bool) (azcore.TokenCredential, error) {
 	var (
 		cred azcore.TokenCredential
 		err  error
