@@ -19,7 +19,7 @@ func DecodeDump(payload []byte) (*Entry, int, error) {
 func DecodeDumpWith(payload []byte, opts Options) (*Entry, int, error) {
 	n := len(payload)
 	if n < 11 {
-		return nil, 0, errAt(0, ErrCorrupt, "DUMP payload of %d bytes is too short", n)
+		return nil, 0, encErr(ErrCorrupt, "DUMP payload of %d bytes is too short", n)
 	}
 	ver := int(binary.LittleEndian.Uint16(payload[n-10:]))
 	stored := binary.LittleEndian.Uint64(payload[n-8:])
@@ -94,7 +94,7 @@ func EncodeDump(v Value, targetRDBVersion int) ([]byte, error) {
 		return nil, err
 	}
 	if targetRDBVersion < 1 || targetRDBVersion > math.MaxUint16 {
-		return nil, errAt(0, ErrUnsupported, "target RDB version %d", targetRDBVersion)
+		return nil, encErr(ErrUnsupported, "target RDB version %d", targetRDBVersion)
 	}
 	return BuildDump(t, b, uint16(targetRDBVersion)), nil
 }

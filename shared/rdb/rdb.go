@@ -292,7 +292,7 @@ var (
 	ErrLimit       = errors.New("limit exceeded")
 )
 
-// Error locates a failure in the input.
+// Error locates a failure in the input (Offset is -1 for encoding errors).
 type Error struct {
 	Offset int64
 	Msg    string
@@ -300,10 +300,18 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
+	if e.Offset < 0 {
+		return "rdb: " + e.Msg
+	}
 	return "rdb: offset " + strconv.FormatInt(e.Offset, 10) + ": " + e.Msg
 }
 
 func (e *Error) Unwrap() error { return e.Err }
+
+// encErr reports a value that cannot be encoded.
+func encErr(kind error, format string, args ...any) error {
+	return errAt(-1, kind, format, args...)
+}
 
 func errAt(off int64, kind error, format string, args ...any) error {
 	return &Error{Offset: off, Msg: fmt.Sprintf(format, args...), Err: kind}

@@ -86,14 +86,14 @@ func EncodeValue(v Value, targetRDBVersion int) (byte, []byte, error) {
 		return encodeStream(x, targetRDBVersion)
 	case *Module:
 		if len(x.Raw) == 0 {
-			return 0, nil, errAt(0, ErrUnsupported, "module value %s has no raw payload", x.Name)
+			return 0, nil, encErr(ErrUnsupported, "module value %s has no raw payload", x.Name)
 		}
 		if targetRDBVersion < 8 {
-			return 0, nil, errAt(0, ErrUnsupported, "module values need RDB >= 8, target is %d", targetRDBVersion)
+			return 0, nil, encErr(ErrUnsupported, "module values need RDB >= 8, target is %d", targetRDBVersion)
 		}
 		return TypeCodeModule2, append(AppendLength(nil, x.ID), x.Raw...), nil
 	}
-	return 0, nil, errAt(0, ErrUnsupported, "cannot encode value of type %T", v)
+	return 0, nil, encErr(ErrUnsupported, "cannot encode value of type %T", v)
 }
 
 func encodeHash(h *Hash, target int) (byte, []byte, error) {
@@ -131,7 +131,7 @@ func encodeHash(h *Hash, target int) (byte, []byte, error) {
 		}
 		return TypeCodeHashMetadata, b, nil
 	}
-	return 0, nil, errAt(0, ErrUnsupported, "hash field TTLs need RDB >= 12, target is %d", target)
+	return 0, nil, encErr(ErrUnsupported, "hash field TTLs need RDB >= 12, target is %d", target)
 }
 
 // lpBuilder writes a listpack.
@@ -251,7 +251,7 @@ func encodeStream(s *Stream, target int) (byte, []byte, error) {
 	ver := 0
 	switch {
 	case target < 9:
-		return 0, nil, errAt(0, ErrUnsupported, "streams need RDB >= 9, target is %d", target)
+		return 0, nil, encErr(ErrUnsupported, "streams need RDB >= 9, target is %d", target)
 	case target == 9:
 		t, ver = TypeCodeStreamListpacks, 1
 	case target == 10:
@@ -261,10 +261,10 @@ func encodeStream(s *Stream, target int) (byte, []byte, error) {
 	}
 	for i, e := range s.Entries {
 		if len(e.Fields)%2 != 0 {
-			return 0, nil, errAt(0, ErrCorrupt, "stream entry %s has an odd number of field/value items", e.ID)
+			return 0, nil, encErr(ErrCorrupt, "stream entry %s has an odd number of field/value items", e.ID)
 		}
 		if i > 0 && !s.Entries[i-1].ID.Less(e.ID) {
-			return 0, nil, errAt(0, ErrCorrupt, "stream entry %s is not after %s", e.ID, s.Entries[i-1].ID)
+			return 0, nil, encErr(ErrCorrupt, "stream entry %s is not after %s", e.ID, s.Entries[i-1].ID)
 		}
 	}
 	// Split into nodes.
@@ -361,7 +361,7 @@ type Writer struct {
 // NewWriter writes the header: "REDIS%04d", or "VALKEY%03d" for >= 80.
 func NewWriter(w io.Writer, version int) (*Writer, error) {
 	if version < 1 || version > MaxRedisVersion && version != ValkeyVersion80 {
-		return nil, errAt(0, ErrUnsupported, "unsupported RDB version %d", version)
+		return nil, encErr(ErrUnsupported, "unsupported RDB version %d", version)
 	}
 	wr := &Writer{w: bufio.NewWriterSize(w, 64<<10), version: version}
 	if version >= ValkeyVersion80 {
