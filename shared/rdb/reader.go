@@ -13,13 +13,14 @@ type Reader struct {
 	resumed bool
 	done    bool
 	err     error
-	cur     *curValue
+	cur     *curValue // nil unless a value is being delivered in parts
+	curBuf  curValue  // storage for cur, reused to save allocations
+	tmpl    Entry     // entry under construction
 	empty   int
 }
 
 // curValue is a key whose value is being delivered in parts.
 type curValue struct {
-	tmpl     Entry
 	st       valueState
 	part     int
 	valueOff int64
@@ -141,7 +142,8 @@ func (r *Reader) next() (*Entry, error) {
 			continue // empty collection skipped
 		}
 		start := d.off()
-		e := Entry{Kind: KindKey, Offset: start, DB: r.db, Idle: -1, Freq: -1}
+		r.tmpl = Entry{Kind: KindKey, Offset: start, DB: r.db, Idle: -1, Freq: -1}
+		e := &r.tmpl
 		prefixed := false
 		for {
 			off := d.off()
@@ -210,13 +212,17 @@ func (r *Reader) next() (*Entry, error) {
 				if t == opEOF {
 					return nil, r.finish()
 				}
-				return r.readOpcode(&e, t, off)
+				if err := r.readOpcode(e, t, off); err != nil {
+					return nil, err
+				}
+				out := *e
+				return &out, nil
 			}
 			ti, ok := lookupType(t, d.valkey)
 			if !ok {
 				return nil, errAt(off, ErrUnsupported, "unknown value type or non-OSS opcode %d (%s RDB %d)", t, dialect(d.valkey), d.version)
 			}
-			if err := r.startValue(&e, t, ti); err != nil {
+			if err := r.startValue(e, t, ti); err != nil {
 				return nil, err
 			}
 			break
@@ -252,7 +258,8 @@ func (r *Reader) startValue(e *Entry, t byte, ti typeInfo) error {
 		d.in.stopCapture()
 		return err
 	}
-	r.cur = &curValue{tmpl: *e, st: st, valueOff: valueOff}
+	r.curBuf = curValue{st: st, valueOff: valueOff}
+	r.cur = &r.curBuf
 	return nil
 }
 
@@ -268,7 +275,7 @@ func (r *Reader) continueValue() (*Entry, error) {
 		}
 		return nil, err
 	}
-	e := c.tmpl
+	e := r.tmpl
 	e.Value = c.st.take()
 	e.Part = c.part
 	e.Last = done
@@ -326,125 +333,125 @@ func (d *decoder) readKeyMeta() ([]KeyMeta, error) {
 }
 
 // readOpcode handles the non-key opcodes.
-func (r *Reader) readOpcode(e *Entry, t byte, off int64) (*Entry, error) {
+func (r *Reader) readOpcode(e *Entry, t byte, off int64) error {
 	d := &r.d
 	var err error
 	switch t {
 	case opAux:
 		e.Kind = KindAux
 		if e.AuxKey, err = d.readString("AUX key"); err != nil {
-			return nil, err
+			return err
 		}
 		if e.AuxValue, err = d.readString("AUX value"); err != nil {
-			return nil, err
+			return err
 		}
 	case opSelectDB:
 		db, err := d.readSmall("SELECTDB", math.MaxInt32)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		r.db = db
 		e.Kind, e.DB = KindSelectDB, db
 	case opResizeDB:
 		e.Kind = KindResizeDB
 		if e.DBSize, err = d.readLength("RESIZEDB db size"); err != nil {
-			return nil, err
+			return err
 		}
 		if e.ExpiresSize, err = d.readLength("RESIZEDB expires size"); err != nil {
-			return nil, err
+			return err
 		}
 	case opModuleAux:
 		e.Kind = KindModuleAux
 		id, err := d.readLength("MODULE_AUX module id")
 		if err != nil {
-			return nil, err
+			return err
 		}
 		whenOp, err := d.readLength("MODULE_AUX when opcode")
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if whenOp != modOpUInt {
-			return nil, errAt(off, ErrCorrupt, "MODULE_AUX when opcode %d, expected %d", whenOp, modOpUInt)
+			return errAt(off, ErrCorrupt, "MODULE_AUX when opcode %d, expected %d", whenOp, modOpUInt)
 		}
 		if e.ModuleWhen, err = d.readLength("MODULE_AUX when"); err != nil {
-			return nil, err
+			return err
 		}
 		m := &Module{ID: id, Name: ModuleName(id), EncVer: ModuleEncVer(id)}
 		d.in.startCapture(int(min(d.opts.MaxStringBytes, math.MaxInt32)))
 		err = d.skipModuleOps("MODULE_AUX payload")
 		m.Raw = d.in.stopCapture()
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if m.Raw == nil {
-			return nil, errAt(off, ErrLimit, "MODULE_AUX payload exceeds MaxStringBytes")
+			return errAt(off, ErrLimit, "MODULE_AUX payload exceeds MaxStringBytes")
 		}
 		e.ModuleName, e.Module = m.Name, m
 	case opFunction2:
 		e.Kind = KindFunction
 		if e.Function, err = d.readString("FUNCTION2 library code"); err != nil {
-			return nil, err
+			return err
 		}
 	case opFunctionPreGA:
 		// Redis 7.0 rc1/rc2 layout: name, engine, has-description flag,
 		// [description], code. Redis GA refuses it; we read it best effort.
 		e.Kind = KindFunction
 		if e.FunctionName, err = d.readString("FUNCTION name"); err != nil {
-			return nil, err
+			return err
 		}
 		if e.FunctionEngine, err = d.readString("FUNCTION engine"); err != nil {
-			return nil, err
+			return err
 		}
 		hasDesc, err := d.readLength("FUNCTION description flag")
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if hasDesc > 1 {
-			return nil, errAt(off, ErrCorrupt, "FUNCTION description flag %d, expected 0 or 1", hasDesc)
+			return errAt(off, ErrCorrupt, "FUNCTION description flag %d, expected 0 or 1", hasDesc)
 		}
 		if hasDesc == 1 {
 			if e.FunctionDesc, err = d.readString("FUNCTION description"); err != nil {
-				return nil, err
+				return err
 			}
 		}
 		if e.Function, err = d.readString("FUNCTION code"); err != nil {
-			return nil, err
+			return err
 		}
 	case opSlotInfo:
 		e.Kind = KindSlotInfo
 		if e.Slot, err = d.readLength("SLOT_INFO slot"); err != nil {
-			return nil, err
+			return err
 		}
 		if e.SlotSize, err = d.readLength("SLOT_INFO size"); err != nil {
-			return nil, err
+			return err
 		}
 		if e.SlotExpiresSize, err = d.readLength("SLOT_INFO expires size"); err != nil {
-			return nil, err
+			return err
 		}
 	case opKeyMetaOrSlotImport: // Valkey only; Redis KEY_META is a key prefix
 		e.Kind = KindSlotImport
 		if e.SlotImportJob, err = d.readString("SLOT_IMPORT job name"); err != nil {
-			return nil, err
+			return err
 		}
 		n, err := d.readSmall("SLOT_IMPORT range count", 16384)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		e.SlotRanges = make([]SlotRange, 0, n)
 		for i := 0; i < n; i++ {
 			var sr SlotRange
 			if sr.Start, err = d.readLength("SLOT_IMPORT range start"); err != nil {
-				return nil, err
+				return err
 			}
 			if sr.End, err = d.readLength("SLOT_IMPORT range end"); err != nil {
-				return nil, err
+				return err
 			}
 			e.SlotRanges = append(e.SlotRanges, sr)
 		}
 	default:
-		return nil, errAt(off, ErrUnsupported, "unknown opcode %d (%s RDB %d; non-OSS extension?)", t, dialect(d.valkey), d.version)
+		return errAt(off, ErrUnsupported, "unknown opcode %d (%s RDB %d; non-OSS extension?)", t, dialect(d.valkey), d.version)
 	}
-	return e, nil
+	return nil
 }
 
 // finish handles the EOF opcode: the CRC64 trailer (RDB >= 5) is checked

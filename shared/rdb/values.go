@@ -146,6 +146,7 @@ type listState struct {
 	t         byte
 	remaining uint64 // items (LIST) or nodes (quicklists)
 	it        blobIter
+	left      int // elements left in the current blob (allocation hint)
 	items     [][]byte
 	lim       partLimit
 }
@@ -155,18 +156,24 @@ func (d *decoder) newListState(t byte) (*listState, error) {
 	var err error
 	switch t {
 	case TypeCodeListZiplist:
-		s.it, _, err = d.readBlob(blobZiplist, 1, "list ziplist")
+		s.it, s.left, err = d.readBlob(blobZiplist, 1, "list ziplist")
 	default:
 		s.remaining, err = d.readLength("list length")
 	}
 	if err != nil {
 		return nil, err
 	}
-	s.items = make([][]byte, 0, d.prealloc(s.remaining))
 	return s, nil
 }
 
 func (s *listState) fill(d *decoder) (bool, error) {
+	if s.items == nil {
+		hint := uint64(s.left)
+		if s.t == TypeCodeList {
+			hint = s.remaining
+		}
+		s.items = make([][]byte, 0, d.prealloc(hint))
+	}
 	for !s.lim.full() {
 		if s.it != nil {
 			e, ok, err := s.it.next()
@@ -194,7 +201,7 @@ func (s *listState) fill(d *decoder) (bool, error) {
 				s.lim.add(len(b))
 			}
 		case TypeCodeListQuicklist:
-			s.it, _, err = d.readBlob(blobZiplist, 1, "quicklist node")
+			s.it, s.left, err = d.readBlob(blobZiplist, 1, "quicklist node")
 		case TypeCodeListQuicklist2:
 			off := d.off()
 			var c uint64
@@ -209,7 +216,7 @@ func (s *listState) fill(d *decoder) (bool, error) {
 					s.lim.add(len(b))
 				}
 			case 2:
-				s.it, _, err = d.readBlob(blobListpack, 1, "quicklist node")
+				s.it, s.left, err = d.readBlob(blobListpack, 1, "quicklist node")
 			default:
 				return false, errAt(off, ErrCorrupt, "quicklist container %d is neither plain (1) nor packed (2)", c)
 			}
@@ -223,7 +230,8 @@ func (s *listState) fill(d *decoder) (bool, error) {
 
 func (s *listState) take() Value {
 	v := &List{Items: s.items}
-	s.items = make([][]byte, 0, cap(s.items))
+	s.left = max(0, s.left-len(v.Items))
+	s.items = nil
 	s.lim.reset()
 	return v
 }
@@ -236,6 +244,7 @@ func (s *listState) collection() bool { return true }
 type setState struct {
 	remaining uint64
 	it        blobIter
+	left      int
 	members   [][]byte
 	lim       partLimit
 }
@@ -245,20 +254,22 @@ func (d *decoder) newSetState(t byte) (*setState, error) {
 	var err error
 	switch t {
 	case TypeCodeSetIntset:
-		s.it, _, err = d.readBlob(blobIntset, 1, "set intset")
+		s.it, s.left, err = d.readBlob(blobIntset, 1, "set intset")
 	case TypeCodeSetListpack:
-		s.it, _, err = d.readBlob(blobListpack, 1, "set listpack")
+		s.it, s.left, err = d.readBlob(blobListpack, 1, "set listpack")
 	default:
 		s.remaining, err = d.readLength("set size")
 	}
 	if err != nil {
 		return nil, err
 	}
-	s.members = make([][]byte, 0, d.prealloc(s.remaining))
 	return s, nil
 }
 
 func (s *setState) fill(d *decoder) (bool, error) {
+	if s.members == nil {
+		s.members = make([][]byte, 0, d.prealloc(s.remaining+uint64(s.left)))
+	}
 	for !s.lim.full() {
 		if s.it != nil {
 			e, ok, err := s.it.next()
@@ -289,7 +300,8 @@ func (s *setState) fill(d *decoder) (bool, error) {
 
 func (s *setState) take() Value {
 	v := &Set{Members: s.members}
-	s.members = make([][]byte, 0, cap(s.members))
+	s.left = max(0, s.left-len(v.Members))
+	s.members = nil
 	s.lim.reset()
 	return v
 }
@@ -303,6 +315,7 @@ type zsetState struct {
 	t         byte
 	remaining uint64
 	it        blobIter
+	left      int
 	members   []ZMember
 	lim       partLimit
 }
@@ -312,20 +325,23 @@ func (d *decoder) newZSetState(t byte) (*zsetState, error) {
 	var err error
 	switch t {
 	case TypeCodeZSetZiplist:
-		s.it, _, err = d.readBlob(blobZiplist, 2, "zset ziplist")
+		s.it, s.left, err = d.readBlob(blobZiplist, 2, "zset ziplist")
 	case TypeCodeZSetListpack:
-		s.it, _, err = d.readBlob(blobListpack, 2, "zset listpack")
+		s.it, s.left, err = d.readBlob(blobListpack, 2, "zset listpack")
 	default:
 		s.remaining, err = d.readLength("zset size")
 	}
 	if err != nil {
 		return nil, err
 	}
-	s.members = make([]ZMember, 0, d.prealloc(s.remaining))
+	s.left /= 2
 	return s, nil
 }
 
 func (s *zsetState) fill(d *decoder) (bool, error) {
+	if s.members == nil {
+		s.members = make([]ZMember, 0, d.prealloc(s.remaining+uint64(s.left)))
+	}
 	for !s.lim.full() {
 		if s.it != nil {
 			off := d.off()
@@ -374,7 +390,8 @@ func (s *zsetState) fill(d *decoder) (bool, error) {
 
 func (s *zsetState) take() Value {
 	v := &ZSet{Members: s.members}
-	s.members = make([]ZMember, 0, cap(s.members))
+	s.left = max(0, s.left-len(v.Members))
+	s.members = nil
 	s.lim.reset()
 	return v
 }
@@ -396,6 +413,7 @@ const (
 type hashState struct {
 	remaining uint64
 	it        blobIter
+	left      int
 	ttl       int
 	minExpire uint64
 	fields    []HashField
@@ -411,11 +429,11 @@ func (d *decoder) newHashState(t byte) (*hashState, error) {
 	} else {
 		switch t {
 		case TypeCodeHashZipmap:
-			s.it, _, err = d.readBlob(blobZipmap, 2, "hash zipmap")
+			s.it, s.left, err = d.readBlob(blobZipmap, 2, "hash zipmap")
 		case TypeCodeHashZiplist:
-			s.it, _, err = d.readBlob(blobZiplist, 2, "hash ziplist")
+			s.it, s.left, err = d.readBlob(blobZiplist, 2, "hash ziplist")
 		case TypeCodeHashListpack:
-			s.it, _, err = d.readBlob(blobListpack, 2, "hash listpack")
+			s.it, s.left, err = d.readBlob(blobListpack, 2, "hash listpack")
 		case TypeCodeHashLpExPreGA, TypeCodeHashLpEx:
 			s.ttl = ttlListpack3
 			if t == TypeCodeHashLpEx {
@@ -424,7 +442,9 @@ func (d *decoder) newHashState(t byte) (*hashState, error) {
 					return nil, err
 				}
 			}
-			s.it, _, err = d.readBlob(blobListpack, 3, "hash listpack-ex")
+			if s.it, s.left, err = d.readBlob(blobListpack, 3, "hash listpack-ex"); err == nil {
+				s.left /= 3
+			}
 		case TypeCodeHashMetadataPreGA:
 			s.ttl = ttlPreGA
 			s.remaining, err = d.readLength("hash size")
@@ -441,7 +461,9 @@ func (d *decoder) newHashState(t byte) (*hashState, error) {
 	if err != nil {
 		return nil, err
 	}
-	s.fields = make([]HashField, 0, d.prealloc(s.remaining))
+	if s.ttl != ttlListpack3 {
+		s.left /= 2
+	}
 	return s, nil
 }
 
@@ -456,6 +478,9 @@ func expireOrExpired(v int64) int64 {
 }
 
 func (s *hashState) fill(d *decoder) (bool, error) {
+	if s.fields == nil {
+		s.fields = make([]HashField, 0, d.prealloc(s.remaining+uint64(s.left)))
+	}
 	for !s.lim.full() {
 		if s.it != nil {
 			off := d.off()
@@ -535,7 +560,8 @@ func (s *hashState) fill(d *decoder) (bool, error) {
 
 func (s *hashState) take() Value {
 	v := &Hash{Fields: s.fields}
-	s.fields = make([]HashField, 0, cap(s.fields))
+	s.left = max(0, s.left-len(v.Fields))
+	s.fields = nil
 	s.lim.reset()
 	return v
 }
