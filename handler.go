@@ -8,6 +8,7 @@ import (
 
 	"golang.org/x/term"
 
+	_ "github.com/redis-migrate/redis-migrate/functions" // registers `serve`
 	"github.com/redis-migrate/redis-migrate/shared/cli"
 )
 

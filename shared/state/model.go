@@ -113,6 +113,8 @@ type BatchResult struct {
 	Reason       string        `json:"reason,omitempty"`
 	Delivery     int           `json:"delivery"`
 	FinishedAt   time.Time     `json:"finishedAt"`
+	// BatchKeys keeps a dead-lettered batch's key names, so it can be copied again later.
+	BatchKeys [][]byte `json:"batchKeys,omitempty"`
 }
 
 var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)

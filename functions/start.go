@@ -1,0 +1,489 @@
+package functions
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"regexp"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/redis-migrate/redis-migrate/shared/config"
+	"github.com/redis-migrate/redis-migrate/shared/copier"
+	"github.com/redis-migrate/redis-migrate/shared/engine"
+	"github.com/redis-migrate/redis-migrate/shared/plan"
+	"github.com/redis-migrate/redis-migrate/shared/queue"
+	"github.com/redis-migrate/redis-migrate/shared/redact"
+	"github.com/redis-migrate/redis-migrate/shared/state"
+)
+
+// MaxRequestBytes caps a kickoff request body.
+const MaxRequestBytes = 64 << 10
+
+// StartRequest is the body of POST /api/migrations. Every CLI copy option is a field.
+type StartRequest struct {
+	ID           string       `json:"id,omitempty"`
+	Source       *EndpointReq `json:"source"`
+	Target       *EndpointReq `json:"target"`
+	Match        string       `json:"match,omitempty"`
+	Type         string       `json:"type,omitempty"`
+	Existing     string       `json:"existing,omitempty"`
+	DBMap        string       `json:"dbMap,omitempty"`
+	DBPrefix     string       `json:"dbPrefix,omitempty"`
+	AllowDBMerge bool         `json:"allowDbMerge,omitempty"`
+	BatchKeys    int          `json:"batchKeys,omitempty"`
+}
+
+// EndpointReq names an endpoint: an app setting holding its URL, an inline URL (only with
+// ALLOW_INLINE_URLS=true), or an Azure Managed Redis host reached with an Entra ID identity.
+type EndpointReq struct {
+	Setting  string    `json:"setting,omitempty"`
+	URL      string    `json:"url,omitempty"`
+	Host     string    `json:"host,omitempty"`
+	Entra    *EntraReq `json:"entra,omitempty"`
+	Topology string    `json:"topology,omitempty"`
+}
+
+// EntraReq is the identity used for Entra ID authentication.
+type EntraReq struct {
+	ObjectID string `json:"objectId"`
+	ClientID string `json:"clientId,omitempty"`
+}
+
+// StartResponse is the 202 body.
+type StartResponse struct {
+	ID            string `json:"id"`
+	StatusURL     string `json:"statusUrl"`
+	State         string `json:"state"`
+	Shards        int    `json:"shards"`
+	EstimatedKeys int64  `json:"estimatedKeys"`
+}
+
+type errorJSON struct {
+	Error string `json:"error"`
+	Field string `json:"field,omitempty"`
+}
+
+func errorBody(msg, field string) string {
+	b, _ := json.Marshal(errorJSON{Error: redact.String(msg), Field: field})
+	return string(b)
+}
+
+func writeError(w http.ResponseWriter, status int, msg, field string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = io.WriteString(w, errorBody(msg, field)+"\n")
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		writeError(w, http.StatusInternalServerError, err.Error(), "")
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_, _ = w.Write([]byte(redact.String(string(b)) + "\n"))
+}
+
+// decodeStrict decodes data into v, refusing unknown fields; the error names the field by its
+// full path (prefix + name).
+func decodeStrict(data []byte, v any, prefix string, known []string) error {
+	var raw map[string]json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		field := strings.TrimSuffix(prefix, ".")
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			if field == "" {
+				return fieldErrf("", "the body must be a JSON object")
+			}
+			return fieldErrf(field, "%s: want a JSON object", field)
+		}
+		return fieldErrf(field, "invalid JSON: %v", err)
+	}
+	names := make([]string, 0, len(raw))
+	for k := range raw {
+		names = append(names, k)
+	}
+	sort.Strings(names)
+	for _, k := range names {
+		if !contains(known, k) {
+			return fieldErrf(prefix+k, "unknown field %q (known: %s)", prefix+k, strings.Join(known, ", "))
+		}
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		var te *json.UnmarshalTypeError
+		if errors.As(err, &te) {
+			f := prefix + te.Field
+			return fieldErrf(f, "%s: want a JSON %s, not %s", f, te.Type.Kind(), te.Value)
+		}
+		return fieldErrf(strings.TrimSuffix(prefix, "."), "invalid JSON: %v", err)
+	}
+	return nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// parseStartRequest reads and checks the body, naming the offending field in every error.
+func parseStartRequest(body []byte) (*StartRequest, error) {
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) == 0 {
+		return nil, fieldErrf("", "empty body: want a JSON object with source and target")
+	}
+	// One JSON value, nothing after it.
+	dec := json.NewDecoder(bytes.NewReader(trimmed))
+	var whole json.RawMessage
+	if err := dec.Decode(&whole); err != nil {
+		return nil, fieldErrf("", "invalid JSON: %v", err)
+	}
+	if dec.More() {
+		return nil, fieldErrf("", "invalid JSON: data after the object")
+	}
+	var req StartRequest
+	if err := decodeStrict(whole, &req, "", []string{"id", "source", "target", "match", "type", "existing", "dbMap",
+		"dbPrefix", "allowDbMerge", "batchKeys"}); err != nil {
+		return nil, err
+	}
+	var raw map[string]json.RawMessage
+	_ = json.Unmarshal(whole, &raw)
+	for _, side := range []string{"source", "target"} {
+		r, ok := raw[side]
+		if !ok || string(bytes.TrimSpace(r)) == "null" {
+			return nil, fieldErrf(side, "%s is required, e.g. {\"setting\":\"%s_REDIS\"}", side, strings.ToUpper(side))
+		}
+		var ep EndpointReq
+		if err := decodeStrict(r, &ep, side+".", []string{"setting", "url", "host", "entra", "topology"}); err != nil {
+			return nil, err
+		}
+		var epRaw map[string]json.RawMessage
+		_ = json.Unmarshal(r, &epRaw)
+		if e, ok := epRaw["entra"]; ok && string(bytes.TrimSpace(e)) != "null" {
+			var er EntraReq
+			if err := decodeStrict(e, &er, side+".entra.", []string{"objectId", "clientId"}); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return &req, checkStartRequest(&req)
+}
+
+var (
+	typeRE     = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
+	guidLikeRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
+)
+
+func checkStartRequest(r *StartRequest) error {
+	if r.ID != "" && !state.ValidID(r.ID) {
+		return fieldErrf("id", "id %q: want 1-63 lower-case letters, digits and '-', starting with a letter or digit", r.ID)
+	}
+	for _, side := range []struct {
+		name string
+		ep   *EndpointReq
+	}{{"source", r.Source}, {"target", r.Target}} {
+		ep := side.ep
+		n := 0
+		for _, set := range []bool{ep.Setting != "", ep.URL != "", ep.Host != ""} {
+			if set {
+				n++
+			}
+		}
+		if n != 1 {
+			return fieldErrf(side.name, "%s: give exactly one of setting, url, or host (with entra)", side.name)
+		}
+		if ep.Host != "" && ep.Entra == nil {
+			return fieldErrf(side.name+".entra", "%s.entra: a host needs an Entra ID identity: {\"objectId\":\"...\",\"clientId\":\"...\"} "+
+				"(for access keys, put a rediss:// URL in an app setting)", side.name)
+		}
+		if ep.Host == "" && ep.Entra != nil {
+			return fieldErrf(side.name+".entra", "%s.entra: only used with host", side.name)
+		}
+		if ep.Host == "" && ep.Topology != "" {
+			return fieldErrf(side.name+".topology", "%s.topology: only used with host (a URL takes ?topology=)", side.name)
+		}
+		if ep.Entra != nil {
+			if ep.Entra.ObjectID == "" || !guidLikeRE.MatchString(ep.Entra.ObjectID) {
+				return fieldErrf(side.name+".entra.objectId", "%s.entra.objectId: the identity's object id is required", side.name)
+			}
+			if ep.Entra.ClientID != "" && !guidLikeRE.MatchString(ep.Entra.ClientID) {
+				return fieldErrf(side.name+".entra.clientId", "%s.entra.clientId: not a client id", side.name)
+			}
+		}
+		switch config.Topology(ep.Topology) {
+		case "", config.TopologyAuto, config.TopologyStandalone, config.TopologyCluster:
+		default:
+			return fieldErrf(side.name+".topology", "%s.topology %q: want auto, standalone or cluster", side.name, ep.Topology)
+		}
+	}
+	if _, err := copier.ParseExisting(r.Existing); err != nil {
+		return fieldErrf("existing", "%v", err)
+	}
+	if r.Type != "" && !typeRE.MatchString(r.Type) {
+		return fieldErrf("type", "type %q: want a Redis type name (string, list, set, zset, hash, stream)", r.Type)
+	}
+	if len(r.Match) > 1024 {
+		return fieldErrf("match", "match: longer than 1024 bytes")
+	}
+	if r.BatchKeys < 0 || r.BatchKeys > 10000 {
+		return fieldErrf("batchKeys", "batchKeys %d: want 1..10000", r.BatchKeys)
+	}
+	m, err := config.ParseDBMap(r.DBMap)
+	if err != nil {
+		return fieldErrf("dbMap", "dbMap: %v", err)
+	}
+	if err := m.ParseDBPrefixes(r.DBPrefix); err != nil {
+		return fieldErrf("dbPrefix", "dbPrefix: %v", err)
+	}
+	if err := m.Check(r.AllowDBMerge); err != nil {
+		return fieldErrf("dbMap", "dbMap: %v", err)
+	}
+	return nil
+}
+
+func (e *EndpointReq) ref() state.EndpointRef {
+	r := state.EndpointRef{Setting: e.Setting, URL: e.URL, Host: e.Host, Topology: e.Topology}
+	if e.Entra != nil {
+		r.ObjectID, r.ClientID = e.Entra.ObjectID, e.Entra.ClientID
+	}
+	return r
+}
+
+// planMessage is the body of a plan queue message: one step of one shard.
+type planMessage struct {
+	Migration string      `json:"migration"`
+	Key       string      `json:"key"`
+	Cursor    plan.Cursor `json:"cursor"`
+}
+
+func planMessageID(id, key string, step int) string {
+	return fmt.Sprintf("%s.%s.step%d", id, key, step)
+}
+
+func newMigrationID() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return "m-" + time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+}
+
+// migrationStart is POST /api/migrations.
+func (a *App) migrationStart(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("request body larger than %d bytes", MaxRequestBytes), "body")
+			return
+		}
+		writeError(w, http.StatusBadRequest, "reading the request body: "+err.Error(), "body")
+		return
+	}
+	req, err := parseStartRequest(body)
+	if err != nil {
+		a.requestError(w, err)
+		return
+	}
+	if a.store == nil || a.sender == nil {
+		writeError(w, http.StatusServiceUnavailable, "the function app has no state storage or queue configured (AzureWebJobsStorage, ServiceBusConnection)", "")
+		return
+	}
+	id := req.ID
+	if id == "" {
+		id = newMigrationID()
+	}
+	// HTTP triggers must answer within 230 s: keep the preflight well inside.
+	ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
+	defer cancel()
+	st, err := a.start(ctx, id, req)
+	if err != nil {
+		a.requestError(w, err)
+		return
+	}
+	loc := statusURL(r, id)
+	w.Header().Set("Location", loc)
+	writeJSON(w, http.StatusAccepted, StartResponse{ID: id, StatusURL: loc, State: state.StatePlanning, Shards: st.shards, EstimatedKeys: st.estimated})
+}
+
+func (a *App) requestError(w http.ResponseWriter, err error) {
+	var fe *fieldError
+	if errors.As(err, &fe) {
+		a.logf("MigrationStart: refused: %s", fe.msg)
+		writeError(w, http.StatusBadRequest, fe.msg, fe.field)
+		return
+	}
+	if errors.Is(err, state.ErrExists) {
+		writeError(w, http.StatusConflict, "a migration with this id exists", "id")
+		return
+	}
+	a.logf("MigrationStart: %s", redact.Error(err))
+	writeError(w, http.StatusInternalServerError, redact.Error(err), "")
+}
+
+// statusURL is the absolute status URL as the caller reached us (without the function key).
+func statusURL(r *http.Request, id string) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if p := r.Header.Get("X-Forwarded-Proto"); p == "https" || p == "http" {
+		scheme = p
+	}
+	host := r.Host
+	if h := r.Header.Get("X-Forwarded-Host"); h != "" {
+		host = h
+	}
+	if host == "" {
+		return "/api/migrations/" + id
+	}
+	return scheme + "://" + host + "/api/migrations/" + id
+}
+
+type started struct {
+	shards    int
+	estimated int64
+}
+
+// start runs the preflight, writes the record and the shards' progress, and enqueues one plan
+// message per shard and source database.
+func (a *App) start(ctx context.Context, id string, req *StartRequest) (*started, error) {
+	mig := &state.Migration{ID: id, Kind: "copy", CreatedAt: time.Now().UTC(), Source: req.Source.ref(), Target: req.Target.ref(),
+		Options: state.Options{Match: req.Match, Type: req.Type, Existing: req.Existing, DBMap: req.DBMap, DBPrefix: req.DBPrefix,
+			AllowDBMerge: req.AllowDBMerge, BatchKeys: req.BatchKeys, ExplicitDBMap: req.DBMap != ""}}
+	if mig.Options.Existing == "" {
+		mig.Options.Existing = string(copier.ExistingFail)
+	}
+	if mig.Options.BatchKeys == 0 {
+		mig.Options.BatchKeys = 500
+	}
+	srcEP, err := a.resolveEndpoint(mig.Source, "source")
+	if err != nil {
+		return nil, err
+	}
+	if _, err := a.resolveEndpoint(mig.Target, "target"); err != nil {
+		return nil, err
+	}
+	if srcEP.DBSet && req.DBMap == "" {
+		// Like the CLI: a source URL naming db 3 means "copy db 3" into db 0.
+		mig.Options.DBMap = fmt.Sprintf("%d:0", srcEP.DB)
+		mig.Options.ExplicitDBMap = true
+	}
+	dbMap, err := dbMapOf(mig.Options)
+	if err != nil {
+		return nil, fieldErrf("dbPrefix", "%v", err)
+	}
+	src, err := a.openEndpoint(ctx, mig.Source, "source")
+	if err != nil {
+		return nil, err
+	}
+	defer src.Close()
+	dst, err := a.openEndpoint(ctx, mig.Target, "target")
+	if err != nil {
+		return nil, err
+	}
+	defer dst.Close()
+	cfg := engine.Config{Source: src, Target: dst, Copy: copier.Options{Existing: copier.Existing(mig.Options.Existing), DBMap: dbMap},
+		ExplicitDBMap: mig.Options.ExplicitDBMap, AllowDBMerge: mig.Options.AllowDBMerge}
+	pf, err := engine.Check(ctx, &cfg)
+	if err != nil {
+		return nil, fieldErrf(preflightField(err), "preflight: %s", redact.Error(err))
+	}
+	mig.EstimatedKeys = pf.Estimated
+	var shards []state.ShardProgress
+	for i, addr := range src.Masters() {
+		for _, db := range dbMap.Sources() {
+			if _, has := pf.SourceDBs[db]; !has {
+				continue
+			}
+			key := state.ShardKey(i, db)
+			shards = append(shards, state.ShardProgress{Key: key, Shard: i, Addr: addr, DB: db})
+			mig.Shards = append(mig.Shards, key)
+		}
+	}
+	if err := a.store.CreateMigration(ctx, mig); err != nil {
+		return nil, err
+	}
+	var msgs []queue.Message
+	for _, p := range shards {
+		if err := a.store.CreateShard(ctx, id, p); err != nil {
+			return nil, a.failStart(ctx, id, err)
+		}
+		body, _ := json.Marshal(planMessage{Migration: id, Key: p.Key, Cursor: plan.Cursor{Shard: p.Shard, Addr: p.Addr, DB: p.DB}})
+		msgs = append(msgs, queue.Message{ID: planMessageID(id, p.Key, 0), Body: body,
+			Properties: map[string]any{"migration": id, "kind": "plan"}})
+	}
+	if len(msgs) > 0 {
+		if err := a.sender.Send(ctx, queue.Plan, msgs); err != nil {
+			return nil, a.failStart(ctx, id, fmt.Errorf("enqueueing the plan messages: %s", redact.Error(err)))
+		}
+	}
+	a.logf("MigrationStart: %s: %s -> %s, %d shard(s), about %d keys", id, mig.Source.Describe(), mig.Target.Describe(), len(shards), pf.Estimated)
+	return &started{shards: len(shards), estimated: pf.Estimated}, nil
+}
+
+// failStart marks a migration whose kickoff broke half way, so status says so.
+func (a *App) failStart(ctx context.Context, id string, err error) error {
+	_, _ = a.store.UpdateMigration(ctx, id, func(m *state.Migration) (bool, error) {
+		m.Error = "kickoff failed: " + redact.Error(err)
+		return true, nil
+	})
+	return err
+}
+
+func preflightField(err error) string {
+	m := err.Error()
+	switch {
+	case strings.Contains(m, "same server"):
+		return "target"
+	case strings.Contains(m, "already holds"):
+		return "existing"
+	case strings.Contains(m, "db map") || strings.Contains(m, "outside db 0") || strings.Contains(m, "db-map"):
+		return "dbMap"
+	}
+	return ""
+}
+
+func dbMapOf(o state.Options) (config.DBMap, error) {
+	m, err := config.ParseDBMap(o.DBMap)
+	if err != nil {
+		return m, err
+	}
+	return m, m.ParseDBPrefixes(o.DBPrefix)
+}
+
+// migrationStatus is GET /api/migrations/{id}.
+func (a *App) migrationStatus(w http.ResponseWriter, r *http.Request) {
+	id := r.PathValue("id")
+	if a.store == nil {
+		writeError(w, http.StatusServiceUnavailable, "the function app has no state storage configured (AzureWebJobsStorage)", "")
+		return
+	}
+	if !state.ValidID(id) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no migration %q", id), "id")
+		return
+	}
+	st, err := a.store.Status(r.Context(), id)
+	if errors.Is(err, state.ErrNotFound) {
+		writeError(w, http.StatusNotFound, fmt.Sprintf("no migration %q", id), "id")
+		return
+	}
+	if err != nil {
+		a.logf("MigrationStatus: %s: %s", id, redact.Error(err))
+		writeError(w, http.StatusInternalServerError, redact.Error(err), "")
+		return
+	}
+	writeJSON(w, http.StatusOK, st)
+}

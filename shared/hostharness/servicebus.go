@@ -1,0 +1,120 @@
+package hostharness
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"time"
+
+	"github.com/redis-migrate/redis-migrate/shared/hostproto"
+	"github.com/redis-migrate/redis-migrate/shared/queue"
+)
+
+// pump is one of maxConcurrentCalls delivery loops for a Service Bus triggered function.
+func (h *Harness) pump(ctx context.Context, f *function) {
+	defer h.wg.Done()
+	for {
+		d, err := h.Queue.Receive(ctx, f.queue)
+		if err != nil {
+			return
+		}
+		h.deliver(ctx, f, d)
+	}
+}
+
+func (h *Harness) deliver(ctx context.Context, f *function, d *queue.Delivery) {
+	fault := Deliver
+	if h.opts.Fault != nil {
+		fault = h.opts.Fault(DeliveryInfo{Function: f.name, Queue: f.queue, MessageID: d.ID, DeliveryCount: d.DeliveryCount, Body: d.Body})
+	}
+	if fault == FailBeforeCall {
+		h.logf("%s: message %s delivery %d: injected failure", f.name, d.ID, d.DeliveryCount)
+		h.Queue.Abandon(d, "injected failure")
+		return
+	}
+	status, logs, err := h.invokeMessage(ctx, f, d)
+	ok := err == nil && status >= 200 && status <= 299
+	for _, l := range logs {
+		h.logf("%s: %s", f.name, l)
+	}
+	switch {
+	case !ok:
+		desc := fmt.Sprintf("function %s answered %d", f.name, status)
+		if err != nil {
+			desc = fmt.Sprintf("function %s: %v", f.name, err)
+		}
+		h.logf("%s: message %s delivery %d failed: %s", f.name, d.ID, d.DeliveryCount, desc)
+		h.Queue.Abandon(d, desc)
+	case fault == DropReply:
+		h.logf("%s: message %s delivery %d: reply dropped (injected)", f.name, d.ID, d.DeliveryCount)
+		h.Queue.Abandon(d, "injected: reply lost")
+	case fault == DeliverTwice:
+		h.logf("%s: message %s delivery %d: delivering it again (injected)", f.name, d.ID, d.DeliveryCount)
+		h.Queue.Duplicate(d)
+		h.Queue.Complete(d)
+	default:
+		h.Queue.Complete(d)
+	}
+}
+
+// invokeMessage POSTs the message to /<function> in the host's encoding: the body and every
+// string or number in Metadata serialized a second time, objects nested.
+func (h *Harness) invokeMessage(ctx context.Context, f *function, d *queue.Delivery) (int, []string, error) {
+	props := map[string]any{}
+	for k, v := range d.Properties {
+		props[k] = v
+	}
+	var lock [16]byte
+	_, _ = rand.Read(lock[:])
+	md := map[string]json.RawMessage{
+		"DeliveryCount":         hostproto.HostNumber(int64(d.DeliveryCount)),
+		"SequenceNumber":        hostproto.HostNumber(d.SequenceNumber),
+		"MessageId":             hostproto.HostString(d.ID),
+		"LockToken":             hostproto.HostString(hex.EncodeToString(lock[:])),
+		"ContentType":           hostproto.HostString("application/json"),
+		"EnqueuedTimeUtc":       hostproto.HostObject(d.EnqueuedTime.Format("2006-01-02T15:04:05")),
+		"ExpiresAtUtc":          hostproto.HostObject(d.EnqueuedTime.Add(14 * 24 * time.Hour).Format("2006-01-02T15:04:05")),
+		"ApplicationProperties": hostproto.HostObject(props),
+		"UserProperties":        hostproto.HostObject(props),
+		"MessageActions":        hostproto.HostObject(map[string]any{}),
+		"Client":                hostproto.HostObject(map[string]any{"FullyQualifiedNamespace": "local.harness", "IsClosed": false}),
+		"sys":                   hostproto.HostObject(sysMetadata(f.name)),
+	}
+	if d.DeadLetterReason != "" {
+		md["DeadLetterReason"] = hostproto.HostString(d.DeadLetterReason)
+		md["DeadLetterErrorDescription"] = hostproto.HostString(d.DeadLetterErrorDescription)
+	}
+	inv := map[string]any{
+		"Data":     map[string]json.RawMessage{f.bindingIn: hostproto.HostString(string(d.Body))},
+		"Metadata": md,
+	}
+	payload, _ := json.Marshal(inv)
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.handlerURL+"/"+f.name, bytes.NewReader(payload))
+	if err != nil {
+		return 0, nil, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := h.client.Do(req)
+	if err != nil {
+		return 0, nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var logs []string
+	if reply, err := hostproto.DecodeReply(b); err == nil && resp.StatusCode/100 == 2 {
+		// Like the host, keep the reply's logs only when the invocation succeeded.
+		logs = reply.Logs
+	}
+	return resp.StatusCode, logs, nil
+}
+
+func sysMetadata(name string) map[string]any {
+	var g [16]byte
+	_, _ = rand.Read(g[:])
+	return map[string]any{"MethodName": name, "UtcNow": time.Now().UTC().Format(time.RFC3339Nano), "RandGuid": hex.EncodeToString(g[:])}
+}
