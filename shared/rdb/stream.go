@@ -112,7 +112,7 @@ func (s *streamState) openNode(d *decoder) error {
 	if err != nil {
 		return err
 	}
-	s.masterFields = make([][]byte, 0, nf)
+	s.masterFields = make([][]byte, 0, min(nf, 256)) // nf is untrusted
 	for i := 0; i < nf; i++ {
 		f, err := s.lpStr("master field")
 		if err != nil {
@@ -159,7 +159,7 @@ func (s *streamState) nextEntry() (StreamEntry, bool, bool, error) {
 	var nf int
 	if flags&streamFlagSameFields != 0 {
 		nf = len(s.masterFields)
-		e.Fields = make([][]byte, 0, 2*nf)
+		e.Fields = make([][]byte, 0, 2*nf) // bounded: master fields were read
 		for i := 0; i < nf; i++ {
 			v, err := s.lpStr("entry value")
 			if err != nil {
@@ -171,7 +171,7 @@ func (s *streamState) nextEntry() (StreamEntry, bool, bool, error) {
 		if nf, err = s.lpCount("entry field count"); err != nil {
 			return StreamEntry{}, false, false, err
 		}
-		e.Fields = make([][]byte, 0, 2*nf)
+		e.Fields = make([][]byte, 0, min(2*nf, 256)) // nf is untrusted
 		for i := 0; i < 2*nf; i++ {
 			v, err := s.lpStr("entry field")
 			if err != nil {
