@@ -22,6 +22,7 @@ type copyFlags struct {
 	dryRun, jsonOut, allowMerge                                bool
 	noVerify, verifyFull                                       bool
 	verifySample                                               int
+	bigKeyBytes                                                int64
 }
 
 func runCopy(ctx context.Context, env *Env, args []string) error {
@@ -37,6 +38,7 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 	fs.BoolVar(&f.allowMerge, "allow-db-merge", false, "allow mapping several dbs to one target db without distinct prefixes")
 	fs.IntVar(&f.workers, "workers", 8, "parallel copier workers")
 	fs.IntVar(&f.batchKeys, "batch-keys", 500, "keys per batch")
+	fs.Int64Var(&f.bigKeyBytes, "big-key-bytes", 8<<20, "copy keys whose MEMORY USAGE reaches this many `bytes` in chunks (-1: never)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "print the plan (shards, keys per db, estimated size) and copy nothing")
 	fs.BoolVar(&f.jsonOut, "json", false, "print one JSON summary on stdout")
 	fs.BoolVar(&f.noVerify, "no-verify", false, "skip the verification that follows the copy")
@@ -57,6 +59,9 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 	}
 	if f.workers < 1 || f.workers > 256 {
 		return usagef("--workers %d: want 1..256", f.workers)
+	}
+	if f.bigKeyBytes == 0 || f.bigKeyBytes < -1 {
+		return usagef("--big-key-bytes %d: want a positive size, or -1 to turn chunked copy off", f.bigKeyBytes)
 	}
 	if f.batchKeys < 1 || f.batchKeys > 10000 {
 		return usagef("--batch-keys %d: want 1..10000", f.batchKeys)
@@ -101,7 +106,7 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 	cfg := engine.Config{
 		Source: src, Target: dst,
 		Plan:          plan.Options{Match: f.match, Type: f.scanType, BatchKeys: f.batchKeys},
-		Copy:          copier.Options{Existing: existing, DBMap: dbMap, Fallback: DefaultFallback(dst)},
+		Copy:          copier.Options{Existing: existing, DBMap: dbMap, Fallback: DefaultFallback(dst), BigKeyBytes: f.bigKeyBytes},
 		ExplicitDBMap: f.dbMap != "" || srcEP.DBSet,
 		AllowDBMerge:  f.allowMerge,
 		Workers:       f.workers,
@@ -177,6 +182,9 @@ func reportSummary(env *Env, what string, s engine.Summary, jsonOut bool) {
 		engine.HumanBytes(s.Bytes), s.Seconds, rate)
 	if s.KeysFallback > 0 {
 		fmt.Fprintf(w, "%s: %d keys were written with type commands because the target refused their DUMP payload\n", what, s.KeysFallback)
+	}
+	if s.KeysBig > 0 {
+		fmt.Fprintf(w, "%s: %d big keys were copied in chunks\n", what, s.KeysBig)
 	}
 	for _, db := range sortedKeys(s.NotCopiedDBs) {
 		fmt.Fprintf(w, "%s: not copied (not in --db-map): %s with %d keys\n", what, db, s.NotCopiedDBs[db])

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -52,6 +53,12 @@ type Options struct {
 	// SliceKeys is the most keys read in one pipeline. Default 256.
 	SliceKeys int
 	Fallback  FallbackFunc
+	// BigKeyBytes is the MEMORY USAGE from which a key is copied in chunks instead of one
+	// DUMP/RESTORE. Default 8 MiB; negative turns big-key detection off.
+	BigKeyBytes int64
+	// DeferBigKeys returns big keys in Result.BigKeys instead of copying them inline, so the
+	// caller can give each its own batch and small keys do not wait behind it.
+	DeferBigKeys bool
 }
 
 // Result counts what happened to a batch's keys.
@@ -62,8 +69,11 @@ type Result struct {
 	Expired  int64        `json:"keys_expired"`
 	Failed   int64        `json:"keys_failed"`
 	Fallback int64        `json:"keys_fallback"`
+	Big      int64        `json:"keys_big"`
 	Bytes    int64        `json:"bytes"`
 	Failures []KeyFailure `json:"failures,omitempty"`
+	// BigKeys are keys found big and deferred (DeferBigKeys); they are not counted yet.
+	BigKeys [][]byte `json:"-"`
 }
 
 // KeyFailure names a key that was not copied and why.
@@ -83,6 +93,7 @@ func (r *Result) Add(o Result) {
 	r.Expired += o.Expired
 	r.Failed += o.Failed
 	r.Fallback += o.Fallback
+	r.Big += o.Big
 	r.Bytes += o.Bytes
 	for _, f := range o.Failures {
 		if len(r.Failures) >= MaxFailuresKept {
@@ -119,6 +130,8 @@ type Copier struct {
 	Opts     Options
 	// Now is the clock; tests replace it.
 	Now func() time.Time
+
+	noMemoryUsage atomic.Bool
 }
 
 // New returns a copier with defaults filled in.
@@ -131,6 +144,9 @@ func New(src, dst *redisconn.Conn, o Options) *Copier {
 	}
 	if o.Existing == "" {
 		o.Existing = ExistingFail
+	}
+	if o.BigKeyBytes == 0 {
+		o.BigKeyBytes = 8 << 20
 	}
 	if o.DBMap.Target == nil {
 		o.DBMap = config.DefaultDBMap()
@@ -157,19 +173,80 @@ func (c *Copier) Copy(ctx context.Context, b plan.Batch) (Result, error) {
 	prefix := c.Opts.DBMap.Prefix[b.DB]
 	src := c.Src.Keys(b.DB)
 	dst := c.Dst.Keys(targetDB)
+	if b.Big {
+		for _, k := range b.Keys {
+			if err := c.copyBig(ctx, src, dst, k, prefix+string(k), &res); err != nil {
+				return Result{}, err
+			}
+		}
+		return res, nil
+	}
 	keys := b.Keys
 	for len(keys) > 0 {
 		n := min(len(keys), c.Opts.SliceKeys)
-		items, err := c.read(ctx, src, keys[:n], &res)
+		small, sizes, err := c.sizeUp(ctx, src, dst, prefix, keys[:n], &res)
 		if err != nil {
 			return Result{}, err
 		}
-		if err := c.write(ctx, dst, prefix, items, &res); err != nil {
-			return Result{}, err
-		}
 		keys = keys[n:]
+		// Read and write in runs whose estimated size stays under the held-bytes budget.
+		for len(small) > 0 {
+			run, held := 1, sizes[0]
+			for run < len(small) && held+sizes[run] <= int64(c.Opts.MaxHeldBytes) {
+				held += sizes[run]
+				run++
+			}
+			items, err := c.read(ctx, src, small[:run], &res)
+			if err != nil {
+				return Result{}, err
+			}
+			if err := c.write(ctx, dst, prefix, items, &res); err != nil {
+				return Result{}, err
+			}
+			small, sizes = small[run:], sizes[run:]
+		}
 	}
 	return res, nil
+}
+
+// sizeUp asks the source for each key's MEMORY USAGE, counts vanished keys as missing, and takes
+// big keys out of the slice: they are copied in chunks (now, or later when deferred).
+func (c *Copier) sizeUp(ctx context.Context, src, dst redis.UniversalClient, prefix string, keys [][]byte, res *Result) ([][]byte, []int64, error) {
+	sizes := make([]int64, len(keys))
+	if c.Opts.BigKeyBytes < 0 || c.noMemoryUsage.Load() {
+		return keys, sizes, nil
+	}
+	pipe := src.Pipeline()
+	cmds := make([]*redis.IntCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.MemoryUsage(ctx, string(k))
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !isReplyError(err) {
+		return nil, nil, fmt.Errorf("reading from source: %s", redact.Error(err))
+	}
+	small := keys[:0:0]
+	var smallSizes []int64
+	for i, k := range keys {
+		n, err := cmds[i].Result()
+		switch {
+		case err == redis.Nil:
+			res.Missing++
+		case err != nil:
+			// MEMORY USAGE is not allowed everywhere: then every key takes the DUMP path.
+			c.noMemoryUsage.Store(true)
+			return keys, make([]int64, len(keys)), nil
+		case n >= c.Opts.BigKeyBytes && c.Opts.DeferBigKeys:
+			res.BigKeys = append(res.BigKeys, k)
+		case n >= c.Opts.BigKeyBytes:
+			if err := c.copyBig(ctx, src, dst, k, prefix+string(k), res); err != nil {
+				return nil, nil, err
+			}
+		default:
+			small = append(small, k)
+			smallSizes = append(smallSizes, n)
+		}
+	}
+	return small, smallSizes, nil
 }
 
 // usePExpireTime: PEXPIRETIME (Redis/Valkey 7+) gives the absolute expiry exactly; older servers

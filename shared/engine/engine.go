@@ -53,6 +53,7 @@ type Summary struct {
 	KeysExpired  int64               `json:"keys_expired"`
 	KeysFailed   int64               `json:"keys_failed"`
 	KeysFallback int64               `json:"keys_fallback"`
+	KeysBig      int64               `json:"keys_big"`
 	Bytes        int64               `json:"bytes"`
 	Seconds      float64             `json:"seconds"`
 	Batches      int64               `json:"batches"`
@@ -60,8 +61,6 @@ type Summary struct {
 	NotCopiedDBs map[string]int64    `json:"not_copied_dbs,omitempty"`
 	Verify       any                 `json:"verify,omitempty"`
 	Notes        []string            `json:"notes,omitempty"`
-	result       copier.Result       // running totals
-	_            struct{}            // keep the literal form keyed
 }
 
 // Ok reports whether every key was accounted for without a failure.
@@ -164,6 +163,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	if cfg.BatchAttempts <= 0 {
 		cfg.BatchAttempts = 3
 	}
+	cfg.Copy.DeferBigKeys = true
 	cp := copier.New(cfg.Source, cfg.Target, cfg.Copy)
 
 	ctx, cancel := context.WithCancel(ctx)
@@ -208,12 +208,15 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		}
 	}()
 
-	var wg sync.WaitGroup
-	for w := 0; w < cfg.Workers; w++ {
-		wg.Add(1)
+	// Big keys found by the copiers get their own batches and workers, so small keys never wait
+	// behind a multi-gigabyte hash.
+	bigQueue := make(chan plan.Batch, 1<<14)
+	var bigWG sync.WaitGroup
+	for w := 0; w < max(1, cfg.Workers/4); w++ {
+		bigWG.Add(1)
 		go func() {
-			defer wg.Done()
-			for b := range queue {
+			defer bigWG.Done()
+			for b := range bigQueue {
 				r := copyWithRetry(ctx, cp, b, cfg.BatchAttempts)
 				mu.Lock()
 				total.Add(r)
@@ -221,6 +224,27 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			}
 		}()
 	}
+	var wg sync.WaitGroup
+	for w := 0; w < cfg.Workers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for b := range queue {
+				r := copyWithRetry(ctx, cp, b, cfg.BatchAttempts)
+				for i, k := range r.BigKeys {
+					batches.Add(1)
+					bigQueue <- plan.Batch{ID: fmt.Sprintf("%s-big-%d", b.ID, i), Shard: b.Shard, DB: b.DB, Keys: [][]byte{k}, Big: true}
+				}
+				mu.Lock()
+				total.Add(r)
+				mu.Unlock()
+			}
+		}()
+	}
+	go func() {
+		wg.Wait()
+		close(bigQueue)
+	}()
 
 	stopProgress := make(chan struct{})
 	var progressDone sync.WaitGroup
@@ -248,6 +272,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		}()
 	}
 	wg.Wait()
+	bigWG.Wait()
 	close(stopProgress)
 	progressDone.Wait()
 	if cfg.OnProgress != nil {
@@ -270,6 +295,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 func (s *Summary) fill(r copier.Result) {
 	s.KeysCopied, s.KeysSkipped, s.KeysMissing = r.Copied, r.Skipped, r.Missing
 	s.KeysExpired, s.KeysFailed, s.KeysFallback = r.Expired, r.Failed, r.Fallback
+	s.KeysBig = r.Big
 	s.Bytes, s.Failures = r.Bytes, r.Failures
 }
 

@@ -46,7 +46,7 @@ func (s *Server) URL() string { return "redis://" + s.Addr }
 
 // Client returns a client for database db; it is closed when the test ends.
 func (s *Server) Client(t TB, db int) *redis.Client {
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, DB: db, MaxRetries: 2})
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, DB: db, MaxRetries: 2, ReadTimeout: 2 * time.Minute})
 	t.Cleanup(func() { c.Close() })
 	return c
 }
@@ -211,7 +211,7 @@ func (c *Cluster) URL() string { return "redis://" + c.Masters[0].Addr }
 
 // Client returns a cluster client; it is closed when the test ends.
 func (c *Cluster) Client(t TB) *redis.ClusterClient {
-	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs()})
+	cc := redis.NewClusterClient(&redis.ClusterOptions{Addrs: c.Addrs(), ReadTimeout: 2 * time.Minute})
 	t.Cleanup(func() { cc.Close() })
 	return cc
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 )
@@ -114,7 +115,7 @@ func ClusterMasters(ctx context.Context, t TB, addr string) []*redis.Client {
 			continue
 		}
 		a := strings.SplitN(f[1], "@", 2)[0]
-		mc := redis.NewClient(&redis.Options{Addr: a})
+		mc := redis.NewClient(&redis.Options{Addr: a, ReadTimeout: 2 * time.Minute})
 		t.Cleanup(func() { mc.Close() })
 		out = append(out, mc)
 	}

@@ -10,9 +10,10 @@ local t = redis.call('TYPE', k)['ok']
 
 local function lp(s) return #s .. ':' .. s end
 
+-- 64 bits of each element's SHA1 are enough to notice a difference, and half the Lua work.
 local function xorhex(acc, h)
   local out = {}
-  for i = 0, 4 do
+  for i = 0, 1 do
     local a = tonumber(string.sub(acc, i * 8 + 1, i * 8 + 8), 16)
     local b = tonumber(string.sub(h, i * 8 + 1, i * 8 + 8), 16)
     out[#out + 1] = bit.tohex(bit.bxor(a, b), 8)
@@ -20,7 +21,7 @@ local function xorhex(acc, h)
   return table.concat(out)
 end
 
-local zero = string.rep('0', 40)
+local zero = string.rep('0', 16)
 
 if t == 'none' then
   return {t, '', '', 0}
