@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"regexp"
 	"sort"
 	"strings"
@@ -93,18 +94,18 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	_, _ = w.Write([]byte(redact.String(string(b)) + "\n"))
 }
 
-// decodeStrict decodes data into v, refusing unknown fields; the error names the field by its
-// full path (prefix + name).
-func decodeStrict(data []byte, v any, prefix string, known []string) error {
+// checkFields refuses a value that is not an object or has a field outside known; errors name
+// the field by its full path (prefix + name).
+func checkFields(data []byte, prefix string, known []string) error {
+	field := strings.TrimSuffix(prefix, ".")
 	var raw map[string]json.RawMessage
 	if err := json.Unmarshal(data, &raw); err != nil {
-		field := strings.TrimSuffix(prefix, ".")
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			if field == "" {
 				return fieldErrf("", "the body must be a JSON object")
 			}
-			return fieldErrf(field, "%s: want a JSON object", field)
+			return fieldErrf(field, "%s: want a JSON object, not %s", field, te.Value)
 		}
 		return fieldErrf(field, "invalid JSON: %v", err)
 	}
@@ -118,17 +119,36 @@ func decodeStrict(data []byte, v any, prefix string, known []string) error {
 			return fieldErrf(prefix+k, "unknown field %q (known: %s)", prefix+k, strings.Join(known, ", "))
 		}
 	}
+	return nil
+}
+
+// decodeStrict decodes data into v, refusing unknown fields and naming a mistyped field.
+func decodeStrict(data []byte, v any, prefix string) error {
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		var te *json.UnmarshalTypeError
 		if errors.As(err, &te) {
 			f := prefix + te.Field
-			return fieldErrf(f, "%s: want a JSON %s, not %s", f, te.Type.Kind(), te.Value)
+			return fieldErrf(f, "%s: want a JSON %s, not %s", f, jsonKind(te.Type.Kind()), te.Value)
 		}
 		return fieldErrf(strings.TrimSuffix(prefix, "."), "invalid JSON: %v", err)
 	}
 	return nil
+}
+
+func jsonKind(k reflect.Kind) string {
+	switch k {
+	case reflect.Struct, reflect.Map:
+		return "object"
+	case reflect.Int, reflect.Int64, reflect.Int32, reflect.Uint, reflect.Uint64, reflect.Float64:
+		return "number"
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Slice, reflect.Array:
+		return "array"
+	}
+	return k.String()
 }
 
 func contains(list []string, s string) bool {
@@ -155,8 +175,8 @@ func parseStartRequest(body []byte) (*StartRequest, error) {
 	if dec.More() {
 		return nil, fieldErrf("", "invalid JSON: data after the object")
 	}
-	var req StartRequest
-	if err := decodeStrict(whole, &req, "", []string{"id", "source", "target", "match", "type", "existing", "dbMap",
+	// Field names first, innermost objects included, so an unknown field is named by its path.
+	if err := checkFields(whole, "", []string{"id", "source", "target", "match", "type", "existing", "dbMap",
 		"dbPrefix", "allowDbMerge", "batchKeys"}); err != nil {
 		return nil, err
 	}
@@ -167,18 +187,20 @@ func parseStartRequest(body []byte) (*StartRequest, error) {
 		if !ok || string(bytes.TrimSpace(r)) == "null" {
 			return nil, fieldErrf(side, "%s is required, e.g. {\"setting\":\"%s_REDIS\"}", side, strings.ToUpper(side))
 		}
-		var ep EndpointReq
-		if err := decodeStrict(r, &ep, side+".", []string{"setting", "url", "host", "entra", "topology"}); err != nil {
+		if err := checkFields(r, side+".", []string{"setting", "url", "host", "entra", "topology"}); err != nil {
 			return nil, err
 		}
 		var epRaw map[string]json.RawMessage
 		_ = json.Unmarshal(r, &epRaw)
 		if e, ok := epRaw["entra"]; ok && string(bytes.TrimSpace(e)) != "null" {
-			var er EntraReq
-			if err := decodeStrict(e, &er, side+".entra.", []string{"objectId", "clientId"}); err != nil {
+			if err := checkFields(e, side+".entra.", []string{"objectId", "clientId"}); err != nil {
 				return nil, err
 			}
 		}
+	}
+	var req StartRequest
+	if err := decodeStrict(whole, &req, ""); err != nil {
+		return nil, err
 	}
 	return &req, checkStartRequest(&req)
 }

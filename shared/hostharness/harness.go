@@ -52,6 +52,7 @@ const (
 	FailBeforeCall              // count the delivery as failed without calling the handler
 	DropReply                   // call the handler, then treat the invocation as failed (a crash after the work)
 	DeliverTwice                // deliver, and after it succeeds deliver the same message again
+	DuplicateNow                // enqueue a second copy before delivering, so both may run at once (a lost lock)
 )
 
 // DeliveryInfo describes a delivery to the fault hook.

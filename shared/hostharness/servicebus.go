@@ -37,6 +37,10 @@ func (h *Harness) deliver(ctx context.Context, f *function, d *queue.Delivery) {
 		h.Queue.Abandon(d, "injected failure")
 		return
 	}
+	if fault == DuplicateNow {
+		h.logf("%s: message %s delivery %d: a second copy is delivered concurrently (injected)", f.name, d.ID, d.DeliveryCount)
+		h.Queue.Duplicate(d)
+	}
 	status, logs, err := h.invokeMessage(ctx, f, d)
 	ok := err == nil && status >= 200 && status <= 299
 	for _, l := range logs {
