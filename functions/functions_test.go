@@ -532,3 +532,23 @@ func TestNoSecretsInAnyOutput(t *testing.T) {
 		t.Fatalf("captured almost no output: %q", a.log.String())
 	}
 }
+
+// RunDemo is what `make demo` calls for its function-app run.
+func TestRunDemo(t *testing.T) {
+	ctx := context.Background()
+	src, dst := testenv.StartRedis(t), testenv.StartRedis(t)
+	n, err := testenv.FillAllTypes(ctx, src.Client(t, 0), "demo:")
+	if err != nil {
+		t.Fatal(err)
+	}
+	az := testenv.StartAzurite(t)
+	log := &syncBuffer{}
+	st, err := functions.RunDemo(ctx, functions.DemoOptions{SourceURL: src.URL(), TargetURL: dst.URL(), Storage: az.ConnectionString, Log: log})
+	if err != nil {
+		t.Fatalf("%v\n%s", err, lastN(log.String(), 30))
+	}
+	if st.State != state.StateCompleted || st.Keys.Copied != int64(n) {
+		t.Fatalf("%+v", st)
+	}
+	testenv.AssertSameData(ctx, t, []*redis.Client{src.Client(t, 0)}, []*redis.Client{dst.Client(t, 0)}, nil, 2000)
+}

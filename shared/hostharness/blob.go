@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -181,7 +182,12 @@ func (h *Harness) triggerBlob(ctx context.Context, f *function, c, receipts *con
 			userMD[k] = *v
 		}
 	}
-	uri := c.NewBlobClient(name).URL()
+	// The host's Uri keeps '/' in blob paths; escape each segment only.
+	segs := strings.Split(name, "/")
+	for i, sg := range segs {
+		segs[i] = url.PathEscape(sg)
+	}
+	uri := strings.TrimRight(c.URL(), "/") + "/" + strings.Join(segs, "/")
 	descriptor := map[string]any{
 		"Source": "AzureStorageBlobs", "Version": "1.0", "ContentType": "application/json",
 		"Content": map[string]string{"Connection": f.connection, "ContainerName": f.container, "BlobName": name},

@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 )
@@ -296,7 +297,11 @@ func splitBlobURI(uri string) (string, string, bool) {
 	if len(parts) >= 3 && strings.HasPrefix(parts[0], "devstoreaccount") {
 		parts = parts[1:]
 	}
-	return parts[0], strings.Join(parts[1:], "/"), true
+	name := strings.Join(parts[1:], "/")
+	if u, err := url.PathUnescape(name); err == nil {
+		name = u
+	}
+	return parts[0], name, true
 }
 
 // HTTPRequest is an HTTP trigger invocation that was not forwarded (Data.<binding>).

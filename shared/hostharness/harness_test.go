@@ -1,0 +1,162 @@
+package hostharness_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"testing/fstest"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
+
+	"github.com/redis-migrate/redis-migrate/shared/hostharness"
+	"github.com/redis-migrate/redis-migrate/shared/hostproto"
+	"github.com/redis-migrate/redis-migrate/shared/queue"
+	"github.com/redis-migrate/redis-migrate/shared/testenv"
+)
+
+// recorder is a minimal custom handler: it records every invocation's raw body and fails the
+// ones its fail function picks.
+type recorder struct {
+	mu    sync.Mutex
+	calls map[string][][]byte
+	fail  func(name string, inv *hostproto.Invocation) bool
+}
+
+func (r *recorder) handler(sender queue.Sender) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+	mux.HandleFunc("POST /api/enqueue", func(w http.ResponseWriter, req *http.Request) {
+		_ = sender.Send(req.Context(), "work", []queue.Message{{ID: "m1", Body: []byte(`{"n":1}`), Properties: map[string]any{"migration": "x"}}})
+		w.WriteHeader(202)
+	})
+	mux.HandleFunc("POST /{fn}", func(w http.ResponseWriter, req *http.Request) {
+		name := req.PathValue("fn")
+		body, _ := io.ReadAll(req.Body)
+		r.mu.Lock()
+		r.calls[name] = append(r.calls[name], body)
+		r.mu.Unlock()
+		inv, err := hostproto.Decode(bytes.NewReader(body))
+		if err != nil || (r.fail != nil && r.fail(name, inv)) {
+			hostproto.NewReply().Write(w, 500)
+			return
+		}
+		hostproto.NewReply().Write(w, 200)
+	})
+	return mux
+}
+
+func (r *recorder) get(name string) [][]byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([][]byte(nil), r.calls[name]...)
+}
+
+var testFunctions = fstest.MapFS{
+	"Enqueue/function.json": {Data: []byte(`{"bindings":[{"type":"httpTrigger","direction":"in","name":"req","authLevel":"anonymous","methods":["post"],"route":"enqueue"},{"type":"http","direction":"out","name":"res"}]}`)},
+	"Work/function.json":    {Data: []byte(`{"bindings":[{"type":"serviceBusTrigger","direction":"in","name":"msg","queueName":"%WORK_QUEUE%","connection":"SB"}]}`)},
+	"WorkDLQ/function.json": {Data: []byte(`{"bindings":[{"type":"serviceBusTrigger","direction":"in","name":"msg","queueName":"work/$DeadLetterQueue","connection":"SB"}]}`)},
+	"ImportRdb/function.json": {Data: []byte(`{"bindings":[{"type":"blobTrigger","direction":"in","name":"rdb","path":"rdb-imports/{name}","connection":"AzureWebJobsStorage",
+		"dataType":"binary","properties":{"supportsDeferredBinding":true}}]}`)},
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// Service Bus deliveries carry the host's Metadata and double encoding, are redelivered on
+// failure with DeliveryCount+1, and reach the dead-letter queue's function after the maximum.
+// A blob landing in the container triggers the blob function with a deferred-binding reference,
+// name and Uri (never the content), once per blob version.
+func TestHarnessDeliversLikeTheHost(t *testing.T) {
+	az := testenv.StartAzurite(t)
+	rec := &recorder{calls: map[string][][]byte{}, fail: func(name string, _ *hostproto.Invocation) bool { return name == "Work" }}
+	h, err := hostharness.Start(context.Background(), hostharness.Options{
+		Functions: testFunctions,
+		Settings:  map[string]string{"WORK_QUEUE": "work", "SERVICEBUS_MAX_DELIVERY_COUNT": "3", "AzureWebJobsStorage": az.ConnectionString},
+		NewHandler: func(_ func(string) string, s queue.Sender, _ io.Writer) (http.Handler, func(), error) {
+			return rec.handler(s), func() {}, nil
+		},
+		Log: io.Discard, BlobPollInterval: 100 * time.Millisecond,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	resp, err := http.Post(h.URL+"/api/enqueue", "application/json", nil)
+	if err != nil || resp.StatusCode != 202 {
+		t.Fatalf("enqueue: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	waitFor(t, "dead letter delivery", func() bool { return len(rec.get("WorkDLQ")) == 1 })
+	work := rec.get("Work")
+	if len(work) != 3 {
+		t.Fatalf("Work delivered %d times, want 3", len(work))
+	}
+	for i, raw := range work {
+		// The raw shape: the body and strings encoded twice, numbers as strings.
+		var shape struct {
+			Data     map[string]string
+			Metadata map[string]json.RawMessage
+		}
+		if err := json.Unmarshal(raw, &shape); err != nil {
+			t.Fatal(err)
+		}
+		if shape.Data["msg"] != `"{\"n\":1}"` || string(shape.Metadata["MessageId"]) != `"\"m1\""` {
+			t.Fatalf("encoding: %s", raw)
+		}
+		inv, _ := hostproto.Decode(bytes.NewReader(raw))
+		m, err := inv.ServiceBus("msg")
+		if err != nil || m.DeliveryCount != i+1 || m.Properties["migration"] != "x" || string(m.Body) != `{"n":1}` {
+			t.Fatalf("delivery %d: %+v %v", i+1, m, err)
+		}
+	}
+	inv, _ := hostproto.Decode(bytes.NewReader(rec.get("WorkDLQ")[0]))
+	dl, _ := inv.ServiceBus("msg")
+	if dl.DeadLetterReason != "MaxDeliveryCountExceeded" || dl.MessageID != "m1" {
+		t.Fatalf("dead letter: %+v", dl)
+	}
+
+	// A blob arrives.
+	bc, err := azblob.NewClientFromConnectionString(az.ConnectionString, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	content := bytes.Repeat([]byte("REDIS0011"), 1000)
+	if _, err := bc.UploadBuffer(context.Background(), "rdb-imports", "dir/dump.rdb", content, &blockblob.UploadBufferOptions{
+		Metadata: map[string]*string{"migration": to.Ptr("m-1")}}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "blob trigger", func() bool { return len(rec.get("ImportRdb")) >= 1 })
+	time.Sleep(400 * time.Millisecond) // more polls must not trigger the same version again
+	calls := rec.get("ImportRdb")
+	if len(calls) != 1 {
+		t.Fatalf("blob triggered %d times", len(calls))
+	}
+	if bytes.Contains(calls[0], []byte("UkVESVMwMDEx")) || bytes.Contains(calls[0], []byte("REDIS0011")) {
+		t.Fatalf("the invocation carries the blob content: %.200s", calls[0])
+	}
+	inv, _ = hostproto.Decode(bytes.NewReader(calls[0]))
+	b, err := inv.Blob("rdb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b.Descriptor == nil || b.Container != "rdb-imports" || b.BlobName != "dir/dump.rdb" || b.Name != "dir/dump.rdb" ||
+		b.ContentLength != int64(len(content)) || b.Metadata["migration"] != "m-1" || !strings.HasSuffix(b.URI, "/rdb-imports/dir/dump.rdb") {
+		t.Fatalf("blob trigger: %+v", b)
+	}
+}
