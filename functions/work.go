@@ -7,15 +7,19 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/redis-migrate/redis-migrate/shared/cli"
 	"github.com/redis-migrate/redis-migrate/shared/copier"
 	"github.com/redis-migrate/redis-migrate/shared/engine"
 	"github.com/redis-migrate/redis-migrate/shared/hostproto"
 	"github.com/redis-migrate/redis-migrate/shared/plan"
 	"github.com/redis-migrate/redis-migrate/shared/queue"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
+	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 	"github.com/redis-migrate/redis-migrate/shared/state"
 )
+
+// NewFallback builds the per-key fallback for DUMP payloads the target refuses (cross-version
+// copies). It is a hook until the shared/fallback package lands: set it to fallback.New.
+var NewFallback = func(*redisconn.Conn) copier.FallbackFunc { return nil }
 
 // copyMessage is the body of a copy queue message: one batch.
 type copyMessage struct {
@@ -209,7 +213,7 @@ func (a *App) copyOne(ctx context.Context, cm *copyMessage, delivery int) (copie
 		// same source value keeps the counts exact instead of reporting our own key as a clash.
 		existing = copier.ExistingReplace
 	}
-	cp := copier.New(src, dst, copier.Options{Existing: existing, DBMap: dbMap, Fallback: cli.DefaultFallback(dst)})
+	cp := copier.New(src, dst, copier.Options{Existing: existing, DBMap: dbMap, Fallback: NewFallback(dst)})
 	return cp.Copy(ctx, cm.Batch)
 }
 
