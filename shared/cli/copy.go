@@ -10,6 +10,7 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/config"
 	"github.com/redis-migrate/redis-migrate/shared/copier"
 	"github.com/redis-migrate/redis-migrate/shared/engine"
+	"github.com/redis-migrate/redis-migrate/shared/fallback"
 	"github.com/redis-migrate/redis-migrate/shared/plan"
 	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 	"github.com/redis-migrate/redis-migrate/shared/verify"
@@ -164,10 +165,6 @@ func closingVerify(ctx context.Context, src, dst *redisconn.Conn, cfg engine.Con
 	})
 }
 
-// DefaultFallback is the per-key fallback for payloads the target refuses; set by the rdb-backed
-// implementation when it is linked in.
-var DefaultFallback = func(*redisconn.Conn) copier.FallbackFunc { return nil }
-
 func reportSummary(env *Env, what string, s engine.Summary, jsonOut bool) {
 	if jsonOut {
 		_ = writeJSON(env.Stdout, s)
@@ -181,7 +178,7 @@ func reportSummary(env *Env, what string, s engine.Summary, jsonOut bool) {
 		what, s.KeysScanned, s.KeysCopied, s.KeysSkipped, s.KeysMissing, s.KeysExpired, s.KeysFailed,
 		engine.HumanBytes(s.Bytes), s.Seconds, rate)
 	if s.KeysFallback > 0 {
-		fmt.Fprintf(w, "%s: %d keys were written with type commands because the target refused their DUMP payload\n", what, s.KeysFallback)
+		fmt.Fprintf(w, "%s: %d keys took the per-key fallback (the target refused their DUMP payload; decoded and rewritten for it)\n", what, s.KeysFallback)
 	}
 	if s.KeysBig > 0 {
 		fmt.Fprintf(w, "%s: %d big keys were copied in chunks\n", what, s.KeysBig)
@@ -243,3 +240,7 @@ func (p *progress) finish() {
 		_ = p.bar.Finish()
 	}
 }
+
+// DefaultFallback is the copier's per-key fallback for payloads a target refuses; the function
+// app uses the same one.
+var DefaultFallback = fallback.New
