@@ -9,6 +9,7 @@ import (
 
 	"github.com/redis-migrate/redis-migrate/shared/copier"
 	"github.com/redis-migrate/redis-migrate/shared/engine"
+	"github.com/redis-migrate/redis-migrate/shared/fallback"
 	"github.com/redis-migrate/redis-migrate/shared/hostproto"
 	"github.com/redis-migrate/redis-migrate/shared/plan"
 	"github.com/redis-migrate/redis-migrate/shared/queue"
@@ -18,8 +19,8 @@ import (
 )
 
 // NewFallback builds the per-key fallback for DUMP payloads the target refuses (cross-version
-// copies). It is a hook until the shared/fallback package lands: set it to fallback.New.
-var NewFallback = func(*redisconn.Conn) copier.FallbackFunc { return nil }
+// copies), the same one the CLI uses.
+var NewFallback func(*redisconn.Conn) copier.FallbackFunc = fallback.New
 
 // copyMessage is the body of a copy queue message: one batch.
 type copyMessage struct {
