@@ -154,11 +154,13 @@ func New(src, dst *redisconn.Conn, o Options) *Copier {
 	return &Copier{Src: src, Dst: dst, Opts: o, Now: time.Now}
 }
 
-// dumped is one key read from the source.
-type dumped struct {
-	key      []byte
-	payload  string
-	expireAt int64 // unix ms, 0 = no expiry
+// Payload is one key ready for RESTORE: read from a source with DUMP, or built from an RDB file.
+type Payload struct {
+	Key      []byte // source key name (the db prefix is added when writing)
+	Data     string // DUMP payload
+	ExpireAt int64  // unix ms, 0 = no expiry
+	Idle     int64  // LRU idle seconds, -1 = unknown (RDB import only)
+	Freq     int    // LFU counter, -1 = unknown (RDB import only)
 }
 
 // Copy copies one batch. It returns an error only when the batch could not be processed at all
@@ -200,7 +202,7 @@ func (c *Copier) Copy(ctx context.Context, b plan.Batch) (Result, error) {
 			if err != nil {
 				return Result{}, err
 			}
-			if err := c.write(ctx, dst, prefix, items, &res); err != nil {
+			if err := c.Restore(ctx, dst, prefix, items, &res); err != nil {
 				return Result{}, err
 			}
 			small, sizes = small[run:], sizes[run:]
@@ -253,7 +255,7 @@ func (c *Copier) sizeUp(ctx context.Context, src, dst redis.UniversalClient, pre
 // only have PTTL, converted with the local clock.
 func (c *Copier) usePExpireTime() bool { return c.Src.Version.Major >= 7 }
 
-func (c *Copier) read(ctx context.Context, src redis.UniversalClient, keys [][]byte, res *Result) ([]dumped, error) {
+func (c *Copier) read(ctx context.Context, src redis.UniversalClient, keys [][]byte, res *Result) ([]Payload, error) {
 	pipe := src.Pipeline()
 	dumps := make([]*redis.StringCmd, len(keys))
 	ttls := make([]*redis.DurationCmd, len(keys))
@@ -271,7 +273,7 @@ func (c *Copier) read(ctx context.Context, src redis.UniversalClient, keys [][]b
 	if err != nil && !isReplyError(err) {
 		return nil, fmt.Errorf("reading from source: %s", redact.Error(err))
 	}
-	out := make([]dumped, 0, len(keys))
+	out := make([]Payload, 0, len(keys))
 	for i, k := range keys {
 		payload, err := dumps[i].Result()
 		if err == redis.Nil {
@@ -290,25 +292,28 @@ func (c *Copier) read(ctx context.Context, src redis.UniversalClient, keys [][]b
 			res.fail(k, "source TTL: "+err.Error())
 			continue
 		}
-		d := dumped{key: k, payload: payload}
+		d := Payload{Key: k, Data: payload, Idle: -1, Freq: -1}
 		// go-redis passes PTTL/PEXPIRETIME's -1 (no expiry) and -2 (no key) through unscaled.
 		switch {
 		case raw == -2:
 			res.Expired++ // existed at DUMP, gone at the TTL read
 			continue
 		case raw < 0:
-			d.expireAt = 0
+			d.ExpireAt = 0
 		case c.usePExpireTime():
-			d.expireAt = int64(raw / time.Millisecond)
+			d.ExpireAt = int64(raw / time.Millisecond)
 		default:
-			d.expireAt = before.UnixMilli() + int64(raw/time.Millisecond)
+			d.ExpireAt = before.UnixMilli() + int64(raw/time.Millisecond)
 		}
 		out = append(out, d)
 	}
 	return out, nil
 }
 
-func (c *Copier) write(ctx context.Context, dst redis.UniversalClient, prefix string, items []dumped, res *Result) error {
+// Restore writes payloads into dst (keys named prefix+Key) with pipelined RESTORE ... ABSTTL,
+// counting each key and sending refused payloads through the fallback. The error is for an
+// unreachable target only.
+func (c *Copier) Restore(ctx context.Context, dst redis.UniversalClient, prefix string, items []Payload, res *Result) error {
 	if len(items) == 0 {
 		return nil
 	}
@@ -316,23 +321,28 @@ func (c *Copier) write(ctx context.Context, dst redis.UniversalClient, prefix st
 	now := c.Now().UnixMilli()
 	pipe := dst.Pipeline()
 	type pending struct {
-		d   dumped
+		d   Payload
 		key string
 		cmd *redis.StatusCmd
 	}
 	var sent []pending
 	for _, d := range items {
-		if d.expireAt > 0 && d.expireAt <= now {
+		if d.ExpireAt > 0 && d.ExpireAt <= now {
 			res.Expired++ // would be written already expired: Redis would drop it anyway
 			continue
 		}
-		key := prefix + string(d.key)
-		args := []any{"RESTORE", key, d.expireAt, d.payload}
-		if d.expireAt > 0 {
+		key := prefix + string(d.Key)
+		args := []any{"RESTORE", key, d.ExpireAt, d.Data}
+		if d.ExpireAt > 0 {
 			args = append(args, "ABSTTL")
 		}
 		if replace {
 			args = append(args, "REPLACE")
+		}
+		if d.Idle >= 0 {
+			args = append(args, "IDLETIME", d.Idle)
+		} else if d.Freq >= 0 {
+			args = append(args, "FREQ", d.Freq)
 		}
 		cmd := redis.NewStatusCmd(ctx, args...)
 		_ = pipe.Process(ctx, cmd)
@@ -349,7 +359,7 @@ func (c *Copier) write(ctx context.Context, dst redis.UniversalClient, prefix st
 		switch {
 		case err == nil:
 			res.Copied++
-			res.Bytes += int64(len(p.d.payload))
+			res.Bytes += int64(len(p.d.Data))
 		case strings.HasPrefix(err.Error(), "BUSYKEY"):
 			if c.Opts.Existing == ExistingSkip {
 				res.Skipped++
@@ -357,7 +367,7 @@ func (c *Copier) write(ctx context.Context, dst redis.UniversalClient, prefix st
 				res.fail([]byte(p.key), "target already holds this key (use --existing skip or replace)")
 			}
 		case isPayloadRefusal(err) && c.Opts.Fallback != nil:
-			if ferr := c.Opts.Fallback(ctx, dst, p.key, []byte(p.d.payload), p.d.expireAt, replace); ferr != nil {
+			if ferr := c.Opts.Fallback(ctx, dst, p.key, []byte(p.d.Data), p.d.ExpireAt, replace); ferr != nil {
 				if errors.Is(ferr, ErrExists) && c.Opts.Existing == ExistingSkip {
 					res.Skipped++
 					continue
@@ -367,7 +377,7 @@ func (c *Copier) write(ctx context.Context, dst redis.UniversalClient, prefix st
 			}
 			res.Copied++
 			res.Fallback++
-			res.Bytes += int64(len(p.d.payload))
+			res.Bytes += int64(len(p.d.Data))
 		case isPayloadRefusal(err):
 			res.fail([]byte(p.key), "target refused the DUMP payload: "+err.Error())
 		case !isReplyError(err):

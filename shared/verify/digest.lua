@@ -1,8 +1,9 @@
 -- Digest of one chunk of a value, computed inside the server so values never travel for a check.
 -- KEYS[1] = key; ARGV[1] = cursor ("0" to start); ARGV[2] = elements per chunk.
 -- Returns {type, next cursor ("" when done), chunk digest, element count of the chunk}.
--- Ordered types (string, list, zset, stream) return a SHA1 per chunk that the client chains;
--- unordered types (hash, set) return the XOR of per-element SHA1s, so SCAN order does not matter.
+-- Ordered types (string, list, stream) return a SHA1 per chunk that the client chains;
+-- unordered types (hash, set, zset) return the XOR of per-element SHA1 prefixes, so SCAN order
+-- does not matter. valuedigest.go computes the same digest from a decoded RDB value.
 local k = KEYS[1]
 local cursor = ARGV[1]
 local n = tonumber(ARGV[2])
@@ -41,20 +42,12 @@ elseif t == 'list' then
   local nxt = ''
   if #items == n then nxt = tostring(off + n) end
   return {t, nxt, redis.sha1hex(table.concat(parts)), #items}
-elseif t == 'zset' then
-  local off = tonumber(cursor)
-  local items = redis.call('ZRANGE', k, off, off + n - 1, 'WITHSCORES')
-  local parts = {}
-  for i = 1, #items, 2 do
-    parts[#parts + 1] = lp(items[i]) .. string.format('%.17g', tonumber(items[i + 1]))
-  end
-  local nxt = ''
-  if #items == 2 * n then nxt = tostring(off + n) end
-  return {t, nxt, redis.sha1hex(table.concat(parts)), #items / 2}
-elseif t == 'hash' or t == 'set' then
+elseif t == 'hash' or t == 'set' or t == 'zset' then
   local res
   if t == 'hash' then
     res = redis.call('HSCAN', k, cursor, 'COUNT', n)
+  elseif t == 'zset' then
+    res = redis.call('ZSCAN', k, cursor, 'COUNT', n)
   else
     res = redis.call('SSCAN', k, cursor, 'COUNT', n)
   end
@@ -64,6 +57,11 @@ elseif t == 'hash' or t == 'set' then
   if t == 'hash' then
     for i = 1, #items, 2 do
       acc = xorhex(acc, redis.sha1hex(lp(items[i]) .. items[i + 1]))
+      count = count + 1
+    end
+  elseif t == 'zset' then
+    for i = 1, #items, 2 do
+      acc = xorhex(acc, redis.sha1hex(lp(items[i]) .. string.format('%.17g', tonumber(items[i + 1]))))
       count = count + 1
     end
   else

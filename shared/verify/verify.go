@@ -80,21 +80,7 @@ func (r *Report) Differing() int64 {
 
 // Run verifies target against source.
 func Run(ctx context.Context, src, dst *redisconn.Conn, o Options) (*Report, error) {
-	if o.DBMap.Target == nil {
-		o.DBMap = config.DefaultDBMap()
-	}
-	if o.TTLTolerance <= 0 {
-		o.TTLTolerance = 2 * time.Second
-	}
-	if o.ChunkSize <= 0 {
-		o.ChunkSize = 1000
-	}
-	if o.Workers <= 0 {
-		o.Workers = 8
-	}
-	if o.MaxReported <= 0 {
-		o.MaxReported = 50
-	}
+	o = o.WithDefaults()
 	start := time.Now()
 	rep := &Report{Mode: "full"}
 	if o.Sample > 0 {
@@ -212,7 +198,7 @@ func sampleKeys(ctx context.Context, node *redis.Client, n int, match string) ([
 		if err != nil {
 			return nil, fmt.Errorf("source RANDOMKEY: %s", redact.Error(err))
 		}
-		if seen[k] || (match != "" && !globMatch(match, k)) {
+		if seen[k] || (match != "" && !Glob(match, k)) {
 			continue
 		}
 		seen[k] = true
@@ -228,12 +214,12 @@ type verifier struct {
 	rep      *Report
 }
 
-// state is one side's view of a key.
-type state struct {
-	typ      string
-	expireAt int64 // unix ms; -1 none; -2 missing
-	digest   string
-	err      error
+// KeyState is one side's view of a key.
+type KeyState struct {
+	Type     string
+	ExpireAt int64 // unix ms; -1 none; -2 missing
+	Digest   string
+	Err      error
 }
 
 func (v *verifier) check(ctx context.Context, db int, keys []string) error {
@@ -244,14 +230,14 @@ func (v *verifier) check(ctx context.Context, db int, keys []string) error {
 		tkeys[i] = prefix + k
 	}
 	// Both sides at once: a big key's digest takes as long on each.
-	var srcStates []state
+	var srcStates []KeyState
 	var srcErr error
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		srcStates, srcErr = readStates(ctx, v.src, v.src.Keys(db), keys, v.o.ChunkSize)
+		srcStates, srcErr = ReadStates(ctx, v.src, v.src.Keys(db), keys, v.o.ChunkSize)
 	}()
-	dstStates, err := readStates(ctx, v.dst, v.dst.Keys(tdb), tkeys, v.o.ChunkSize)
+	dstStates, err := ReadStates(ctx, v.dst, v.dst.Keys(tdb), tkeys, v.o.ChunkSize)
 	<-done
 	if srcErr != nil {
 		return fmt.Errorf("reading source: %s", redact.Error(srcErr))
@@ -261,39 +247,63 @@ func (v *verifier) check(ctx context.Context, db int, keys []string) error {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	tol := v.o.TTLTolerance.Milliseconds()
 	for i := range keys {
-		s, d := srcStates[i], dstStates[i]
-		if s.typ == "none" {
-			v.rep.GoneSource++ // deleted or expired in the source since: nothing to compare
-			continue
-		}
-		v.rep.Checked++
-		switch {
-		case s.err != nil || d.err != nil:
-			v.diff(&v.rep.Errors, tkeys[i], "error", redact.Error(errors.Join(s.err, d.err)))
-		case d.typ == "none":
-			v.diff(&v.rep.Missing, tkeys[i], "missing", "not in the target")
-		case v.o.PresenceOnly:
-			v.rep.Matching++
-		case d.typ != s.typ:
-			v.diff(&v.rep.TypeDiff, tkeys[i], "type", fmt.Sprintf("source %s, target %s", s.typ, d.typ))
-		case d.digest != s.digest:
-			v.diff(&v.rep.ValueDiff, tkeys[i], "value", "value digests differ")
-		case (s.expireAt < 0) != (d.expireAt < 0) || abs(s.expireAt-d.expireAt) > tol:
-			v.diff(&v.rep.TTLDiff, tkeys[i], "ttl", fmt.Sprintf("source expires %s, target %s", when(s.expireAt), when(d.expireAt)))
-		default:
-			v.rep.Matching++
-		}
+		v.rep.Compare(tkeys[i], srcStates[i], dstStates[i], v.o)
 	}
 	return nil
 }
 
-func (v *verifier) diff(counter *int64, key, kind, detail string) {
-	*counter++
-	if len(v.rep.Differences) < v.o.MaxReported {
-		v.rep.Differences = append(v.rep.Differences, Difference{Key: copier.PrintableKey([]byte(key)), Kind: kind, Detail: detail})
+// Compare records one key: want is the source's state (or the file's), got the target's.
+func (r *Report) Compare(key string, want, got KeyState, o Options) {
+	tol := o.TTLTolerance.Milliseconds()
+	if want.Type == "none" {
+		r.GoneSource++ // deleted or expired in the source since: nothing to compare
+		return
 	}
+	r.Checked++
+	switch {
+	case want.Err != nil || got.Err != nil:
+		r.diff(&r.Errors, key, "error", redact.Error(errors.Join(want.Err, got.Err)), o)
+	case got.Type == "none":
+		r.diff(&r.Missing, key, "missing", "not in the target", o)
+	case o.PresenceOnly:
+		r.Matching++
+	case got.Type != want.Type:
+		r.diff(&r.TypeDiff, key, "type", fmt.Sprintf("source %s, target %s", want.Type, got.Type), o)
+	case got.Digest != want.Digest && want.Digest != "":
+		r.diff(&r.ValueDiff, key, "value", "value digests differ", o)
+	case (want.ExpireAt < 0) != (got.ExpireAt < 0) || abs(want.ExpireAt-got.ExpireAt) > tol:
+		r.diff(&r.TTLDiff, key, "ttl", fmt.Sprintf("source expires %s, target %s", when(want.ExpireAt), when(got.ExpireAt)), o)
+	default:
+		r.Matching++
+	}
+}
+
+func (r *Report) diff(counter *int64, key, kind, detail string, o Options) {
+	*counter++
+	if len(r.Differences) < o.MaxReported {
+		r.Differences = append(r.Differences, Difference{Key: copier.PrintableKey([]byte(key)), Kind: kind, Detail: detail})
+	}
+}
+
+// WithDefaults fills in unset options.
+func (o Options) WithDefaults() Options {
+	if o.DBMap.Target == nil {
+		o.DBMap = config.DefaultDBMap()
+	}
+	if o.TTLTolerance <= 0 {
+		o.TTLTolerance = 2 * time.Second
+	}
+	if o.ChunkSize <= 0 {
+		o.ChunkSize = 1000
+	}
+	if o.Workers <= 0 {
+		o.Workers = 8
+	}
+	if o.MaxReported <= 0 {
+		o.MaxReported = 50
+	}
+	return o
 }
 
 func when(ms int64) string {
@@ -310,13 +320,13 @@ func abs(x int64) int64 {
 	return x
 }
 
-// readStates reads type, expiry and value digest of keys on one side. The first chunk of every
+// ReadStates reads type, expiry and value digest of keys on one side. The first chunk of every
 // key goes in one pipeline; keys with more chunks (big keys) continue one call at a time.
-func readStates(ctx context.Context, conn *redisconn.Conn, c redis.UniversalClient, keys []string, chunk int) ([]state, error) {
+func ReadStates(ctx context.Context, conn *redisconn.Conn, c redis.UniversalClient, keys []string, chunk int) ([]KeyState, error) {
 	if err := ensureScript(ctx, c); err != nil {
 		return nil, err
 	}
-	out := make([]state, len(keys))
+	out := make([]KeyState, len(keys))
 	pipe := c.Pipeline()
 	exps := make([]*redis.DurationCmd, len(keys))
 	digs := make([]*redis.Cmd, len(keys))
@@ -338,40 +348,40 @@ func readStates(ctx context.Context, conn *redisconn.Conn, c redis.UniversalClie
 		raw, err := exps[i].Result()
 		switch {
 		case err != nil:
-			st.err = err
+			st.Err = err
 		case raw == -2:
-			st.expireAt = -2
+			st.ExpireAt = -2
 		case raw < 0:
-			st.expireAt = -1
+			st.ExpireAt = -1
 		case newTTL:
-			st.expireAt = int64(raw / time.Millisecond)
+			st.ExpireAt = int64(raw / time.Millisecond)
 		default:
-			st.expireAt = now + int64(raw/time.Millisecond)
+			st.ExpireAt = now + int64(raw/time.Millisecond)
 		}
 		res, err := digs[i].Slice()
 		if err != nil {
-			st.err = err
+			st.Err = err
 			continue
 		}
 		typ, next, part, _ := parseChunk(res)
-		st.typ = typ
+		st.Type = typ
 		digest := newDigest(typ)
 		digest.add(part)
 		for next != "" {
 			r, err := digestScript.Run(ctx, c, []string{k}, next, chunk).Slice()
 			if err != nil {
-				st.err = err
+				st.Err = err
 				break
 			}
 			var t2 string
 			t2, next, part, _ = parseChunk(r)
 			if t2 != typ {
-				st.err = fmt.Errorf("key changed type while being read")
+				st.Err = fmt.Errorf("key changed type while being read")
 				break
 			}
 			digest.add(part)
 		}
-		st.digest = typ + ":" + digest.sum()
+		st.Digest = typ + ":" + digest.sum()
 	}
 	return out, nil
 }
@@ -395,7 +405,7 @@ type digest struct {
 }
 
 func newDigest(typ string) *digest {
-	return &digest{xor: typ == "hash" || typ == "set", acc: make([]byte, 20)}
+	return &digest{xor: typ == "hash" || typ == "set" || typ == "zset", acc: make([]byte, 20)}
 }
 
 func (d *digest) add(partHex string) {
@@ -438,8 +448,8 @@ func isReplyErr(err error) bool {
 	return errors.As(err, &re) && !strings.HasPrefix(err.Error(), "redis: ")
 }
 
-// globMatch is Redis's glob (*, ?, [..], \) for sample filtering.
-func globMatch(pattern, s string) bool {
+// Glob reports whether s matches a Redis glob pattern (*, ?, [..], \\).
+func Glob(pattern, s string) bool {
 	return matchGlob([]byte(pattern), []byte(s))
 }
 

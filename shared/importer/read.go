@@ -1,0 +1,362 @@
+package importer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redis-migrate/redis-migrate/shared/copier"
+	"github.com/redis-migrate/redis-migrate/shared/keywriter"
+	"github.com/redis-migrate/redis-migrate/shared/rdb"
+	"github.com/redis-migrate/redis-migrate/shared/verify"
+)
+
+// Batch limits: RESTOREs per pipeline and payload bytes held per batch.
+const (
+	batchItems = 256
+	batchBytes = 4 << 20
+)
+
+// read parses the file and hands batches to the writers; big values, module values and
+// functions are written inline, in file order.
+func (im *importer) read(ctx context.Context, work chan<- *batch) error {
+	seq := 0
+	var cur *batch
+	newBatch := func(start int64, db int) *batch {
+		b := &batch{seq: seq, start: start, db: db}
+		seq++
+		im.mu.Lock()
+		im.pending[b.seq] = b
+		im.mu.Unlock()
+		return b
+	}
+	issue := func() error {
+		if cur == nil {
+			return nil
+		}
+		b := cur
+		cur = nil
+		if len(b.items) == 0 {
+			im.finish(b) // only counted entries (expired, filtered): nothing to write
+			return nil
+		}
+		select {
+		case work <- b:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	// inline records a key written by the reader itself as a one-key batch, so checkpoints stay
+	// exact.
+	inline := func(start int64, db int, res copier.Result) {
+		b := newBatch(start, db)
+		b.result, b.scanned = res, 1
+		im.finish(b)
+	}
+	var big *keywriter.Builder // the value being delivered in parts
+	var bigDropped int
+	now := im.o.Now().UnixMilli()
+	for {
+		if err := ctx.Err(); err != nil {
+			_ = issue()
+			return im.writerErr(err)
+		}
+		if big == nil {
+			im.checkpoint(im.rd.Offset(), im.rd.DB(), false)
+		}
+		e, err := im.rd.Next()
+		if err == io.EOF {
+			return issue()
+		}
+		if err != nil {
+			_ = issue()
+			return err
+		}
+		switch e.Kind {
+		case rdb.KindFunction:
+			if err := issue(); err != nil {
+				return err
+			}
+			im.function(ctx, e)
+			continue
+		case rdb.KindModuleAux:
+			im.mu.Lock()
+			im.sum.ModuleAux++
+			im.mu.Unlock()
+			continue
+		case rdb.KindKey:
+		default:
+			continue
+		}
+		tdb, mapped := im.o.DBMap.Target[e.DB]
+		if !mapped {
+			if !im.o.ExplicitDBMap {
+				_ = issue()
+				return fmt.Errorf("the file has keys in db %d (first: %q at offset %d); the target serves one database, so say where they go, "+
+					"e.g. --db-map 0:0,%d:0 --db-prefix %d:db%d: (or list only the dbs to import in --db-map); keys before it were imported",
+					e.DB, copier.PrintableKey(e.Key), e.Offset, e.DB, e.DB, e.DB)
+			}
+			if e.Last {
+				im.mu.Lock()
+				im.notCopied[e.DB]++
+				im.mu.Unlock()
+			}
+			continue
+		}
+		if im.o.Match != "" && !verify.Glob(im.o.Match, string(e.Key)) {
+			continue
+		}
+		prefix := im.o.DBMap.Prefix[e.DB]
+		target := prefix + string(e.Key)
+		dst := im.dst.Keys(tdb)
+
+		// A value in parts: build it in a scratch key, one part at a time.
+		if big != nil || !e.Last {
+			if big == nil {
+				if err := issue(); err != nil {
+					return err
+				}
+				big, bigDropped = keywriter.New(dst, target), 0
+			}
+			d, err := big.AddValue(ctx, e.Value, keywriter.ValueOptions{FieldTTL: im.fieldTTL()})
+			bigDropped += d
+			if err != nil {
+				big.Abort(ctx)
+				big = nil
+				if e.Last {
+					inline(e.Offset, e.DB, failed(target, "writing a big value in parts: "+err.Error()))
+				} else {
+					return im.writerErr(fmt.Errorf("writing big key %q: %w", copier.PrintableKey([]byte(target)), err))
+				}
+				continue
+			}
+			if e.Last {
+				inline(e.Offset, e.DB, im.commit(ctx, big, e.ExpireAtMs, now, bigDropped))
+				big = nil
+			}
+			continue
+		}
+
+		if cur == nil {
+			cur = newBatch(e.Offset, e.DB)
+		}
+		if cur.tdb != tdb || cur.prefix != prefix {
+			if len(cur.items) > 0 || cur.scanned > 0 {
+				if err := issue(); err != nil {
+					return err
+				}
+				cur = newBatch(e.Offset, e.DB)
+			}
+			cur.tdb, cur.prefix = tdb, prefix
+		}
+		cur.scanned++
+		if e.ExpireAtMs > 0 && e.ExpireAtMs <= now {
+			cur.result.Expired++ // a loading server drops it too
+			continue
+		}
+		switch payload, how := im.payload(e); how {
+		case "restore":
+			cur.items = append(cur.items, copier.Payload{Key: e.Key, Data: string(payload), ExpireAt: e.ExpireAtMs, Idle: e.Idle, Freq: e.Freq})
+			cur.bytes += len(payload)
+		case "module":
+			cur.scanned--
+			if err := issue(); err != nil {
+				return err
+			}
+			inline(e.Offset, e.DB, im.module(ctx, dst, target, e, payload))
+		default: // rebuild with commands
+			cur.scanned--
+			if err := issue(); err != nil {
+				return err
+			}
+			b := keywriter.New(dst, target)
+			dropped, err := b.AddValue(ctx, e.Value, keywriter.ValueOptions{FieldTTL: im.fieldTTL()})
+			if err != nil {
+				b.Abort(ctx)
+				inline(e.Offset, e.DB, failed(target, "writing with commands: "+err.Error()))
+				continue
+			}
+			inline(e.Offset, e.DB, im.commit(ctx, b, e.ExpireAtMs, now, dropped))
+		}
+		if cur != nil && (len(cur.items) >= batchItems || cur.bytes >= batchBytes) {
+			if err := issue(); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+// payload picks how a single-part value is written: its own bytes when the target reads the
+// encoding, re-encoded when it does not, or commands.
+func (im *importer) payload(e *rdb.Entry) ([]byte, string) {
+	if e.Type == rdb.TypeModule {
+		if e.Raw == nil {
+			return nil, "commands"
+		}
+		return rdb.BuildDump(e.TypeByte, e.Raw, uint16(im.payloadVersion())), "module"
+	}
+	if hasFieldTTLs(e.Value) {
+		return nil, "commands"
+	}
+	if e.Raw != nil && e.TypeByte < 22 {
+		if min := rdb.TypeMinVersion(e.TypeByte, im.rd.IsValkey()); min > 0 && min <= im.targetRDB {
+			return rdb.BuildDump(e.TypeByte, e.Raw, uint16(im.payloadVersion())), "restore"
+		}
+	}
+	if p, err := rdb.EncodeDump(e.Value, im.targetRDB); err == nil {
+		return p, "restore"
+	}
+	return nil, "commands"
+}
+
+// payloadVersion labels fast-path payloads: the file's version, capped at what the target reads
+// (an encoding keeps its meaning across versions; only new type codes are new).
+func (im *importer) payloadVersion() int {
+	v := im.rd.Version()
+	if im.rd.IsValkey() || v > im.targetRDB {
+		v = im.targetRDB
+	}
+	return v
+}
+
+func (im *importer) fieldTTL() bool {
+	v := im.dst.Version
+	return v.Product == "redis" && (v.Major > 7 || v.Major == 7 && v.Minor >= 4) || v.Product == "valkey" && v.Major >= 9
+}
+
+func (im *importer) commit(ctx context.Context, b *keywriter.Builder, expireAt, now int64, dropped int) copier.Result {
+	var r copier.Result
+	if !b.Started() {
+		r.Missing++ // cannot happen for a parsed value, but never count a key twice
+		return r
+	}
+	if expireAt > 0 && expireAt <= now {
+		b.Abort(ctx)
+		r.Expired++
+		return r
+	}
+	mode := keywriter.Fail
+	switch im.o.Existing {
+	case copier.ExistingReplace:
+		mode = keywriter.Replace
+	case copier.ExistingSkip:
+		mode = keywriter.Skip
+	}
+	err := b.Commit(ctx, expireAt, mode)
+	switch {
+	case errors.Is(err, keywriter.ErrExists) && mode == keywriter.Skip:
+		r.Skipped++
+	case err != nil:
+		return failed(b.Key, err.Error())
+	case dropped > 0:
+		return failed(b.Key, fmt.Sprintf("written without its %d hash field TTLs: the target has no field TTLs (Redis 7.4+ needed)", dropped))
+	default:
+		r.Copied++
+		r.Big++
+	}
+	return r
+}
+
+// module RESTOREs a module value; a target without the module refuses it, and --modules says
+// whether that skips or fails the key.
+func (im *importer) module(ctx context.Context, dst redis.UniversalClient, target string, e *rdb.Entry, payload []byte) copier.Result {
+	var r copier.Result
+	args := []any{"RESTORE", target, e.ExpireAtMs, payload}
+	if e.ExpireAtMs > 0 {
+		args = append(args, "ABSTTL")
+	}
+	if im.o.Existing == copier.ExistingReplace {
+		args = append(args, "REPLACE")
+	}
+	err := dst.Do(ctx, args...).Err()
+	name := "unknown"
+	if m, ok := e.Value.(*rdb.Module); ok {
+		name = m.Name
+	}
+	switch {
+	case err == nil:
+		r.Copied++
+		r.Bytes += int64(len(payload))
+	case strings.HasPrefix(err.Error(), "BUSYKEY") && im.o.Existing == copier.ExistingSkip:
+		r.Skipped++
+	case im.o.Modules == ModulesSkip:
+		r.Skipped++
+		im.note(fmt.Sprintf("skipped module value %q (module %s): %v", copier.PrintableKey([]byte(target)), name, err))
+	default:
+		return failed(target, fmt.Sprintf("module value (module %s) refused by the target: %v (use --modules skip to leave such keys out)", name, err))
+	}
+	return r
+}
+
+// function loads a FUNCTION2 library when asked (on every master of a cluster).
+func (im *importer) function(ctx context.Context, e *rdb.Entry) {
+	im.mu.Lock()
+	im.sum.FunctionsFound++
+	im.mu.Unlock()
+	if im.o.Functions == FunctionsSkip {
+		return
+	}
+	load := func(c *redis.Client) error {
+		if im.o.Functions == FunctionsReplace {
+			return c.FunctionLoadReplace(ctx, string(e.Function)).Err()
+		}
+		return c.FunctionLoad(ctx, string(e.Function)).Err()
+	}
+	var err error
+	for _, m := range im.dst.Masters() {
+		if err = load(im.dst.Node(m, 0)); err != nil {
+			break
+		}
+	}
+	if err != nil {
+		im.note("function library not loaded: " + err.Error())
+		return
+	}
+	im.mu.Lock()
+	im.sum.Functions++
+	im.mu.Unlock()
+}
+
+func (im *importer) note(s string) {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	if len(im.sum.Notes) < 50 {
+		im.sum.Notes = append(im.sum.Notes, s)
+	}
+}
+
+func (im *importer) writerErr(err error) error {
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	for _, b := range im.pending {
+		if b.err != nil {
+			return b.err
+		}
+	}
+	return err
+}
+
+func failed(key, reason string) copier.Result {
+	var r copier.Result
+	r.Failed = 1
+	r.Failures = []copier.KeyFailure{{Key: copier.PrintableKey([]byte(key)), Reason: reason}}
+	return r
+}
+
+func hasFieldTTLs(v rdb.Value) bool {
+	h, ok := v.(*rdb.Hash)
+	if !ok {
+		return false
+	}
+	for _, f := range h.Fields {
+		if f.ExpireAtMs > 0 {
+			return true
+		}
+	}
+	return false
+}
