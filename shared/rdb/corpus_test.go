@@ -898,7 +898,11 @@ func normalize(v Value) string {
 		fmt.Fprintf(&b, "%q", x.Members)
 	case *ZSet:
 		for _, m := range x.Members {
-			fmt.Fprintf(&b, "%q=%v,", m.Member, math.Float64bits(m.Score))
+			if math.IsNaN(m.Score) {
+				fmt.Fprintf(&b, "%q=NaN,", m.Member) // NaN payloads are not preserved
+			} else {
+				fmt.Fprintf(&b, "%q=%v,", m.Member, math.Float64bits(m.Score))
+			}
 		}
 	case *Hash:
 		for _, f := range x.Fields {

@@ -123,6 +123,9 @@ func (d *decoder) readEncoded(off int64, kind uint64, what string) ([]byte, erro
 		if err := d.checkSize(off, what, ulen); err != nil {
 			return nil, err
 		}
+		if err := d.checkSize(off, what+" (LZF compressed)", clen); err != nil {
+			return nil, err
+		}
 		if ulen/lzfMaxRatio > clen {
 			return nil, errAt(off, ErrCorrupt, "%s: LZF length %d impossible from %d compressed bytes", what, ulen, clen)
 		}

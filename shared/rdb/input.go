@@ -146,6 +146,9 @@ func (in *input) readN(n int, what string) ([]byte, error) {
 // actually read, so a bogus huge length in a short input cannot trigger a
 // huge allocation.
 func (in *input) readCopy(n int64, what string) ([]byte, error) {
+	if n < 0 {
+		return nil, &Error{Offset: in.offset(), Msg: what + ": negative length", Err: ErrCorrupt}
+	}
 	if n <= int64(in.w-in.r) {
 		out := make([]byte, n)
 		copy(out, in.buf[in.r:])
