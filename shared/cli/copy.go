@@ -107,7 +107,7 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 	cfg := engine.Config{
 		Source: src, Target: dst,
 		Plan:          plan.Options{Match: f.match, Type: f.scanType, BatchKeys: f.batchKeys},
-		Copy:          copier.Options{Existing: existing, DBMap: dbMap, Fallback: DefaultFallback(dst), BigKeyBytes: f.bigKeyBytes},
+		Copy:          copier.Options{Existing: existing, DBMap: dbMap, Fallback: DefaultFallback(dst), Reencode: fallback.Reencoder(dst), BigKeyBytes: f.bigKeyBytes},
 		ExplicitDBMap: f.dbMap != "" || srcEP.DBSet,
 		AllowDBMerge:  f.allowMerge,
 		Workers:       f.workers,

@@ -53,6 +53,9 @@ type Options struct {
 	// SliceKeys is the most keys read in one pipeline. Default 256.
 	SliceKeys int
 	Fallback  FallbackFunc
+	// Reencode rewrites a refused DUMP payload for the target (see fallback.Reencoder); those keys
+	// are RESTOREd again in one pipelined pass before any key falls back to type commands.
+	Reencode func(payload []byte) ([]byte, error)
 	// BigKeyBytes is the MEMORY USAGE from which a key is copied in chunks instead of one
 	// DUMP/RESTORE. Default 8 MiB; negative turns big-key detection off.
 	BigKeyBytes int64
@@ -314,6 +317,13 @@ func (c *Copier) read(ctx context.Context, src redis.UniversalClient, keys [][]b
 // counting each key and sending refused payloads through the fallback. The error is for an
 // unreachable target only.
 func (c *Copier) Restore(ctx context.Context, dst redis.UniversalClient, prefix string, items []Payload, res *Result) error {
+	return c.restore(ctx, dst, prefix, items, res, false)
+}
+
+// restore is one pipelined pass. Payloads the target refuses are re-encoded for it and sent
+// again in a second pipelined pass (reencoded); what that pass still refuses, or what cannot be
+// re-encoded, goes to the per-key fallback.
+func (c *Copier) restore(ctx context.Context, dst redis.UniversalClient, prefix string, items []Payload, res *Result, reencoded bool) error {
 	if len(items) == 0 {
 		return nil
 	}
@@ -354,30 +364,32 @@ func (c *Copier) Restore(ctx context.Context, dst redis.UniversalClient, prefix 
 	if _, err := pipe.Exec(ctx); err != nil && !isReplyError(err) {
 		return fmt.Errorf("writing to target: %s", redact.Error(err))
 	}
+	var again []Payload
 	for _, p := range sent {
 		err := p.cmd.Err()
 		switch {
 		case err == nil:
 			res.Copied++
 			res.Bytes += int64(len(p.d.Data))
+			if reencoded {
+				res.Fallback++
+			}
 		case strings.HasPrefix(err.Error(), "BUSYKEY"):
 			if c.Opts.Existing == ExistingSkip {
 				res.Skipped++
 			} else {
 				res.fail([]byte(p.key), "target already holds this key (use --existing skip or replace)")
 			}
-		case isPayloadRefusal(err) && c.Opts.Fallback != nil:
-			if ferr := c.Opts.Fallback(ctx, dst, p.key, []byte(p.d.Data), p.d.ExpireAt, replace); ferr != nil {
-				if errors.Is(ferr, ErrExists) && c.Opts.Existing == ExistingSkip {
-					res.Skipped++
-					continue
-				}
-				res.fail([]byte(p.key), "target refused RESTORE ("+err.Error()+") and the fallback failed: "+ferr.Error())
+		case isPayloadRefusal(err) && !reencoded && c.Opts.Reencode != nil:
+			if data, rerr := c.Opts.Reencode([]byte(p.d.Data)); rerr == nil {
+				d := p.d
+				d.Data = string(data)
+				again = append(again, d)
 				continue
 			}
-			res.Copied++
-			res.Fallback++
-			res.Bytes += int64(len(p.d.Data))
+			c.fallback(ctx, dst, p.key, p.d, err, res)
+		case isPayloadRefusal(err) && c.Opts.Fallback != nil:
+			c.fallback(ctx, dst, p.key, p.d, err, res)
 		case isPayloadRefusal(err):
 			res.fail([]byte(p.key), "target refused the DUMP payload: "+err.Error())
 		case !isReplyError(err):
@@ -386,7 +398,31 @@ func (c *Copier) Restore(ctx context.Context, dst redis.UniversalClient, prefix 
 			res.fail([]byte(p.key), "target refused RESTORE: "+err.Error())
 		}
 	}
-	return nil
+	return c.restore(ctx, dst, prefix, again, res, true)
+}
+
+// fallback writes one refused key through Opts.Fallback (type commands); the payload may be the
+// re-encoded one. Whatever goes wrong is this key's failure, reported with the reason.
+func (c *Copier) fallback(ctx context.Context, dst redis.UniversalClient, key string, d Payload, refusal error, res *Result) {
+	if c.Opts.Fallback == nil {
+		res.fail([]byte(key), "target refused the DUMP payload: "+refusal.Error())
+		return
+	}
+	replace := c.Opts.Existing == ExistingReplace
+	if ferr := c.Opts.Fallback(ctx, dst, key, []byte(d.Data), d.ExpireAt, replace); ferr != nil {
+		switch {
+		case errors.Is(ferr, ErrExists) && c.Opts.Existing == ExistingSkip:
+			res.Skipped++
+		case errors.Is(ferr, ErrExists):
+			res.fail([]byte(key), "target already holds this key (use --existing skip or replace)")
+		default:
+			res.fail([]byte(key), "target refused RESTORE ("+refusal.Error()+") and the fallback failed: "+ferr.Error())
+		}
+		return
+	}
+	res.Copied++
+	res.Fallback++
+	res.Bytes += int64(len(d.Data))
 }
 
 // ErrExists is returned by a fallback when the key exists and must not be replaced.

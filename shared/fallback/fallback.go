@@ -87,3 +87,20 @@ func hasFieldTTLs(v rdb.Value) bool {
 	}
 	return false
 }
+
+// Reencoder returns the copier's Reencode for a target: decode a refused payload and encode the
+// value again in the oldest encoding the target reads. Values that need commands (modules, hash
+// field TTLs) return an error and go to the per-key fallback.
+func Reencoder(target *redisconn.Conn) func([]byte) ([]byte, error) {
+	targetRDB := target.Version.RDB
+	return func(payload []byte) ([]byte, error) {
+		e, _, err := rdb.DecodeDump(payload)
+		if err != nil {
+			return nil, err
+		}
+		if e.Type == rdb.TypeModule || hasFieldTTLs(e.Value) {
+			return nil, errors.New("needs commands")
+		}
+		return rdb.EncodeDump(e.Value, targetRDB)
+	}
+}

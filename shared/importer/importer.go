@@ -160,7 +160,7 @@ func Import(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 		return sum, err
 	}
 	sum.RDBVersion = rd.Version()
-	cp := copier.New(nil, dst, copier.Options{Existing: o.Existing, DBMap: o.DBMap, Fallback: fallback.New(dst)})
+	cp := copier.New(nil, dst, copier.Options{Existing: o.Existing, DBMap: o.DBMap, Fallback: fallback.New(dst), Reencode: fallback.Reencoder(dst)})
 	cp.Now = o.Now
 	im := &importer{o: o, dst: dst, cp: cp, rd: rd, sum: sum, targetRDB: dst.Version.RDB}
 	return im.run(ctx)
