@@ -157,3 +157,23 @@ func TestCopyBigKeysBoundedMemory(t *testing.T) {
 		t.Fatalf("copier peak RSS %d MB, want under 200 MB", rss>>20)
 	}
 }
+
+// A target with a small proto-max-bulk-len cannot take big payloads in one RESTORE: such keys
+// must go through the chunked path even below --big-key-bytes.
+func TestCopyValuesAboveTargetProtoMaxBulkLen(t *testing.T) {
+	src := testenv.StartRedis(t)
+	dst := testenv.StartRedis(t, "--proto-max-bulk-len", "1mb")
+	sc := src.Client(t, 0)
+	fields := make([]any, 0, 60000)
+	for i := 0; i < 30000; i++ {
+		fields = append(fields, "field-"+strconv.Itoa(i), strings.Repeat("v", 64))
+	}
+	sc.HSet(ctx, "wide", fields...)
+	sc.Set(ctx, "long", strings.Repeat("x", 900<<10), time.Hour)
+	sc.Set(ctx, "small", "s", 0)
+	code, sum, _ := runJSON(t, "copy", "--source", src.URL(), "--target", dst.URL(), "--verify-full")
+	if code != 0 || sum.KeysCopied != 3 || sum.KeysBig != 2 {
+		t.Fatalf("exit %d summary %+v", code, sum)
+	}
+	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, []*redis.Client{dst.Client(t, 0)}, nil, 1)
+}

@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -135,6 +136,20 @@ type Copier struct {
 	Now func() time.Time
 
 	noMemoryUsage atomic.Bool
+	limitOnce     sync.Once
+}
+
+// bigLimit settles the big-key threshold once: a payload must also fit the target's
+// proto-max-bulk-len, with room to spare (DUMP payloads can exceed MEMORY USAGE a little).
+func (c *Copier) bigLimit(ctx context.Context) {
+	c.limitOnce.Do(func() {
+		if c.Opts.BigKeyBytes < 0 || c.Dst == nil {
+			return
+		}
+		if half := c.Dst.ProtoMaxBulkLen(ctx) / 2; half < c.Opts.BigKeyBytes {
+			c.Opts.BigKeyBytes = half
+		}
+	})
 }
 
 // New returns a copier with defaults filled in.
@@ -175,6 +190,7 @@ func (c *Copier) Copy(ctx context.Context, b plan.Batch) (Result, error) {
 	if !ok {
 		return res, fmt.Errorf("batch %s: source db %d is not in the db map", b.ID, b.DB)
 	}
+	c.bigLimit(ctx)
 	prefix := c.Opts.DBMap.Prefix[b.DB]
 	src := c.Src.Keys(b.DB)
 	dst := c.Dst.Keys(targetDB)

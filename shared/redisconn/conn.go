@@ -354,3 +354,18 @@ func discoverMasters(ctx context.Context, c *redis.Client, ep *config.Endpoint) 
 	sort.Strings(out)
 	return out, nil
 }
+
+// ProtoMaxBulkLen is the largest argument the server accepts (CONFIG GET proto-max-bulk-len);
+// Redis's default of 512 MB when CONFIG is not allowed (Azure Managed Redis).
+func (c *Conn) ProtoMaxBulkLen(ctx context.Context) int64 {
+	const def = 512 << 20
+	v, err := c.Node(c.masters[0], 0).ConfigGet(ctx, "proto-max-bulk-len").Result()
+	if err != nil {
+		return def
+	}
+	n, err := strconv.ParseInt(v["proto-max-bulk-len"], 10, 64)
+	if err != nil || n <= 0 {
+		return def
+	}
+	return n
+}
