@@ -8,6 +8,24 @@
 // encodes DUMP payloads (type byte + value + 2-byte RDB version + CRC64) so
 // the importer can fall back to type commands when a target refuses a payload.
 //
+// Notes for importers:
+//
+//   - Entry.Offset of a key (shared by all its parts) and of every other
+//     entry is a resume point for NewReaderAt; Reader.Offset in the middle
+//     of a split value is not.
+//   - Empty collections are skipped and counted (Reader.EmptySkipped)
+//     unless Options.ReturnEmpty asks for them (Entry.Empty set).
+//   - The RESTORE fast path may send BuildDump(TypeByte, Raw, v) when the
+//     target loads TypeByte: v >= TypeMinVersion(TypeByte, src valkey) and
+//     v <= the target's RDB version, and for codes >= 22 the target must be
+//     of the same dialect (Valkey HASH_2 and Redis HASH_METADATA_PRE_GA both
+//     use 22). Otherwise re-encode with EncodeDump or write type commands.
+//   - Idle and Freq are -1 when the file has no IDLE/FREQ opcode; absolute
+//     expiries use 0 for "none" (an expiry at or before the epoch becomes 1
+//     so it stays in the past).
+//   - The Redis Enterprise opcode 107 (RAM_LRU, one length) is skipped; any
+//     other unknown opcode or type is an ErrUnsupported error.
+//
 // Only the standard library is used.
 package rdb
 
@@ -386,7 +404,7 @@ var redisTypes = map[byte]typeInfo{
 	6: {"MODULE_PRE_GA", TypeModule, 8}, 7: {"MODULE_2", TypeModule, 8},
 	9: {"HASH_ZIPMAP", TypeHash, 2}, 10: {"LIST_ZIPLIST", TypeList, 2},
 	11: {"SET_INTSET", TypeSet, 2}, 12: {"ZSET_ZIPLIST", TypeZSet, 2},
-	13: {"HASH_ZIPLIST", TypeHash, 2}, 14: {"LIST_QUICKLIST", TypeList, 7},
+	13: {"HASH_ZIPLIST", TypeHash, 4}, 14: {"LIST_QUICKLIST", TypeList, 7},
 	15: {"STREAM_LISTPACKS", TypeStream, 9}, 16: {"HASH_LISTPACK", TypeHash, 10},
 	17: {"ZSET_LISTPACK", TypeZSet, 10}, 18: {"LIST_QUICKLIST_2", TypeList, 10},
 	19: {"STREAM_LISTPACKS_2", TypeStream, 10}, 20: {"SET_LISTPACK", TypeSet, 11},

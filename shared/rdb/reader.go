@@ -10,7 +10,6 @@ import (
 type Reader struct {
 	d       decoder
 	db      int
-	resumed bool
 	done    bool
 	err     error
 	cur     *curValue // nil unless a value is being delivered in parts
@@ -90,7 +89,6 @@ func NewReaderAt(r io.Reader, offset int64, version int, valkey bool, db int, op
 	}
 	rd := &Reader{d: decoder{in: newInput(r, offset, 0), opts: opts.withDefaults(), version: version, valkey: valkey}}
 	rd.db = db
-	rd.resumed = true
 	return rd, nil
 }
 
