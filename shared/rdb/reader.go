@@ -8,14 +8,14 @@ import (
 
 // Reader streams the entries of an RDB file.
 type Reader struct {
-	d       decoder
-	db      int
-	done    bool
-	err     error
-	cur     *curValue // nil unless a value is being delivered in parts
-	curBuf  curValue  // storage for cur, reused to save allocations
-	tmpl    Entry     // entry under construction
-	empty   int
+	d      decoder
+	db     int
+	done   bool
+	err    error
+	cur    *curValue // nil unless a value is being delivered in parts
+	curBuf curValue  // storage for cur, reused to save allocations
+	tmpl   Entry     // entry under construction
+	empty  int
 }
 
 // curValue is a key whose value is being delivered in parts.
