@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -8,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -147,7 +147,13 @@ func TestCopyBigKeysBoundedMemory(t *testing.T) {
 	if err != nil {
 		t.Fatalf("copy: %v\n%s", err, out)
 	}
-	rss := cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss * 1024
+	var sum struct {
+		PeakRSS int64 `json:"peak_rss_bytes"`
+	}
+	if err := json.Unmarshal(out, &sum); err != nil || sum.PeakRSS == 0 {
+		t.Fatalf("no peak_rss_bytes in the summary: %v\n%s", err, out)
+	}
+	rss := sum.PeakRSS
 	t.Logf("copy peak RSS %d MB; %s", rss>>20, out)
 	if !strings.Contains(string(out), `"keys_big": 4`) || !strings.Contains(string(out), `"keys_copied": 4`) {
 		t.Fatalf("summary: %s", out)

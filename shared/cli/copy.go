@@ -166,6 +166,7 @@ func closingVerify(ctx context.Context, src, dst *redisconn.Conn, cfg engine.Con
 }
 
 func reportSummary(env *Env, what string, s engine.Summary, jsonOut bool) {
+	s.PeakRSS = engine.PeakRSS()
 	if jsonOut {
 		_ = writeJSON(env.Stdout, s)
 	}

@@ -61,6 +61,7 @@ type Summary struct {
 	NotCopiedDBs map[string]int64    `json:"not_copied_dbs,omitempty"`
 	Verify       any                 `json:"verify,omitempty"`
 	Notes        []string            `json:"notes,omitempty"`
+	PeakRSS      int64               `json:"peak_rss_bytes,omitempty"`
 }
 
 // Ok reports whether every key was accounted for without a failure.
