@@ -813,6 +813,9 @@ func checkDefaultSkipsEmpty(t *testing.T, data []byte, skip bool, all *gotFile) 
 	if g.empty != empty || len(g.keys) != len(all.keys)-empty {
 		t.Fatalf("default options: %d keys, %d empty skipped; want %d and %d", len(g.keys), g.empty, len(all.keys)-empty, empty)
 	}
+	if empty > 0 {
+		t.Logf("%d empty collections skipped", empty)
+	}
 }
 
 // checkResume restarts the reader at every entry offset and compares the
