@@ -214,7 +214,7 @@ func (a *App) copyOne(ctx context.Context, cm *copyMessage, delivery int) (copie
 		// same source value keeps the counts exact instead of reporting our own key as a clash.
 		existing = copier.ExistingReplace
 	}
-	cp := copier.New(src, dst, copier.Options{Existing: existing, DBMap: dbMap, Fallback: NewFallback(dst)})
+	cp := copier.New(src, dst, copier.Options{Existing: existing, DBMap: dbMap, Fallback: NewFallback(dst), Reencode: fallback.Reencoder(dst)})
 	return cp.Copy(ctx, cm.Batch)
 }
 
