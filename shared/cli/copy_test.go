@@ -317,3 +317,27 @@ func TestCopyDryRunPrintsPlan(t *testing.T) {
 		t.Fatal("dry run wrote to the target")
 	}
 }
+
+func TestCopyMatchAndTypeFilters(t *testing.T) {
+	src := testenv.StartRedis(t)
+	sc := src.Client(t, 0)
+	if _, err := testenv.FillAllTypes(ctx, sc, "t:"); err != nil {
+		t.Fatal(err)
+	}
+	sc.Set(ctx, "other:x", "y", 0)
+	dst := testenv.StartRedis(t)
+	code, sum, _ := runJSON(t, "copy", "--source", src.URL(), "--target", dst.URL(), "--match", "t:hash:*")
+	if code != 0 || sum.KeysCopied != 2 {
+		t.Fatalf("--match: exit %d summary %+v", code, sum)
+	}
+	dst2 := testenv.StartRedis(t)
+	code, sum, _ = runJSON(t, "copy", "--source", src.URL(), "--target", dst2.URL(), "--type", "zset")
+	if code != 0 || sum.KeysCopied != 2 {
+		t.Fatalf("--type: exit %d summary %+v", code, sum)
+	}
+	for _, k := range dst2.Client(t, 0).Keys(ctx, "*").Val() {
+		if typ := dst2.Client(t, 0).Type(ctx, k).Val(); typ != "zset" {
+			t.Fatalf("--type zset copied %s of type %s", k, typ)
+		}
+	}
+}
