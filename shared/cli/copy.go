@@ -160,7 +160,7 @@ func closingVerify(ctx context.Context, src, dst *redisconn.Conn, cfg engine.Con
 		sample = 0
 	}
 	return verify.Run(ctx, src, dst, verify.Options{
-		DBMap: cfg.Copy.DBMap, Match: cfg.Plan.Match, Sample: sample, Workers: cfg.Workers,
+		DBMap: cfg.Copy.DBMap, Match: cfg.Plan.Match, Type: cfg.Plan.Type, Sample: sample, Workers: cfg.Workers,
 		PresenceOnly: cfg.Copy.Existing == copier.ExistingSkip,
 	})
 }

@@ -21,6 +21,7 @@ func runVerifyCommand(ctx context.Context, env *Env, args []string) error {
 	full := fs.Bool("full", false, "check every key (the default when --sample is not given)")
 	tol := fs.Duration("ttl-tolerance", 2*time.Second, "largest accepted difference between source and target expiry")
 	match := fs.String("match", "", "check only keys matching this `glob`")
+	typ := fs.String("type", "", "check only keys of this `type` (as given to copy --type)")
 	dbMapS := fs.String("db-map", "", "source-to-target databases as given to copy, e.g. `0:0,3:0`")
 	dbPrefix := fs.String("db-prefix", "", "key prefix per source db as given to copy, e.g. `3:legacy:`")
 	workers := fs.Int("workers", 8, "parallel checkers")
@@ -69,7 +70,7 @@ func runVerifyCommand(ctx context.Context, env *Env, args []string) error {
 		return usageError{err}
 	}
 	defer dst.Close()
-	rep, err := verify.Run(ctx, src, dst, verify.Options{DBMap: m, Match: *match, Sample: *sample, TTLTolerance: *tol, Workers: *workers})
+	rep, err := verify.Run(ctx, src, dst, verify.Options{DBMap: m, Match: *match, Type: *typ, Sample: *sample, TTLTolerance: *tol, Workers: *workers})
 	if err != nil {
 		return err
 	}

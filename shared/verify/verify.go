@@ -34,6 +34,7 @@ var digestScript = redis.NewScript(digestLua)
 type Options struct {
 	DBMap        config.DBMap
 	Match        string
+	Type         string        // check only source keys of this type (as copy --type)
 	Sample       int           // check this many random keys; 0 = every key (full)
 	TTLTolerance time.Duration // default 2s
 	ChunkSize    int           // elements per digest chunk; default 1000
@@ -259,6 +260,9 @@ func (r *Report) Compare(key string, want, got KeyState, o Options) {
 	if want.Type == "none" {
 		r.GoneSource++ // deleted or expired in the source since: nothing to compare
 		return
+	}
+	if o.Type != "" && want.Type != o.Type {
+		return // left out of the copy by its type filter
 	}
 	r.Checked++
 	switch {
