@@ -22,8 +22,7 @@ import (
 // New returns the copier's fallback for a target.
 func New(target *redisconn.Conn) copier.FallbackFunc {
 	targetRDB := target.Version.RDB
-	fieldTTL := target.Version.Product == "redis" && (target.Version.Major > 7 || target.Version.Major == 7 && target.Version.Minor >= 4) ||
-		target.Version.Product == "valkey" && target.Version.Major >= 9
+	fieldTTL := target.Version.HasFieldTTL()
 	return func(ctx context.Context, dst redis.UniversalClient, key string, payload []byte, expireAtMs int64, replace bool) error {
 		e, _, err := rdb.DecodeDump(payload)
 		if err != nil {
@@ -32,7 +31,7 @@ func New(target *redisconn.Conn) copier.FallbackFunc {
 		if e.Type == rdb.TypeModule {
 			return fmt.Errorf("module value (%s): the target does not load it and it cannot be rewritten with commands", e.Module.Name)
 		}
-		if re, err := rdb.EncodeDump(e.Value, targetRDB); err == nil && !hasFieldTTLs(e.Value) {
+		if re, err := rdb.EncodeDump(e.Value, targetRDB); err == nil && !rdb.HasFieldTTLs(e.Value) {
 			args := []any{"RESTORE", key, expireAtMs, re}
 			if expireAtMs > 0 {
 				args = append(args, "ABSTTL")
@@ -75,19 +74,6 @@ func New(target *redisconn.Conn) copier.FallbackFunc {
 // ErrPartial: the key was written but something the target cannot hold was left out.
 var ErrPartial = errors.New("written without")
 
-func hasFieldTTLs(v rdb.Value) bool {
-	h, ok := v.(*rdb.Hash)
-	if !ok {
-		return false
-	}
-	for _, f := range h.Fields {
-		if f.ExpireAtMs > 0 {
-			return true
-		}
-	}
-	return false
-}
-
 // Reencoder returns the copier's Reencode for a target: decode a refused payload and encode the
 // value again in the oldest encoding the target reads. Values that need commands (modules, hash
 // field TTLs) return an error and go to the per-key fallback.
@@ -98,7 +84,7 @@ func Reencoder(target *redisconn.Conn) func([]byte) ([]byte, error) {
 		if err != nil {
 			return nil, err
 		}
-		if e.Type == rdb.TypeModule || hasFieldTTLs(e.Value) {
+		if e.Type == rdb.TypeModule || rdb.HasFieldTTLs(e.Value) {
 			return nil, errors.New("needs commands")
 		}
 		return rdb.EncodeDump(e.Value, targetRDB)

@@ -445,3 +445,17 @@ func TypeMinVersion(code byte, valkey bool) int {
 	}
 	return 0
 }
+
+// HasFieldTTLs reports whether v is a hash with at least one field TTL (Redis 7.4+).
+func HasFieldTTLs(v Value) bool {
+	h, ok := v.(*Hash)
+	if !ok {
+		return false
+	}
+	for _, f := range h.Fields {
+		if f.ExpireAtMs > 0 {
+			return true
+		}
+	}
+	return false
+}

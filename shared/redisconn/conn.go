@@ -369,3 +369,12 @@ func (c *Conn) ProtoMaxBulkLen(ctx context.Context) int64 {
 	}
 	return n
 }
+
+// HasFieldTTL reports whether the server keeps hash field TTLs (HPEXPIREAT): Redis 7.4+,
+// Valkey 9+.
+func (v Version) HasFieldTTL() bool {
+	if v.Product == "valkey" {
+		return v.Major >= 9
+	}
+	return v.Major > 7 || v.Major == 7 && v.Minor >= 4
+}
