@@ -1,6 +1,7 @@
 // Package functions is the Azure Functions face of redis-migrate: it adapts the custom-handler
-// invocations of MigrationStart, MigrationStatus, PlanShard, CopyBatch and the dead-letter
-// recorders to the engine (plan, copier) and to the state kept in Blob storage. The bindings live
+// invocations of MigrationStart, MigrationStatus, PlanShard, CopyBatch, the dead-letter
+// recorders, ImportStart and ImportRdb to the engine (plan, copier, importer) and to the state
+// kept in Blob storage. The bindings live
 // in <Name>/function.json beside this file and are embedded, so the binary can serve or emulate
 // the whole app from anywhere.
 package functions
@@ -128,9 +129,11 @@ func (a *App) Handler() http.Handler {
 	// Forwarded HTTP triggers (enableForwardingHttpRequest): the caller's request as it came.
 	mux.HandleFunc("POST /api/migrations", a.migrationStart)
 	mux.HandleFunc("GET /api/migrations/{id}", a.migrationStatus)
+	mux.HandleFunc("POST /api/imports", a.importStart)
 	// The same functions invoked the classic way (Data.req / Outputs.res), for hosts that do not forward.
 	mux.HandleFunc("POST /MigrationStart", a.httpInvocation(a.migrationStart, "", "req", "res"))
 	mux.HandleFunc("POST /MigrationStatus", a.httpInvocation(a.migrationStatus, "id", "req", "res"))
+	mux.HandleFunc("POST /ImportStart", a.httpInvocation(a.importStart, "", "req", "res"))
 	mux.HandleFunc("POST /{function}", a.invoke)
 	return mux
 }

@@ -34,20 +34,30 @@ func OpenStore(ctx context.Context, getenv func(string) string) (*state.Store, e
 	if cs := getenv(SettingStorage); cs != "" {
 		return state.Open(ctx, cs, container)
 	}
-	uri := getenv(SettingStorage + "__blobServiceUri")
+	uri, cred, err := storageIdentity(getenv, SettingStorage)
+	if err != nil {
+		return nil, err
+	}
+	return state.OpenWithCredential(ctx, uri, cred, container)
+}
+
+// storageIdentity is the blob service URL and Entra credential of an identity-based storage
+// connection (the settings <name>__blobServiceUri or __accountName, + __clientId / __credential).
+func storageIdentity(getenv func(string) string, name string) (string, azcore.TokenCredential, error) {
+	uri := getenv(name + "__blobServiceUri")
 	if uri == "" {
-		if acct := getenv(SettingStorage + "__accountName"); acct != "" {
+		if acct := getenv(name + "__accountName"); acct != "" {
 			uri = "https://" + acct + ".blob.core.windows.net"
 		}
 	}
 	if uri == "" {
-		return nil, fmt.Errorf("no state storage: set %s (a connection string, or UseDevelopmentStorage=true with Azurite), "+
-			"or %s__blobServiceUri for a managed identity", SettingStorage, SettingStorage)
+		return "", nil, fmt.Errorf("no storage: set %s (a connection string, or UseDevelopmentStorage=true with Azurite), "+
+			"or %s__blobServiceUri for a managed identity", name, name)
 	}
 	var cred azcore.TokenCredential
 	var err error
-	clientID := getenv(SettingStorage + "__clientId")
-	if clientID != "" || strings.EqualFold(getenv(SettingStorage+"__credential"), "managedidentity") {
+	clientID := getenv(name + "__clientId")
+	if clientID != "" || strings.EqualFold(getenv(name+"__credential"), "managedidentity") {
 		o := &azidentity.ManagedIdentityCredentialOptions{}
 		if clientID != "" {
 			o.ID = azidentity.ClientID(clientID)
@@ -57,9 +67,9 @@ func OpenStore(ctx context.Context, getenv func(string) string) (*state.Store, e
 		cred, err = azidentity.NewDefaultAzureCredential(nil)
 	}
 	if err != nil {
-		return nil, fmt.Errorf("storage credential: %s", redact.Error(err))
+		return "", nil, fmt.Errorf("storage credential: %s", redact.Error(err))
 	}
-	return state.OpenWithCredential(ctx, uri, cred, container)
+	return uri, cred, nil
 }
 
 // LocalHandler is the hostharness.HandlerFactory of this app: the real App over the state

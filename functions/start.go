@@ -160,42 +160,80 @@ func contains(list []string, s string) bool {
 	return false
 }
 
-// parseStartRequest reads and checks the body, naming the offending field in every error.
-func parseStartRequest(body []byte) (*StartRequest, error) {
+// readBody reads a request body of at most MaxRequestBytes; on failure it has answered 400.
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("request body larger than %d bytes", MaxRequestBytes), "body")
+			return nil, false
+		}
+		writeError(w, http.StatusBadRequest, "reading the request body: "+err.Error(), "body")
+		return nil, false
+	}
+	return body, true
+}
+
+// parseObject checks that body is one JSON value with nothing after it and that its field names
+// are known, returning it and its fields.
+func parseObject(body []byte, emptyHint string, known []string) (json.RawMessage, map[string]json.RawMessage, error) {
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) == 0 {
-		return nil, fieldErrf("", "empty body: want a JSON object with source and target")
+		return nil, nil, fieldErrf("", "empty body: %s", emptyHint)
 	}
-	// One JSON value, nothing after it.
 	dec := json.NewDecoder(bytes.NewReader(trimmed))
 	var whole json.RawMessage
 	if err := dec.Decode(&whole); err != nil {
-		return nil, fieldErrf("", "invalid JSON: %v", err)
+		return nil, nil, fieldErrf("", "invalid JSON: %v", err)
 	}
 	if dec.More() {
-		return nil, fieldErrf("", "invalid JSON: data after the object")
+		return nil, nil, fieldErrf("", "invalid JSON: data after the object")
 	}
-	// Field names first, innermost objects included, so an unknown field is named by its path.
-	if err := checkFields(whole, "", []string{"id", "source", "target", "match", "type", "existing", "dbMap",
-		"dbPrefix", "allowDbMerge", "batchKeys"}); err != nil {
-		return nil, err
+	// Field names first, so an unknown field is named by its path.
+	if err := checkFields(whole, "", known); err != nil {
+		return nil, nil, err
 	}
 	var raw map[string]json.RawMessage
 	_ = json.Unmarshal(whole, &raw)
+	return whole, raw, nil
+}
+
+func isNull(r json.RawMessage) bool { return string(bytes.TrimSpace(r)) == "null" }
+
+// checkEndpointFields checks the field names of an endpoint object (side: "source", "target"),
+// its entra object included; required says whether it may be missing.
+func checkEndpointFields(raw map[string]json.RawMessage, side string, required bool) error {
+	r, ok := raw[side]
+	if !ok || isNull(r) {
+		if !required {
+			return nil
+		}
+		return fieldErrf(side, "%s is required, e.g. {\"setting\":\"%s_REDIS\"}", side, strings.ToUpper(side))
+	}
+	if err := checkFields(r, side+".", []string{"setting", "url", "host", "entra", "topology"}); err != nil {
+		return err
+	}
+	var epRaw map[string]json.RawMessage
+	_ = json.Unmarshal(r, &epRaw)
+	if e, ok := epRaw["entra"]; ok && !isNull(e) {
+		if err := checkFields(e, side+".entra.", []string{"objectId", "clientId"}); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// parseStartRequest reads and checks the body, naming the offending field in every error.
+func parseStartRequest(body []byte) (*StartRequest, error) {
+	whole, raw, err := parseObject(body, "want a JSON object with source and target", []string{"id", "source", "target",
+		"match", "type", "existing", "dbMap", "dbPrefix", "allowDbMerge", "batchKeys"})
+	if err != nil {
+		return nil, err
+	}
 	for _, side := range []string{"source", "target"} {
-		r, ok := raw[side]
-		if !ok || string(bytes.TrimSpace(r)) == "null" {
-			return nil, fieldErrf(side, "%s is required, e.g. {\"setting\":\"%s_REDIS\"}", side, strings.ToUpper(side))
-		}
-		if err := checkFields(r, side+".", []string{"setting", "url", "host", "entra", "topology"}); err != nil {
+		if err := checkEndpointFields(raw, side, true); err != nil {
 			return nil, err
-		}
-		var epRaw map[string]json.RawMessage
-		_ = json.Unmarshal(r, &epRaw)
-		if e, ok := epRaw["entra"]; ok && string(bytes.TrimSpace(e)) != "null" {
-			if err := checkFields(e, side+".entra.", []string{"objectId", "clientId"}); err != nil {
-				return nil, err
-			}
 		}
 	}
 	var req StartRequest
@@ -210,71 +248,96 @@ var (
 	guidLikeRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
 )
 
+func checkID(id string) error {
+	if id != "" && !state.ValidID(id) {
+		return fieldErrf("id", "id %q: want 1-63 lower-case letters, digits and '-', starting with a letter or digit", id)
+	}
+	return nil
+}
+
+// checkEndpoint checks one endpoint of a request; side names it in errors.
+func checkEndpoint(side string, ep *EndpointReq) error {
+	n := 0
+	for _, set := range []bool{ep.Setting != "", ep.URL != "", ep.Host != ""} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return fieldErrf(side, "%s: give exactly one of setting, url, or host (with entra)", side)
+	}
+	if ep.Host != "" && ep.Entra == nil {
+		return fieldErrf(side+".entra", "%s.entra: a host needs an Entra ID identity: {\"objectId\":\"...\",\"clientId\":\"...\"} "+
+			"(for access keys, put a rediss:// URL in an app setting)", side)
+	}
+	if ep.Host == "" && ep.Entra != nil {
+		return fieldErrf(side+".entra", "%s.entra: only used with host", side)
+	}
+	if ep.Host == "" && ep.Topology != "" {
+		return fieldErrf(side+".topology", "%s.topology: only used with host (a URL takes ?topology=)", side)
+	}
+	if ep.Entra != nil {
+		if ep.Entra.ObjectID == "" || !guidLikeRE.MatchString(ep.Entra.ObjectID) {
+			return fieldErrf(side+".entra.objectId", "%s.entra.objectId: the identity's object id is required", side)
+		}
+		if ep.Entra.ClientID != "" && !guidLikeRE.MatchString(ep.Entra.ClientID) {
+			return fieldErrf(side+".entra.clientId", "%s.entra.clientId: not a client id", side)
+		}
+	}
+	switch config.Topology(ep.Topology) {
+	case "", config.TopologyAuto, config.TopologyStandalone, config.TopologyCluster:
+	default:
+		return fieldErrf(side+".topology", "%s.topology %q: want auto, standalone or cluster", side, ep.Topology)
+	}
+	return nil
+}
+
+// keyOptions are the options a copy and an import share: what to do with existing keys, which
+// keys, and where each source database goes.
+type keyOptions struct {
+	existing, match, dbMap, dbPrefix string
+	allowDBMerge                     bool
+}
+
+func checkKeyOptions(o keyOptions) error {
+	if _, err := copier.ParseExisting(o.existing); err != nil {
+		return fieldErrf("existing", "%v", err)
+	}
+	if len(o.match) > 1024 {
+		return fieldErrf("match", "match: longer than 1024 bytes")
+	}
+	m, err := config.ParseDBMap(o.dbMap)
+	if err != nil {
+		return fieldErrf("dbMap", "dbMap: %v", err)
+	}
+	if err := m.ParseDBPrefixes(o.dbPrefix); err != nil {
+		return fieldErrf("dbPrefix", "dbPrefix: %v", err)
+	}
+	if err := m.Check(o.allowDBMerge); err != nil {
+		return fieldErrf("dbMap", "dbMap: %v", err)
+	}
+	return nil
+}
+
 func checkStartRequest(r *StartRequest) error {
-	if r.ID != "" && !state.ValidID(r.ID) {
-		return fieldErrf("id", "id %q: want 1-63 lower-case letters, digits and '-', starting with a letter or digit", r.ID)
+	if err := checkID(r.ID); err != nil {
+		return err
 	}
 	for _, side := range []struct {
 		name string
 		ep   *EndpointReq
 	}{{"source", r.Source}, {"target", r.Target}} {
-		ep := side.ep
-		n := 0
-		for _, set := range []bool{ep.Setting != "", ep.URL != "", ep.Host != ""} {
-			if set {
-				n++
-			}
+		if err := checkEndpoint(side.name, side.ep); err != nil {
+			return err
 		}
-		if n != 1 {
-			return fieldErrf(side.name, "%s: give exactly one of setting, url, or host (with entra)", side.name)
-		}
-		if ep.Host != "" && ep.Entra == nil {
-			return fieldErrf(side.name+".entra", "%s.entra: a host needs an Entra ID identity: {\"objectId\":\"...\",\"clientId\":\"...\"} "+
-				"(for access keys, put a rediss:// URL in an app setting)", side.name)
-		}
-		if ep.Host == "" && ep.Entra != nil {
-			return fieldErrf(side.name+".entra", "%s.entra: only used with host", side.name)
-		}
-		if ep.Host == "" && ep.Topology != "" {
-			return fieldErrf(side.name+".topology", "%s.topology: only used with host (a URL takes ?topology=)", side.name)
-		}
-		if ep.Entra != nil {
-			if ep.Entra.ObjectID == "" || !guidLikeRE.MatchString(ep.Entra.ObjectID) {
-				return fieldErrf(side.name+".entra.objectId", "%s.entra.objectId: the identity's object id is required", side.name)
-			}
-			if ep.Entra.ClientID != "" && !guidLikeRE.MatchString(ep.Entra.ClientID) {
-				return fieldErrf(side.name+".entra.clientId", "%s.entra.clientId: not a client id", side.name)
-			}
-		}
-		switch config.Topology(ep.Topology) {
-		case "", config.TopologyAuto, config.TopologyStandalone, config.TopologyCluster:
-		default:
-			return fieldErrf(side.name+".topology", "%s.topology %q: want auto, standalone or cluster", side.name, ep.Topology)
-		}
-	}
-	if _, err := copier.ParseExisting(r.Existing); err != nil {
-		return fieldErrf("existing", "%v", err)
 	}
 	if r.Type != "" && !typeRE.MatchString(r.Type) {
 		return fieldErrf("type", "type %q: want a Redis type name (string, list, set, zset, hash, stream)", r.Type)
 	}
-	if len(r.Match) > 1024 {
-		return fieldErrf("match", "match: longer than 1024 bytes")
-	}
 	if r.BatchKeys < 0 || r.BatchKeys > 10000 {
 		return fieldErrf("batchKeys", "batchKeys %d: want 1..10000", r.BatchKeys)
 	}
-	m, err := config.ParseDBMap(r.DBMap)
-	if err != nil {
-		return fieldErrf("dbMap", "dbMap: %v", err)
-	}
-	if err := m.ParseDBPrefixes(r.DBPrefix); err != nil {
-		return fieldErrf("dbPrefix", "dbPrefix: %v", err)
-	}
-	if err := m.Check(r.AllowDBMerge); err != nil {
-		return fieldErrf("dbMap", "dbMap: %v", err)
-	}
-	return nil
+	return checkKeyOptions(keyOptions{existing: r.Existing, match: r.Match, dbMap: r.DBMap, dbPrefix: r.DBPrefix, allowDBMerge: r.AllowDBMerge})
 }
 
 func (e *EndpointReq) ref() state.EndpointRef {
@@ -304,14 +367,8 @@ func newMigrationID() string {
 
 // migrationStart is POST /api/migrations.
 func (a *App) migrationStart(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxRequestBytes))
-	if err != nil {
-		var mbe *http.MaxBytesError
-		if errors.As(err, &mbe) {
-			writeError(w, http.StatusBadRequest, fmt.Sprintf("request body larger than %d bytes", MaxRequestBytes), "body")
-			return
-		}
-		writeError(w, http.StatusBadRequest, "reading the request body: "+err.Error(), "body")
+	body, ok := readBody(w, r)
+	if !ok {
 		return
 	}
 	req, err := parseStartRequest(body)
@@ -341,9 +398,15 @@ func (a *App) migrationStart(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *App) requestError(w http.ResponseWriter, err error) {
+	a.requestErrorOf("MigrationStart", w, err)
+}
+
+// requestErrorOf answers a refused request of function fn: 400 naming the field, 409 for a
+// taken id, 500 otherwise.
+func (a *App) requestErrorOf(fn string, w http.ResponseWriter, err error) {
 	var fe *fieldError
 	if errors.As(err, &fe) {
-		a.logf("MigrationStart: refused: %s", fe.msg)
+		a.logf("%s: refused: %s", fn, fe.msg)
 		writeError(w, http.StatusBadRequest, fe.msg, fe.field)
 		return
 	}
@@ -351,7 +414,7 @@ func (a *App) requestError(w http.ResponseWriter, err error) {
 		writeError(w, http.StatusConflict, "a migration with this id exists", "id")
 		return
 	}
-	a.logf("MigrationStart: %s", redact.Error(err))
+	a.logf("%s: %s", fn, redact.Error(err))
 	writeError(w, http.StatusInternalServerError, redact.Error(err), "")
 }
 

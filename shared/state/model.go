@@ -51,6 +51,10 @@ type Options struct {
 	AllowDBMerge  bool   `json:"allowDbMerge,omitempty"`
 	BatchKeys     int    `json:"batchKeys"`
 	ExplicitDBMap bool   `json:"explicitDbMap,omitempty"`
+	// Import only: FUNCTION libraries (skip, load, replace), module values (fail, skip), CRC64.
+	Functions    string `json:"functions,omitempty"`
+	Modules      string `json:"modules,omitempty"`
+	SkipChecksum bool   `json:"skipChecksum,omitempty"`
 }
 
 // Migration is the record of one migration.
@@ -82,6 +86,27 @@ type ImportCheckpoint struct {
 	Done      bool          `json:"done,omitempty"`
 	Error     string        `json:"error,omitempty"`
 	UpdatedAt time.Time     `json:"updatedAt"`
+
+	// What a resumed reader needs besides Offset and DB, and the keys read up to Offset.
+	RDBVersion int   `json:"rdbVersion,omitempty"`
+	Valkey     bool  `json:"valkey,omitempty"`
+	Scanned    int64 `json:"scanned"`
+	// Started: an invocation may have written keys, so later ones no longer expect an empty target.
+	Started bool `json:"started,omitempty"`
+	// Attempts counts the invocations on this blob version; ResumedFrom is the offset the latest
+	// one started at (0: from the beginning); LastError is the last retried failure.
+	Attempts      int      `json:"attempts"`
+	ResumedFrom   int64    `json:"resumedFrom"`
+	Continuations int      `json:"continuations,omitempty"`
+	LastError     string   `json:"lastError,omitempty"`
+	Notes         []string `json:"notes,omitempty"`
+	// Runner holds the import until LeaseUntil (renewed while it runs): one invocation at a time.
+	Runner     string    `json:"runner,omitempty"`
+	LeaseUntil time.Time `json:"leaseUntil"`
+	// TouchFrom is set while the blob's metadata is being rewritten (to trigger ImportRdb again)
+	// from that ETag: the new ETag is the same content, recorded once the write returns.
+	TouchFrom string    `json:"touchFrom,omitempty"`
+	TouchedAt time.Time `json:"touchedAt"`
 }
 
 // ShardProgress is the planning progress of one source shard and database.

@@ -129,7 +129,7 @@ func (s *Store) Status(ctx context.Context, id string) (*Status, error) {
 	if err != nil && err != ErrNotFound {
 		return nil, err
 	}
-	if havePrev && prev.Final() {
+	if havePrev && prev.Final() && !s.importChanged(ctx, id, &prev) {
 		return &prev, nil
 	}
 	ch := s.refresh(id)
@@ -153,6 +153,19 @@ func (s *Store) Status(ctx context.Context, id string) (*Status, error) {
 	case <-ctx.Done():
 		return nil, ctx.Err()
 	}
+}
+
+// importChanged reports whether an import's record moved on since a final summary was rolled
+// up (a failed import restarted with POST /api/imports): the summary is then recomputed.
+func (s *Store) importChanged(ctx context.Context, id string, prev *Status) bool {
+	if prev.Import == nil {
+		return false
+	}
+	m, err := s.GetMigration(ctx, id)
+	if err != nil || m.Import == nil {
+		return false
+	}
+	return !m.Import.UpdatedAt.Equal(prev.Import.UpdatedAt)
 }
 
 type statusResult struct {
@@ -252,8 +265,12 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 	}
 	if m.Import != nil {
 		total.Add(m.Import.Result)
+		st.Keys.Scanned += m.Import.Scanned
 		if m.Import.UpdatedAt.After(st.UpdatedAt) {
 			st.UpdatedAt = m.Import.UpdatedAt
+		}
+		if st.Source == "" {
+			st.Source = "blob " + m.Import.Container + "/" + m.Import.Blob
 		}
 	}
 	if t := time.UnixMilli(lastFinish).UTC(); lastFinish > 0 && t.After(st.UpdatedAt) {
@@ -266,6 +283,14 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 
 	if err := s.fillFailures(ctx, st, withFailures); err != nil {
 		return nil, err
+	}
+	if m.Import != nil {
+		for _, f := range m.Import.Result.Failures {
+			if len(st.Failures) >= MaxFailuresShown {
+				break
+			}
+			st.Failures = append(st.Failures, Failure{Batch: "import", Key: f.Key, Reason: f.Reason})
+		}
 	}
 
 	// State. A batch recorded but not counted as sent (a replayed step cut it differently) is
@@ -303,7 +328,11 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 	}
 	if st.State == StatePlanning || st.State == StateCopying {
 		want := max(st.Keys.Estimated, st.Keys.Scanned)
-		if st.KeysPerSecond > 0 && want > done {
+		if im := m.Import; im != nil && im.Offset > 0 && im.Size > im.Offset && elapsed > 0 {
+			// An import knows its bytes, not its keys: the rest of the file at the rate so far.
+			eta := math.Round(float64(im.Size-im.Offset) / (float64(im.Offset) / elapsed))
+			st.ETASeconds = &eta
+		} else if st.KeysPerSecond > 0 && want > done {
 			eta := math.Round(float64(want-done) / st.KeysPerSecond)
 			st.ETASeconds = &eta
 		}

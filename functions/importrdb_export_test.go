@@ -1,0 +1,13 @@
+package functions
+
+import "github.com/redis-migrate/redis-migrate/shared/state"
+
+// SetImportCheckpointHook installs a hook run after every import checkpoint written; returning
+// true interrupts that invocation (as a functionTimeout would). The returned func removes it.
+func SetImportCheckpointHook(f func(id string, ck state.ImportCheckpoint) bool) func() {
+	importCheckpointHook = f
+	return func() { importCheckpointHook = nil }
+}
+
+// DefaultImportID is the id of the import of a blob version that came without a record.
+var DefaultImportID = defaultImportID
