@@ -61,6 +61,29 @@ type Checkpoint struct {
 	Valkey  bool          `json:"valkey,omitempty"`
 	Counts  copier.Result `json:"counts"`
 	Scanned int64         `json:"scanned"`
+	// What was met before Offset besides keys, so a resumed import reports whole-file totals
+	// without counting anything twice.
+	Aux AuxCounts `json:"aux,omitempty"`
+}
+
+// AuxCounts are the non-key totals of an import.
+type AuxCounts struct {
+	EmptySkipped   int           `json:"empty_collections_skipped,omitempty"`
+	ModuleAux      int           `json:"module_aux_skipped,omitempty"`
+	Functions      int           `json:"functions_loaded,omitempty"`
+	FunctionsFound int           `json:"functions_found,omitempty"`
+	NotCopied      map[int]int64 `json:"not_copied,omitempty"`
+}
+
+func (a AuxCounts) clone() AuxCounts {
+	if a.NotCopied != nil {
+		m := make(map[int]int64, len(a.NotCopied))
+		for k, v := range a.NotCopied {
+			m[k] = v
+		}
+		a.NotCopied = m
+	}
+	return a
 }
 
 // Summary is an import's outcome.
@@ -114,8 +137,10 @@ type batch struct {
 	seq     int
 	start   int64 // offset of the first entry
 	db      int
+	aux     AuxCounts // non-key totals before start (for a checkpoint at start)
 	scanned int64
-	items   []copier.Payload
+	items   []copier.Payload // the file's own value bytes
+	reenc   []copier.Payload // re-encoded for the target (counted as fallback)
 	bytes   int
 	tdb     int
 	prefix  string
@@ -144,15 +169,20 @@ func Import(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 	if o.CheckpointEvery <= 0 {
 		o.CheckpointEvery = 2 * time.Second
 	}
+	if o.Existing == "" {
+		o.Existing = copier.ExistingFail
+	}
 	ropts := rdb.Options{SkipChecksum: o.SkipChecksum}
 	var rd *rdb.Reader
 	var err error
 	sum := &Summary{}
+	var base AuxCounts
 	if o.Resume != nil {
 		rd, err = rdb.NewReaderAt(r, o.Resume.Offset, o.Resume.Version, o.Resume.Valkey, o.Resume.DB, ropts)
 		sum.Result = o.Resume.Counts
 		sum.Result.Failures = append([]copier.KeyFailure(nil), o.Resume.Counts.Failures...)
 		sum.Scanned = o.Resume.Scanned
+		base = o.Resume.Aux.clone()
 	} else {
 		rd, err = rdb.NewReader(r, ropts)
 	}
@@ -160,14 +190,26 @@ func Import(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 		return sum, err
 	}
 	sum.RDBVersion = rd.Version()
-	cp := copier.New(nil, dst, copier.Options{Existing: o.Existing, DBMap: o.DBMap, Fallback: fallback.New(dst), Reencode: fallback.Reencoder(dst)})
+	// Resuming under --existing fail: the target was empty when the import began, so a key
+	// after the checkpoint that exists now was written by the interrupted run (its batch was
+	// not acknowledged, so not counted). Overwrite it rather than fail it.
+	existing := o.Existing
+	if o.Resume != nil && existing == copier.ExistingFail {
+		existing = copier.ExistingReplace
+	}
+	cp := copier.New(nil, dst, copier.Options{Existing: existing, DBMap: o.DBMap, Fallback: fallback.New(dst), Reencode: fallback.Reencoder(dst)})
 	cp.Now = o.Now
-	im := &importer{o: o, dst: dst, cp: cp, rd: rd, sum: sum, targetRDB: dst.Version.RDB}
+	im := &importer{o: o, existing: existing, dst: dst, cp: cp, rd: rd, sum: sum, targetRDB: dst.Version.RDB,
+		aux: base, baseEmpty: base.EmptySkipped}
+	if im.aux.NotCopied == nil {
+		im.aux.NotCopied = map[int]int64{}
+	}
 	return im.run(ctx)
 }
 
 type importer struct {
 	o         Options
+	existing  copier.Existing // o.Existing, or replace when resuming under fail
 	dst       *redisconn.Conn
 	cp        *copier.Copier
 	rd        *rdb.Reader
@@ -179,14 +221,21 @@ type importer struct {
 	nextFold  int
 	lastCkpt  time.Time
 	ckptErr   error
-	notCopied map[int]int64
+	aux       AuxCounts // non-key totals so far (EmptySkipped comes from the reader)
+	baseEmpty int       // empty collections skipped before the resume point
+}
+
+// auxNow is the non-key totals up to the reader's position (caller holds mu).
+func (im *importer) auxNow() AuxCounts {
+	a := im.aux.clone()
+	a.EmptySkipped = im.baseEmpty + im.rd.EmptySkipped()
+	return a
 }
 
 func (im *importer) run(ctx context.Context) (*Summary, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	im.pending = map[int]*batch{}
-	im.notCopied = map[int]int64{}
 	im.lastCkpt = time.Now()
 	work := make(chan *batch, im.o.Workers)
 	var wg sync.WaitGroup
@@ -197,7 +246,14 @@ func (im *importer) run(ctx context.Context) (*Summary, error) {
 			for b := range work {
 				dst := im.dst.Keys(b.tdb)
 				b.err = im.cp.Restore(ctx, dst, b.prefix, b.items, &b.result)
-				b.items = nil
+				if b.err == nil && len(b.reenc) > 0 {
+					// Every key written from a payload re-encoded for the target is a fallback key.
+					var r copier.Result
+					b.err = im.cp.Restore(ctx, dst, b.prefix, b.reenc, &r)
+					r.Fallback = r.Copied
+					b.result.Add(r)
+				}
+				b.items, b.reenc = nil, nil
 				im.finish(b)
 				if b.err != nil {
 					cancel()
@@ -210,8 +266,10 @@ func (im *importer) run(ctx context.Context) (*Summary, error) {
 	wg.Wait()
 	im.mu.Lock()
 	defer im.mu.Unlock()
-	im.sum.EmptySkipped = im.rd.EmptySkipped()
-	for db, n := range im.notCopied {
+	a := im.auxNow()
+	im.sum.EmptySkipped, im.sum.ModuleAux = a.EmptySkipped, a.ModuleAux
+	im.sum.Functions, im.sum.FunctionsFound = a.Functions, a.FunctionsFound
+	for db, n := range a.NotCopied {
 		if im.sum.NotCopiedDBs == nil {
 			im.sum.NotCopiedDBs = map[string]int64{}
 		}
@@ -264,14 +322,18 @@ func (im *importer) checkpoint(next int64, db int, force bool) {
 	if !force && time.Since(im.lastCkpt) < im.o.CheckpointEvery {
 		return
 	}
-	off, cdb := next, db
+	off, cdb, aux := next, db, im.auxNow()
 	if b, ok := im.pending[im.nextFold]; ok {
-		off, cdb = b.start, b.db
+		off, cdb, aux = b.start, b.db, b.aux.clone()
 	}
 	im.lastCkpt = time.Now()
 	res := im.sum.Result
 	res.Failures = append([]copier.KeyFailure(nil), res.Failures...)
-	if err := im.o.Checkpoint(Checkpoint{Offset: off, DB: cdb, Version: im.rd.Version(), Valkey: im.rd.IsValkey(), Counts: res, Scanned: im.sum.Scanned}); err != nil {
+	if len(aux.NotCopied) == 0 {
+		aux.NotCopied = nil
+	}
+	if err := im.o.Checkpoint(Checkpoint{Offset: off, DB: cdb, Version: im.rd.Version(), Valkey: im.rd.IsValkey(),
+		Counts: res, Scanned: im.sum.Scanned, Aux: aux}); err != nil {
 		im.ckptErr = err
 	}
 }

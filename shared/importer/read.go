@@ -30,6 +30,7 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 		b := &batch{seq: seq, start: start, db: db}
 		seq++
 		im.mu.Lock()
+		b.aux = im.auxNow()
 		im.pending[b.seq] = b
 		im.mu.Unlock()
 		return b
@@ -40,7 +41,7 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 		}
 		b := cur
 		cur = nil
-		if len(b.items) == 0 {
+		if len(b.items)+len(b.reenc) == 0 {
 			im.finish(b) // only counted entries (expired, filtered): nothing to write
 			return nil
 		}
@@ -60,14 +61,16 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 	}
 	var big *keywriter.Builder // the value being delivered in parts
 	var bigDropped int
+	skipping := false         // the rest of a value in parts is read past: expired, or failed
+	var skipped copier.Result // what to count for it at its last part
 	now := im.o.Now().UnixMilli()
 	for {
 		if err := ctx.Err(); err != nil {
 			_ = issue()
 			return im.writerErr(err)
 		}
-		if big == nil {
-			im.checkpoint(im.rd.Offset(), im.rd.DB(), false)
+		if big == nil && !skipping {
+			im.checkpoint(im.rd.Offset(), im.rd.DB(), false) // never inside a value in parts
 		}
 		e, err := im.rd.Next()
 		if err == io.EOF {
@@ -86,7 +89,7 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 			continue
 		case rdb.KindModuleAux:
 			im.mu.Lock()
-			im.sum.ModuleAux++
+			im.aux.ModuleAux++
 			im.mu.Unlock()
 			continue
 		case rdb.KindKey:
@@ -103,7 +106,7 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 			}
 			if e.Last {
 				im.mu.Lock()
-				im.notCopied[e.DB]++
+				im.aux.NotCopied[e.DB]++
 				im.mu.Unlock()
 			}
 			continue
@@ -115,7 +118,21 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 		target := prefix + string(e.Key)
 		dst := im.dst.Keys(tdb)
 
-		// A value in parts: build it in a scratch key, one part at a time.
+		// A value in parts: build it in a scratch key, one part at a time. One already expired
+		// is not written at all (a loading server drops it too).
+		if !skipping && e.Part == 0 && !e.Last && e.ExpireAtMs > 0 && e.ExpireAtMs <= now {
+			if err := issue(); err != nil {
+				return err
+			}
+			skipping, skipped = true, copier.Result{Expired: 1}
+		}
+		if skipping {
+			if e.Last {
+				inline(e.Offset, e.DB, skipped)
+				skipping = false
+			}
+			continue
+		}
 		if big != nil || !e.Last {
 			if big == nil {
 				if err := issue(); err != nil {
@@ -124,19 +141,25 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 				big, bigDropped = keywriter.New(dst, target), 0
 			}
 			d, err := big.AddValue(ctx, e.Value, keywriter.ValueOptions{FieldTTL: im.fieldTTL()})
-			bigDropped += d
+			bigDropped += max(d, im.droppedFieldTTLs(e.Value))
 			if err != nil {
 				big.Abort(ctx)
 				big = nil
-				if e.Last {
-					inline(e.Offset, e.DB, failed(target, "writing a big value in parts: "+err.Error()))
-				} else {
+				var reply redis.Error
+				if !errors.As(err, &reply) {
+					// Not this key's fault (the target went away): stop, resumable.
 					return im.writerErr(fmt.Errorf("writing big key %q: %w", copier.PrintableKey([]byte(target)), err))
+				}
+				// The target refused this value: fail the key, read past its other parts.
+				skipping, skipped = true, failed(target, "writing a big value in parts: "+err.Error())
+				if e.Last {
+					inline(e.Offset, e.DB, skipped)
+					skipping = false
 				}
 				continue
 			}
 			if e.Last {
-				inline(e.Offset, e.DB, im.commit(ctx, big, e.ExpireAtMs, now, bigDropped))
+				inline(e.Offset, e.DB, im.commit(ctx, big, e.ExpireAtMs, now, bigDropped, true))
 				big = nil
 			}
 			continue
@@ -146,7 +169,7 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 			cur = newBatch(e.Offset, e.DB)
 		}
 		if cur.tdb != tdb || cur.prefix != prefix {
-			if len(cur.items) > 0 || cur.scanned > 0 {
+			if len(cur.items)+len(cur.reenc) > 0 || cur.scanned > 0 {
 				if err := issue(); err != nil {
 					return err
 				}
@@ -160,8 +183,13 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 			continue
 		}
 		switch payload, how := im.payload(e); how {
-		case "restore":
-			cur.items = append(cur.items, copier.Payload{Key: e.Key, Data: string(payload), ExpireAt: e.ExpireAtMs, Idle: e.Idle, Freq: e.Freq})
+		case "restore", "reencode":
+			p := copier.Payload{Key: e.Key, Data: string(payload), ExpireAt: e.ExpireAtMs, Idle: e.Idle, Freq: e.Freq}
+			if how == "restore" {
+				cur.items = append(cur.items, p)
+			} else {
+				cur.reenc = append(cur.reenc, p)
+			}
 			cur.bytes += len(payload)
 		case "module":
 			cur.scanned--
@@ -181,9 +209,9 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 				inline(e.Offset, e.DB, failed(target, "writing with commands: "+err.Error()))
 				continue
 			}
-			inline(e.Offset, e.DB, im.commit(ctx, b, e.ExpireAtMs, now, dropped))
+			inline(e.Offset, e.DB, im.commit(ctx, b, e.ExpireAtMs, now, max(dropped, im.droppedFieldTTLs(e.Value)), false))
 		}
-		if cur != nil && (len(cur.items) >= batchItems || cur.bytes >= batchBytes) {
+		if cur != nil && (len(cur.items)+len(cur.reenc) >= batchItems || cur.bytes >= batchBytes) {
 			if err := issue(); err != nil {
 				return err
 			}
@@ -209,9 +237,25 @@ func (im *importer) payload(e *rdb.Entry) ([]byte, string) {
 		}
 	}
 	if p, err := rdb.EncodeDump(e.Value, im.targetRDB); err == nil {
-		return p, "restore"
+		return p, "reencode"
 	}
 	return nil, "commands"
+}
+
+// droppedFieldTTLs counts the hash field TTLs a target without field TTLs loses (counted here:
+// keywriter's AddValue does not return its count for hashes).
+func (im *importer) droppedFieldTTLs(v rdb.Value) int {
+	h, ok := v.(*rdb.Hash)
+	if !ok || im.fieldTTL() {
+		return 0
+	}
+	n := 0
+	for _, f := range h.Fields {
+		if f.ExpireAtMs > 0 {
+			n++
+		}
+	}
+	return n
 }
 
 // payloadVersion labels fast-path payloads: the file's version, capped at what the target reads
@@ -229,7 +273,9 @@ func (im *importer) fieldTTL() bool {
 	return v.Product == "redis" && (v.Major > 7 || v.Major == 7 && v.Minor >= 4) || v.Product == "valkey" && v.Major >= 9
 }
 
-func (im *importer) commit(ctx context.Context, b *keywriter.Builder, expireAt, now int64, dropped int) copier.Result {
+// commit renames a value built with commands over its key; parts says it came in parts (a big
+// key) rather than whole (a fallback key: no payload the target reads).
+func (im *importer) commit(ctx context.Context, b *keywriter.Builder, expireAt, now int64, dropped int, parts bool) copier.Result {
 	var r copier.Result
 	if !b.Started() {
 		r.Missing++ // cannot happen for a parsed value, but never count a key twice
@@ -241,7 +287,7 @@ func (im *importer) commit(ctx context.Context, b *keywriter.Builder, expireAt, 
 		return r
 	}
 	mode := keywriter.Fail
-	switch im.o.Existing {
+	switch im.existing {
 	case copier.ExistingReplace:
 		mode = keywriter.Replace
 	case copier.ExistingSkip:
@@ -255,9 +301,12 @@ func (im *importer) commit(ctx context.Context, b *keywriter.Builder, expireAt, 
 		return failed(b.Key, err.Error())
 	case dropped > 0:
 		return failed(b.Key, fmt.Sprintf("written without its %d hash field TTLs: the target has no field TTLs (Redis 7.4+ needed)", dropped))
-	default:
+	case parts:
 		r.Copied++
 		r.Big++
+	default:
+		r.Copied++
+		r.Fallback++
 	}
 	return r
 }
@@ -270,7 +319,7 @@ func (im *importer) module(ctx context.Context, dst redis.UniversalClient, targe
 	if e.ExpireAtMs > 0 {
 		args = append(args, "ABSTTL")
 	}
-	if im.o.Existing == copier.ExistingReplace {
+	if im.existing == copier.ExistingReplace {
 		args = append(args, "REPLACE")
 	}
 	err := dst.Do(ctx, args...).Err()
@@ -282,7 +331,7 @@ func (im *importer) module(ctx context.Context, dst redis.UniversalClient, targe
 	case err == nil:
 		r.Copied++
 		r.Bytes += int64(len(payload))
-	case strings.HasPrefix(err.Error(), "BUSYKEY") && im.o.Existing == copier.ExistingSkip:
+	case strings.HasPrefix(err.Error(), "BUSYKEY") && im.existing == copier.ExistingSkip:
 		r.Skipped++
 	case im.o.Modules == ModulesSkip:
 		r.Skipped++
@@ -296,7 +345,7 @@ func (im *importer) module(ctx context.Context, dst redis.UniversalClient, targe
 // function loads a FUNCTION2 library when asked (on every master of a cluster).
 func (im *importer) function(ctx context.Context, e *rdb.Entry) {
 	im.mu.Lock()
-	im.sum.FunctionsFound++
+	im.aux.FunctionsFound++
 	im.mu.Unlock()
 	if im.o.Functions == FunctionsSkip {
 		return
@@ -318,7 +367,7 @@ func (im *importer) function(ctx context.Context, e *rdb.Entry) {
 		return
 	}
 	im.mu.Lock()
-	im.sum.Functions++
+	im.aux.Functions++
 	im.mu.Unlock()
 }
 
