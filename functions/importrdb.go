@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -291,13 +292,17 @@ func newRunnerID() string {
 
 // claimImport takes the import's lease for this invocation and decides where it starts. It
 // waits (up to a lease) for another invocation that holds it, or for a metadata rewrite in
-// flight. skip is set when there is nothing to do.
-func (a *App) claimImport(ctx context.Context, id, me string, src *blobsrc.Blob) (mig *state.Migration, skip string, err error) {
+// flight. skip is set when there is nothing to do. The blob's properties are read again before
+// an ETag that differs from the checkpoint's counts as a change: a rewrite of the metadata may
+// have landed since the invocation read them.
+func (a *App) claimImport(ctx context.Context, id, me string, bc *blob.Client, src *blobsrc.Blob) (mig *state.Migration, cur *blobsrc.Blob, skip string, err error) {
 	giveUp := time.Now().Add(importLease + 15*time.Second)
+	fresh := false
 	for {
 		var wait string
+		recheck := false
 		mig, err = a.updateImport(ctx, id, func(im *state.ImportCheckpoint) (bool, error) {
-			wait, skip = "", ""
+			wait, skip, recheck = "", "", false
 			now := time.Now().UTC()
 			if im.TouchFrom != "" && now.Sub(im.TouchedAt) < touchGrace {
 				wait = "the blob's metadata is being rewritten to restart the import"
@@ -308,6 +313,10 @@ func (a *App) claimImport(ctx context.Context, id, me string, src *blobsrc.Blob)
 				return false, nil
 			}
 			im.TouchFrom = ""
+			if im.ETag != src.ETag && !fresh {
+				recheck = true
+				return false, nil
+			}
 			if im.ETag != src.ETag {
 				if im.Offset > 0 || im.Done || im.Started || im.Error != "" || im.Result.Keys() > 0 {
 					addNote(im, fmt.Sprintf("the blob changed since the checkpoint (ETag %s, now %s): the import started over from the beginning",
@@ -329,17 +338,25 @@ func (a *App) claimImport(ctx context.Context, id, me string, src *blobsrc.Blob)
 			im.ResumedFrom = im.Offset
 			return true, nil
 		})
+		if err == nil && recheck {
+			if src, err = blobsrc.OpenClient(ctx, bc); err != nil {
+				return nil, nil, "", err
+			}
+			fresh = true
+			continue
+		}
 		if err != nil || wait == "" {
-			return mig, skip, err
+			return mig, src, skip, err
 		}
 		if time.Now().After(giveUp) {
-			return nil, "", fmt.Errorf("import %s: %s; the host retries later", id, wait)
+			return nil, nil, "", fmt.Errorf("import %s: %s; the host retries later", id, wait)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, "", ctx.Err()
+			return nil, nil, "", ctx.Err()
 		case <-time.After(250 * time.Millisecond):
 		}
+		fresh = false
 	}
 }
 
@@ -374,7 +391,7 @@ func permanentImportError(err error) bool {
 // checkpoint, and record the outcome. retry=true answers non-2xx so the host retries the blob.
 func (a *App) runImport(ctx context.Context, id string, bc *blob.Client, src *blobsrc.Blob, reply *hostproto.Reply) (bool, error) {
 	me := newRunnerID()
-	mig, skip, err := a.claimImport(ctx, id, me, src)
+	mig, src, skip, err := a.claimImport(ctx, id, me, bc, src)
 	if err != nil {
 		return true, err
 	}
@@ -409,6 +426,9 @@ func (a *App) runImport(ctx context.Context, id string, bc *blob.Client, src *bl
 	if im.Offset > 0 && im.RDBVersion > 0 {
 		o.Resume = &importer.Checkpoint{Offset: im.Offset, DB: im.DB, Version: im.RDBVersion, Valkey: im.Valkey,
 			Counts: im.Result, Scanned: im.Scanned}
+		if len(im.Aux) > 0 {
+			_ = json.Unmarshal(im.Aux, &o.Resume.Aux)
+		}
 	}
 
 	ictx, cancel := context.WithCancelCause(ctx)
@@ -427,6 +447,7 @@ func (a *App) runImport(ctx context.Context, id string, bc *blob.Client, src *bl
 			}
 			ck.Offset, ck.DB, ck.RDBVersion, ck.Valkey = c.Offset, c.DB, c.Version, c.Valkey
 			ck.Result, ck.Scanned = c.Counts, c.Scanned
+			ck.Aux, _ = json.Marshal(c.Aux)
 			ck.LeaseUntil = time.Now().UTC().Add(importLease)
 			return true, nil
 		})
@@ -462,7 +483,7 @@ func (a *App) runImport(ctx context.Context, id string, bc *blob.Client, src *bl
 		if ck.Runner != me {
 			return false, errLeaseLost
 		}
-		ck.Done, ck.Offset, ck.Result, ck.Scanned = true, ck.Size, sum.Result, sum.Scanned
+		ck.Done, ck.Offset, ck.Result, ck.Scanned, ck.Aux = true, ck.Size, sum.Result, sum.Scanned, nil
 		ck.RDBVersion, ck.LastError, ck.Runner = sum.RDBVersion, "", ""
 		for _, n := range notes {
 			addNote(ck, n)

@@ -221,6 +221,30 @@ func TestImportRdbInterruptedResumes(t *testing.T) {
 	sameData(t, src, dst)
 }
 
+// An invocation that runs out of its time budget (IMPORT_INVOCATION_SECONDS) hands over: the
+// blob's metadata is rewritten, the new blob version triggers ImportRdb, and it goes on from the
+// checkpoint, without using up the host's retries.
+func TestImportRdbContinuesAfterTimeBudget(t *testing.T) {
+	src, dst := testenv.StartRedis(t), testenv.StartRedis(t)
+	data, n := makeRDB(t, src, 10000)
+	az := testenv.StartAzurite(t)
+	// Slow the import down (each checkpoint takes 25 ms more) so it needs several invocations.
+	t.Cleanup(functions.SetImportCheckpointHook(func(string, state.ImportCheckpoint) bool {
+		time.Sleep(25 * time.Millisecond)
+		return false
+	}))
+	a := startApp(t, appOptions{azurite: az, settings: map[string]string{"TARGET_REDIS": dst.URL(),
+		functions.SettingImportTarget: "TARGET_REDIS", functions.SettingImportCheckpointMs: "20", functions.SettingImportSeconds: "1"}})
+	uploadRDB(t, az, "long.rdb", data, map[string]string{functions.MetadataMigration: "long-one"})
+	st := a.waitImport("long-one", 90*time.Second)
+	checkImported(t, st, n, int64(len(data)))
+	if st.Import.Continuations == 0 || st.Import.ResumedFrom == 0 || st.Import.Attempts != 1 {
+		t.Fatalf("continuations %d, resumed from %d, attempts %d", st.Import.Continuations, st.Import.ResumedFrom, st.Import.Attempts)
+	}
+	t.Logf("%d invocations", st.Import.Continuations+1)
+	sameData(t, src, dst)
+}
+
 // With one attempt allowed, an interrupted import fails with a resumable error; POST
 // /api/imports {"id"} resumes it from the checkpoint.
 func TestImportRdbRouteResumesFailedImport(t *testing.T) {

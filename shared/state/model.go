@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"regexp"
 	"sort"
@@ -91,6 +92,9 @@ type ImportCheckpoint struct {
 	RDBVersion int   `json:"rdbVersion,omitempty"`
 	Valkey     bool  `json:"valkey,omitempty"`
 	Scanned    int64 `json:"scanned"`
+	// Aux is the importer's non-key totals up to Offset (functions, module AUX, skipped dbs),
+	// kept opaque here.
+	Aux json.RawMessage `json:"aux,omitempty"`
 	// Started: an invocation may have written keys, so later ones no longer expect an empty target.
 	Started bool `json:"started,omitempty"`
 	// Attempts counts the invocations on this blob version; ResumedFrom is the offset the latest
