@@ -14,6 +14,7 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/copier"
 	"github.com/redis-migrate/redis-migrate/shared/engine"
 	"github.com/redis-migrate/redis-migrate/shared/importer"
+	"github.com/redis-migrate/redis-migrate/shared/rdb"
 	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 )
 
@@ -97,6 +98,15 @@ func runImportCommand(ctx context.Context, env *Env, args []string) error {
 			}
 			return f, func() { f.Close() }, nil
 		}
+	}
+	// A file that is not an RDB (or of a version we do not read) is bad input: refuse it before
+	// touching the target.
+	if err := checkHeader(open); err != nil {
+		name := "the blob"
+		if len(pos) == 1 {
+			name = pos[0]
+		}
+		return usagef("%s: %v", name, err)
 	}
 	dst, err := redisconn.Open(ctx, dstEP, redisconn.Options{Role: "target", PoolSize: *workers + 4})
 	if err != nil {
@@ -195,4 +205,15 @@ func (p *byteProgress) finish() {
 	if p.bar != nil {
 		_ = p.bar.Finish()
 	}
+}
+
+// checkHeader reads the input's RDB header only.
+func checkHeader(open func(offset int64) (io.Reader, func(), error)) error {
+	r, closeInput, err := open(0)
+	if err != nil {
+		return err
+	}
+	defer closeInput()
+	_, err = rdb.NewReader(io.LimitReader(r, 9), rdb.Options{})
+	return err
 }

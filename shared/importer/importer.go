@@ -7,8 +7,10 @@ package importer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"strings"
 
 	"sync"
 	"time"
@@ -277,7 +279,11 @@ func (im *importer) run(ctx context.Context) (*Summary, error) {
 	}
 	for _, b := range im.pending {
 		if b.err != nil {
-			return im.sum, fmt.Errorf("writing to target: %s", redact.Error(b.err))
+			msg := redact.Error(b.err)
+			if !strings.HasPrefix(msg, "writing to target") { // the copier's errors say it already
+				msg = "writing to target: " + msg
+			}
+			return im.sum, errors.New(msg)
 		}
 	}
 	if readErr != nil {

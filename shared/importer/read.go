@@ -60,6 +60,11 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 		im.finish(b)
 	}
 	var big *keywriter.Builder // the value being delivered in parts
+	defer func() {
+		if big != nil {
+			big.Abort(ctx) // stopped inside a value in parts: leave no scratch key behind
+		}
+	}()
 	var bigDropped int
 	skipping := false         // the rest of a value in parts is read past: expired, or failed
 	var skipped copier.Result // what to count for it at its last part
