@@ -180,6 +180,36 @@ func TestImportRoundTrip(t *testing.T) {
 	}
 }
 
+// The Redis 7.0 file into a 3-master cluster: batches straddle every slot, values in parts are
+// built in same-slot scratch keys, and the verification reads every master.
+func TestImportIntoCluster(t *testing.T) {
+	src := testenv.StartRedis(t)
+	var n int
+	path := saveRDB(t, src, func(c *redis.Client) {
+		n = fillRoundTrip(t, c)
+		if err := testenv.FillBulk(ctx, c, "b:", 3000, 3); err != nil {
+			t.Fatal(err)
+		}
+		n += 3000
+	})
+	facts := factsOf(t, path)
+	dst := testenv.StartCluster(t)
+	code, sum, errs := runJSON(t, "import", path, "--target", dst.URL())
+	if code != ExitOK || sum.KeysCopied != int64(n) || sum.KeysScanned != int64(n) || sum.KeysBig != facts.big || sum.KeysFailed != 0 {
+		t.Fatalf("exit %d summary %+v; want %d copied, %d big\n%s", code, sum, n, facts.big, errs)
+	}
+	rep, _ := sum.Verify.(map[string]any)
+	if verifyField(rep, "keys_matching") != int64(n) {
+		t.Fatalf("verification %v", rep)
+	}
+	testenv.AssertSameData(ctx, t, []*redis.Client{src.Client(t, 0)}, testenv.ClusterMasters(ctx, t, dst.Masters[0].Addr), nil, 0)
+	// Only db 0 exists on a cluster: mapping elsewhere is refused before starting.
+	code, _, errs = run(t, "import", path, "--target", dst.URL(), "--db-map", "0:1", "--existing", "replace")
+	if code != ExitUsage || !strings.Contains(errs, "cluster") {
+		t.Fatalf("db map to db 1 on a cluster: exit %d\n%s", code, errs)
+	}
+}
+
 // smallFile is a Redis 7.0 RDB with a few keys, one of them in parts.
 func smallFile(t *testing.T) (string, *testenv.Server) {
 	t.Helper()

@@ -590,6 +590,45 @@ func TestCorpusAcceptance(t *testing.T) {
 	logCorpusTable(t, rows, time.Since(start))
 }
 
+// TestCorpusTruncated cuts every corpus file at a few points and imports what is left: the
+// import must stop with an error naming an offset (or succeed, when the cut only removes bytes
+// after the RDB), never panic, and never leave a scratch key behind.
+func TestCorpusTruncated(t *testing.T) {
+	needCorpus(t)
+	redis.SetLogger(quietLog{})
+	ct := newCorpusTarget(t, "redis-7.0", testenv.StartRedis(t))
+	cuts := 0
+	for _, rel := range corpusFiles(t) {
+		data, err := os.ReadFile(filepath.Join(corpusDir, rel))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref := loadRef(t, rel)
+		trailing, _ := refInt(ref.Info["trailing_bytes"])
+		for _, frac := range []int{5, 33, 50, 90, 99} {
+			cut := int64(len(data)) * int64(frac) / 100
+			if cut <= 9 || cut >= int64(len(data)) {
+				continue
+			}
+			cuts++
+			ct.reset(t)
+			sum, err := Import(ctx, bytes.NewReader(data[:cut]), ct.conn, Options{DBMap: identityDBMap(), ExplicitDBMap: true, Modules: ModulesSkip})
+			switch {
+			case err == nil && cut < int64(len(data))-trailing:
+				t.Errorf("%s cut at %d of %d: imported without an error (%+v)", rel, cut, len(data), sum.Result)
+			case err != nil && !strings.Contains(err.Error(), "offset"):
+				t.Errorf("%s cut at %d: error without an offset: %v", rel, cut, err)
+			}
+			for db := range keyspace(t, ct.srv.Client(t, 0)) {
+				if tmp, _ := ct.srv.Client(t, db).Keys(ctx, "*redis-migrate:tmp:*").Result(); len(tmp) > 0 {
+					t.Errorf("%s cut at %d: scratch keys left: %v", rel, cut, tmp)
+				}
+			}
+		}
+	}
+	t.Logf("%d truncated imports", cuts)
+}
+
 func logCorpusTable(t *testing.T, rows []corpusRow, d time.Duration) {
 	var b strings.Builder
 	per := map[string]int{}
