@@ -404,10 +404,12 @@ func (a *App) runImport(ctx context.Context, id string, bc *blob.Client, src *bl
 	if err != nil {
 		return a.importFailed(ctx, id, me, fmt.Errorf("import options: %s", err), true)
 	}
-	dst, err := a.conns.get(ctx, mig, "target")
+	// Its own connection, not the per-migration cache: a restart may have changed the target.
+	dst, err := a.openEndpoint(ctx, mig.Target, "target")
 	if err != nil {
 		return a.importFailed(ctx, id, me, fmt.Errorf("target: %s", redact.Error(err)), false)
 	}
+	defer dst.Close()
 	if !im.Started {
 		if err := importer.Check(ctx, dst, o); err != nil {
 			return a.importFailed(ctx, id, me, fmt.Errorf("preflight: %s", redact.Error(err)), true)
