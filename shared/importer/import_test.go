@@ -347,3 +347,76 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// Hash fields whose own TTL has passed are dropped, as a loading Redis 7.4 drops them (a hash
+// left with none is an expired key); on Redis 7.0 the live fields arrive without their TTLs and
+// the key is reported. The same holds for a hash big enough to arrive in parts.
+func TestImportExpiredHashFields(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "fields.rdb")
+	past, future := time.Now().Add(-time.Hour).UnixMilli(), time.Now().Add(time.Hour).UnixMilli()
+	f := func(name string, exp int64) rdb.HashField {
+		return rdb.HashField{Field: []byte(name), Value: []byte("v-" + name), ExpireAtMs: exp}
+	}
+	var bigFields []rdb.HashField
+	for i := 0; i < 3000; i++ {
+		exp := past
+		if i%3 == 0 {
+			exp = future
+		}
+		bigFields = append(bigFields, f("f"+strconv.Itoa(i), exp))
+	}
+	writeRDB(t, path, 12, func(w *rdb.Writer) {
+		must(t, w.WriteKey([]byte("h"), &rdb.Hash{Fields: []rdb.HashField{f("gone", past), f("live", future), f("plain", 0)}}, 0))
+		must(t, w.WriteKey([]byte("allgone"), &rdb.Hash{Fields: []rdb.HashField{f("x", past), f("y", past)}}, 0))
+		must(t, w.WriteKey([]byte("onlyplain"), &rdb.Hash{Fields: []rdb.HashField{f("x", past), f("y", 0)}}, 0))
+		must(t, w.WriteKey([]byte("big"), &rdb.Hash{Fields: bigFields}, 0))
+		must(t, w.WriteKey([]byte("bigallgone"), &rdb.Hash{Fields: bigFields[1:3]}, 0))
+	})
+	dst := testenv.StartRedis(t)
+	in, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer in.Close()
+	sum, err := Import(ctx, in, openConn(t, dst.URL()), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := dst.Client(t, 0)
+	got := func(key string) string {
+		h, _ := c.HGetAll(ctx, key).Result()
+		return fmt.Sprintf("%d %s %s %s", len(h), h["live"], h["plain"], h["y"])
+	}
+	if g := got("h"); g != "2 v-live v-plain " {
+		t.Errorf("h: %s", g)
+	}
+	if g := got("onlyplain"); g != "1   v-y" {
+		t.Errorf("onlyplain: %s", g)
+	}
+	if n, _ := c.HLen(ctx, "big").Result(); n != 1000 {
+		t.Errorf("big has %d fields, want the 1000 live ones", n)
+	}
+	if n, _ := c.Exists(ctx, "allgone", "bigallgone").Result(); n != 0 {
+		t.Errorf("hashes whose fields all expired were written")
+	}
+	// h and big lose their live fields' TTLs on 7.0 (reported); onlyplain loses nothing.
+	if sum.Copied != 1 || sum.Expired != 2 || sum.Failed != 2 || sum.Scanned != 5 {
+		t.Fatalf("counts %+v scanned %d; want 1 copied, 2 expired, 2 failed (field TTLs dropped)", sum.Result, sum.Scanned)
+	}
+	for _, fl := range sum.Failures {
+		if !strings.Contains(fl.Reason, "hash field TTLs") {
+			t.Errorf("failure %+v", fl)
+		}
+	}
+	// The closing verification leaves the expired fields out too.
+	if _, err := in.Seek(0, io.SeekStart); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := Verify(ctx, in, openConn(t, dst.URL()), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !rep.Ok() || rep.Checked != 3 {
+		t.Fatalf("verification %+v; want h, onlyplain and big checked and matching", rep)
+	}
+}

@@ -122,6 +122,12 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 		prefix := im.o.DBMap.Prefix[e.DB]
 		target := prefix + string(e.Key)
 		dst := im.dst.Keys(tdb)
+		// Hash fields whose own TTL has passed are left out, as a loading server leaves them.
+		if h, ok := e.Value.(*rdb.Hash); ok {
+			if live := liveFields(h, now); live != h {
+				e.Value, e.Raw = live, nil
+			}
+		}
 
 		// A value in parts: build it in a scratch key, one part at a time. One already expired
 		// is not written at all (a loading server drops it too).
@@ -187,6 +193,10 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 			cur.result.Expired++ // a loading server drops it too
 			continue
 		}
+		if h, ok := e.Value.(*rdb.Hash); ok && len(h.Fields) == 0 {
+			cur.result.Expired++ // every field had expired (the reader skips empty hashes)
+			continue
+		}
 		switch payload, how := im.payload(e); how {
 		case "restore", "reencode":
 			p := copier.Payload{Key: e.Key, Data: string(payload), ExpireAt: e.ExpireAtMs, Idle: e.Idle, Freq: e.Freq}
@@ -247,6 +257,23 @@ func (im *importer) payload(e *rdb.Entry) ([]byte, string) {
 	return nil, "commands"
 }
 
+// liveFields returns h without the fields whose TTL is at or before now (h itself if none).
+func liveFields(h *rdb.Hash, now int64) *rdb.Hash {
+	for i, f := range h.Fields {
+		if f.ExpireAtMs <= 0 || f.ExpireAtMs > now {
+			continue
+		}
+		live := &rdb.Hash{Fields: append([]rdb.HashField(nil), h.Fields[:i]...)}
+		for _, f := range h.Fields[i+1:] {
+			if f.ExpireAtMs <= 0 || f.ExpireAtMs > now {
+				live.Fields = append(live.Fields, f)
+			}
+		}
+		return live
+	}
+	return h
+}
+
 // droppedFieldTTLs counts the hash field TTLs a target without field TTLs loses (counted here:
 // keywriter's AddValue does not return its count for hashes).
 func (im *importer) droppedFieldTTLs(v rdb.Value) int {
@@ -283,7 +310,8 @@ func (im *importer) fieldTTL() bool {
 func (im *importer) commit(ctx context.Context, b *keywriter.Builder, expireAt, now int64, dropped int, parts bool) copier.Result {
 	var r copier.Result
 	if !b.Started() {
-		r.Missing++ // cannot happen for a parsed value, but never count a key twice
+		// Nothing written: every field of a hash had expired (the reader skips empty values).
+		r.Expired++
 		return r
 	}
 	if expireAt > 0 && expireAt <= now {

@@ -51,6 +51,8 @@ func Verify(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 		return nil
 	}
 	var vd *verify.ValueDigest
+	now := time.Now().UnixMilli()
+	liveParts := 0 // parts of the current value with something left after field expiry
 	for {
 		e, err := rd.Next()
 		if err == io.EOF {
@@ -68,9 +70,26 @@ func Verify(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 		}
 		if e.Part == 0 {
 			vd = verify.NewValueDigest(e.Type, vo.ChunkSize)
+			liveParts = 0
 		}
-		vd.Add(e.Value)
+		v := e.Value
+		if h, ok := v.(*rdb.Hash); ok {
+			// Expired fields were left out by the import, as by a loading server.
+			if h = liveFields(h, now); len(h.Fields) == 0 {
+				v = nil
+			} else {
+				v = h
+			}
+		}
+		if v != nil {
+			vd.Add(v)
+			liveParts++
+		}
 		if !e.Last {
+			continue
+		}
+		if liveParts == 0 {
+			rep.GoneSource++ // a hash whose fields all expired: not imported
 			continue
 		}
 		if e.ExpireAtMs > 0 && e.ExpireAtMs <= time.Now().UnixMilli()+vo.TTLTolerance.Milliseconds() {
