@@ -416,9 +416,10 @@ func TestImportFunctions(t *testing.T) {
 	for _, tc := range []struct {
 		file, lib string
 		keys      int64
+		nlibs     int
 	}{
-		{"redis-librdb/test/dumps/function.rdb", "mylib", 0},
-		{"redis-librdb/test/dumps/function2.rdb", "mylib2", 10},
+		{"redis-librdb/test/dumps/function.rdb", "mylib", 0, 1},
+		{"redis-librdb/test/dumps/function2.rdb", "mylib2", 10, 2},
 	} {
 		t.Run(filepath.Base(tc.file), func(t *testing.T) {
 			path := corpusFile(t, tc.file)
@@ -449,10 +450,31 @@ func TestImportFunctions(t *testing.T) {
 					t.Fatalf("FCALL myfunc: %q %v", r, err)
 				}
 			}
+			// Loading again finds the very same library there: loaded, not an error.
 			c.FlushDB(ctx) // keys only: the libraries stay
+			code, sum, errs = runJSON(t, "import", path, "--target", dst.URL(), "--functions", "load")
+			if notes := strings.Join(sum.Notes, "\n"); code != ExitOK || !strings.Contains(notes, fmt.Sprintf("%d of %d function libraries loaded", tc.nlibs, tc.nlibs)) || strings.Contains(notes, "not loaded") {
+				t.Fatalf("load again: exit %d notes %q\n%s", code, sum.Notes, errs)
+			}
+			// A different library of the same name is not overwritten by load, only by replace.
+			c.FlushDB(ctx)
+			if err := c.FunctionLoadReplace(ctx, "#!lua name="+tc.lib+"\nredis.register_function('other', function() return 1 end)").Err(); err != nil {
+				t.Fatal(err)
+			}
+			code, sum, errs = runJSON(t, "import", path, "--target", dst.URL(), "--functions", "load")
+			if notes := strings.Join(sum.Notes, "\n"); code != ExitOK || !strings.Contains(notes, fmt.Sprintf("%d of %d function libraries loaded", tc.nlibs-1, tc.nlibs)) || !strings.Contains(notes, "already exists") {
+				t.Fatalf("load over a different library: exit %d notes %q\n%s", code, sum.Notes, errs)
+			}
+			c.FlushDB(ctx)
 			code, sum, errs = runJSON(t, "import", path, "--target", dst.URL(), "--functions", "replace")
-			if code != ExitOK || !strings.Contains(libs(), tc.lib) || !strings.Contains(strings.Join(sum.Notes, "\n"), "loaded") {
+			if code != ExitOK || !strings.Contains(libs(), tc.lib) || !strings.Contains(strings.Join(sum.Notes, "\n"), fmt.Sprintf("%d of %d function libraries loaded", tc.nlibs, tc.nlibs)) {
 				t.Fatalf("replace: exit %d summary %+v\n%s", code, sum, errs)
+			}
+			l, _ := c.FunctionList(ctx, redis.FunctionListQuery{WithCode: true}).Result()
+			for _, x := range l {
+				if strings.Contains(x.Code, "'other'") || len(l) != tc.nlibs {
+					t.Fatalf("replace did not put the file's libraries back: %+v", l)
+				}
 			}
 		})
 	}

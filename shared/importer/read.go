@@ -387,7 +387,11 @@ func (im *importer) function(ctx context.Context, e *rdb.Entry) {
 		if im.o.Functions == FunctionsReplace {
 			return c.FunctionLoadReplace(ctx, string(e.Function)).Err()
 		}
-		return c.FunctionLoad(ctx, string(e.Function)).Err()
+		err := c.FunctionLoad(ctx, string(e.Function)).Err()
+		if err != nil && strings.Contains(err.Error(), "already exists") && sameLibrary(ctx, c, e.Function) {
+			return nil // this very code is loaded (an earlier or interrupted run of this import)
+		}
+		return err
 	}
 	var err error
 	for _, m := range im.dst.Masters() {
@@ -402,6 +406,31 @@ func (im *importer) function(ctx context.Context, e *rdb.Entry) {
 	im.mu.Lock()
 	im.aux.Functions++
 	im.mu.Unlock()
+}
+
+// sameLibrary reports whether the target holds a library with exactly this code.
+func sameLibrary(ctx context.Context, c *redis.Client, code []byte) bool {
+	// The name is in the first line: "#!lua name=mylib ...".
+	first, _, _ := strings.Cut(string(code), "\n")
+	name := ""
+	for _, f := range strings.Fields(first) {
+		if v, ok := strings.CutPrefix(f, "name="); ok {
+			name = v
+		}
+	}
+	if name == "" {
+		return false
+	}
+	libs, err := c.FunctionList(ctx, redis.FunctionListQuery{LibraryNamePattern: name, WithCode: true}).Result()
+	if err != nil {
+		return false
+	}
+	for _, l := range libs {
+		if l.Name == name && l.Code == string(code) {
+			return true
+		}
+	}
+	return false
 }
 
 func (im *importer) note(s string) {
