@@ -156,8 +156,7 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 			if err != nil {
 				big.Abort(ctx)
 				big = nil
-				var reply redis.Error
-				if !errors.As(err, &reply) {
+				if !isReply(err) {
 					// Not this key's fault (the target went away): stop, resumable.
 					return im.writerErr(fmt.Errorf("writing big key %q: %w", copier.PrintableKey([]byte(target)), err))
 				}
@@ -170,8 +169,12 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 				continue
 			}
 			if e.Last {
-				inline(e.Offset, e.DB, im.commit(ctx, big, e.ExpireAtMs, now, bigDropped, true))
+				res, err := im.commit(ctx, big, e.ExpireAtMs, now, bigDropped, true)
 				big = nil
+				if err != nil {
+					return im.writerErr(err)
+				}
+				inline(e.Offset, e.DB, res)
 			}
 			continue
 		}
@@ -211,7 +214,11 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 			if err := issue(); err != nil {
 				return err
 			}
-			inline(e.Offset, e.DB, im.module(ctx, dst, target, e, payload))
+			res, err := im.module(ctx, dst, target, e, payload)
+			if err != nil {
+				return im.writerErr(err)
+			}
+			inline(e.Offset, e.DB, res)
 		default: // rebuild with commands
 			cur.scanned--
 			if err := issue(); err != nil {
@@ -221,10 +228,17 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 			dropped, err := b.AddValue(ctx, e.Value, keywriter.ValueOptions{FieldTTL: im.fieldTTL()})
 			if err != nil {
 				b.Abort(ctx)
+				if !isReply(err) {
+					return im.writerErr(fmt.Errorf("writing %q: %w", copier.PrintableKey([]byte(target)), err))
+				}
 				inline(e.Offset, e.DB, failed(target, "writing with commands: "+err.Error()))
 				continue
 			}
-			inline(e.Offset, e.DB, im.commit(ctx, b, e.ExpireAtMs, now, max(dropped, im.droppedFieldTTLs(e.Value)), false))
+			res, err := im.commit(ctx, b, e.ExpireAtMs, now, max(dropped, im.droppedFieldTTLs(e.Value)), false)
+			if err != nil {
+				return im.writerErr(err)
+			}
+			inline(e.Offset, e.DB, res)
 		}
 		if cur != nil && (len(cur.items)+len(cur.reenc) >= batchItems || cur.bytes >= batchBytes) {
 			if err := issue(); err != nil {
@@ -306,18 +320,19 @@ func (im *importer) fieldTTL() bool {
 }
 
 // commit renames a value built with commands over its key; parts says it came in parts (a big
-// key) rather than whole (a fallback key: no payload the target reads).
-func (im *importer) commit(ctx context.Context, b *keywriter.Builder, expireAt, now int64, dropped int, parts bool) copier.Result {
+// key) rather than whole (a fallback key: no payload the target reads). The error is for a
+// target gone away: the key is then not counted, so a resumed import writes it again.
+func (im *importer) commit(ctx context.Context, b *keywriter.Builder, expireAt, now int64, dropped int, parts bool) (copier.Result, error) {
 	var r copier.Result
 	if !b.Started() {
 		// Nothing written: every field of a hash had expired (the reader skips empty values).
 		r.Expired++
-		return r
+		return r, nil
 	}
 	if expireAt > 0 && expireAt <= now {
 		b.Abort(ctx)
 		r.Expired++
-		return r
+		return r, nil
 	}
 	mode := keywriter.Fail
 	switch im.existing {
@@ -330,10 +345,12 @@ func (im *importer) commit(ctx context.Context, b *keywriter.Builder, expireAt, 
 	switch {
 	case errors.Is(err, keywriter.ErrExists) && mode == keywriter.Skip:
 		r.Skipped++
+	case err != nil && !errors.Is(err, keywriter.ErrExists) && !isReply(err):
+		return r, fmt.Errorf("writing %q: %w", copier.PrintableKey([]byte(b.Key)), err)
 	case err != nil:
-		return failed(b.Key, err.Error())
+		return failed(b.Key, err.Error()), nil
 	case dropped > 0:
-		return failed(b.Key, fmt.Sprintf("written without its %d hash field TTLs: the target has no field TTLs (Redis 7.4+ needed)", dropped))
+		return failed(b.Key, fmt.Sprintf("written without its %d hash field TTLs: the target has no field TTLs (Redis 7.4+ needed)", dropped)), nil
 	case parts:
 		r.Copied++
 		r.Big++
@@ -341,12 +358,23 @@ func (im *importer) commit(ctx context.Context, b *keywriter.Builder, expireAt, 
 		r.Copied++
 		r.Fallback++
 	}
-	return r
+	return r, nil
+}
+
+// isReply reports an error reply from the server about this key, as opposed to a connection
+// problem or a cancelled context (go-redis reports some of those as "redis: ..." errors too).
+func isReply(err error) bool {
+	var re redis.Error
+	if !errors.As(err, &re) {
+		return false
+	}
+	m := re.Error()
+	return !strings.HasPrefix(m, "redis: ") || strings.HasPrefix(m, "redis: nil")
 }
 
 // module RESTOREs a module value; a target without the module refuses it, and --modules says
 // whether that skips or fails the key.
-func (im *importer) module(ctx context.Context, dst redis.UniversalClient, target string, e *rdb.Entry, payload []byte) copier.Result {
+func (im *importer) module(ctx context.Context, dst redis.UniversalClient, target string, e *rdb.Entry, payload []byte) (copier.Result, error) {
 	var r copier.Result
 	args := []any{"RESTORE", target, e.ExpireAtMs, payload}
 	if e.ExpireAtMs > 0 {
@@ -356,6 +384,9 @@ func (im *importer) module(ctx context.Context, dst redis.UniversalClient, targe
 		args = append(args, "REPLACE")
 	}
 	err := dst.Do(ctx, args...).Err()
+	if err != nil && !isReply(err) {
+		return r, fmt.Errorf("writing module value %q: %w", copier.PrintableKey([]byte(target)), err)
+	}
 	name := "unknown"
 	if m, ok := e.Value.(*rdb.Module); ok {
 		name = m.Name
@@ -370,9 +401,9 @@ func (im *importer) module(ctx context.Context, dst redis.UniversalClient, targe
 		r.Skipped++
 		im.note(fmt.Sprintf("skipped module value %q (module %s): %v", copier.PrintableKey([]byte(target)), name, err))
 	default:
-		return failed(target, fmt.Sprintf("module value (module %s) refused by the target: %v (use --modules skip to leave such keys out)", name, err))
+		return failed(target, fmt.Sprintf("module value (module %s) refused by the target: %v (use --modules skip to leave such keys out)", name, err)), nil
 	}
-	return r
+	return r, nil
 }
 
 // function loads a FUNCTION2 library when asked (on every master of a cluster).
