@@ -16,6 +16,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/redis-migrate/redis-migrate/shared/copier"
 	"github.com/redis-migrate/redis-migrate/shared/rdb"
 	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 	"github.com/redis-migrate/redis-migrate/shared/testenv"
@@ -157,7 +158,14 @@ func runAttempt(t *testing.T, path string, conn *redisconn.Conn, resume *Checkpo
 	defer cancel()
 	var last *Checkpoint
 	n := 0
+	var progressed int64
 	o := Options{
+		Progress: func(off int64, _ copier.Result) {
+			if off < progressed {
+				t.Errorf("progress went back from %d to %d", progressed, off)
+			}
+			progressed = off
+		},
 		Resume:          resume,
 		CheckpointEvery: time.Nanosecond, // at every entry boundary
 		Workers:         3,

@@ -218,13 +218,14 @@ type importer struct {
 	sum       *Summary
 	targetRDB int
 
-	mu        sync.Mutex
-	pending   map[int]*batch // by seq, not yet folded into sum
-	nextFold  int
-	lastCkpt  time.Time
-	ckptErr   error
-	aux       AuxCounts // non-key totals so far (EmptySkipped comes from the reader)
-	baseEmpty int       // empty collections skipped before the resume point
+	mu         sync.Mutex
+	pending    map[int]*batch // by seq, not yet folded into sum
+	nextFold   int
+	lastCkpt   time.Time
+	ckptErr    error
+	aux        AuxCounts // non-key totals so far (EmptySkipped comes from the reader)
+	baseEmpty  int       // empty collections skipped before the resume point
+	progressed int64     // furthest batch start reported to Progress
 }
 
 // auxNow is the non-key totals up to the reader's position (caller holds mu).
@@ -313,7 +314,10 @@ func (im *importer) finish(b *batch) {
 		im.nextFold++
 	}
 	if im.o.Progress != nil {
-		im.o.Progress(b.start, im.sum.Result)
+		// Writers finish out of order: report the furthest point, so a progress bar never
+		// moves back.
+		im.progressed = max(im.progressed, b.start)
+		im.o.Progress(im.progressed, im.sum.Result)
 	}
 }
 
