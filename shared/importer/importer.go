@@ -248,17 +248,20 @@ func (im *importer) run(ctx context.Context) (*Summary, error) {
 			defer wg.Done()
 			for b := range work {
 				dst := im.dst.Keys(b.tdb)
-				b.err = im.cp.Restore(ctx, dst, b.prefix, b.items, &b.result)
-				if b.err == nil && len(b.reenc) > 0 {
+				err := im.cp.Restore(ctx, dst, b.prefix, b.items, &b.result)
+				if err == nil && len(b.reenc) > 0 {
 					// Every key written from a payload re-encoded for the target is a fallback key.
 					var r copier.Result
-					b.err = im.cp.Restore(ctx, dst, b.prefix, b.reenc, &r)
+					err = im.cp.Restore(ctx, dst, b.prefix, b.reenc, &r)
 					r.Fallback = r.Copied
 					b.result.Add(r)
 				}
 				b.items, b.reenc = nil, nil
+				im.mu.Lock()
+				b.err = err // read by the reader (writerErr) under mu
+				im.mu.Unlock()
 				im.finish(b)
-				if b.err != nil {
+				if err != nil {
 					cancel()
 				}
 			}
