@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -133,6 +134,10 @@ func runImportCommand(ctx context.Context, env *Env, args []string) error {
 	es := importSummary(sum, time.Since(start))
 	if err != nil {
 		reportSummary(env, "import", es, *jsonOut)
+		var re *rdb.Error
+		if errors.As(err, &re) && len(pos) == 1 {
+			return fmt.Errorf("%s: %v", pos[0], err) // the file is at fault: name it
+		}
 		return fmt.Errorf("%v", err)
 	}
 	ok := sum.Failed == 0
