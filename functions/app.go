@@ -1,5 +1,5 @@
 // Package functions is the Azure Functions face of redis-migrate: it adapts the custom-handler
-// invocations of MigrationStart, MigrationStatus, PlanShard, CopyBatch, the dead-letter
+// invocations of MigrationStart, MigrationStatus, MigrationVerify, PlanShard, CopyBatch, the dead-letter
 // recorders, ImportStart and ImportRdb to the engine (plan, copier, importer) and to the state
 // kept in Blob storage. The bindings live
 // in <Name>/function.json beside this file and are embedded, so the binary can serve or emulate
@@ -129,10 +129,12 @@ func (a *App) Handler() http.Handler {
 	// Forwarded HTTP triggers (enableForwardingHttpRequest): the caller's request as it came.
 	mux.HandleFunc("POST /api/migrations", a.migrationStart)
 	mux.HandleFunc("GET /api/migrations/{id}", a.migrationStatus)
+	mux.HandleFunc("POST /api/migrations/{id}/verify", a.migrationVerify)
 	mux.HandleFunc("POST /api/imports", a.importStart)
 	// The same functions invoked the classic way (Data.req / Outputs.res), for hosts that do not forward.
 	mux.HandleFunc("POST /MigrationStart", a.httpInvocation(a.migrationStart, "", "req", "res"))
 	mux.HandleFunc("POST /MigrationStatus", a.httpInvocation(a.migrationStatus, "id", "req", "res"))
+	mux.HandleFunc("POST /MigrationVerify", a.httpInvocation(a.migrationVerify, "id", "req", "res"))
 	mux.HandleFunc("POST /ImportStart", a.httpInvocation(a.importStart, "", "req", "res"))
 	mux.HandleFunc("POST /{function}", a.invoke)
 	return mux
@@ -180,7 +182,7 @@ func (a *App) httpInvocation(h http.HandlerFunc, param, in, out string) http.Han
 				if req, err = hr.Request(); err == nil && param != "" {
 					v := hr.Params[param]
 					if v == "" {
-						v = lastSegment(req.URL.Path)
+						v = migrationSegment(req.URL.Path)
 					}
 					req.SetPathValue(param, v)
 				}
@@ -203,9 +205,16 @@ func (a *App) httpInvocation(h http.HandlerFunc, param, in, out string) http.Han
 	}
 }
 
-func lastSegment(p string) string {
-	p = strings.TrimRight(p, "/")
-	return p[strings.LastIndex(p, "/")+1:]
+// migrationSegment is the id in a path without route parameters: the segment after
+// "migrations" (.../migrations/{id}/verify), else the last one.
+func migrationSegment(p string) string {
+	segs := strings.Split(strings.Trim(p, "/"), "/")
+	for i, s := range segs[:len(segs)-1] {
+		if s == "migrations" {
+			return segs[i+1]
+		}
+	}
+	return segs[len(segs)-1]
 }
 
 type recorder struct {

@@ -28,6 +28,9 @@ import (
 // MaxRequestBytes caps a kickoff request body.
 const MaxRequestBytes = 64 << 10
 
+// maxBigKeyBytes bounds bigKeyBytes: no single Redis value is near 1 TiB.
+const maxBigKeyBytes = 1 << 40
+
 // StartRequest is the body of POST /api/migrations. Every CLI copy option is a field.
 type StartRequest struct {
 	ID           string       `json:"id,omitempty"`
@@ -40,6 +43,9 @@ type StartRequest struct {
 	DBPrefix     string       `json:"dbPrefix,omitempty"`
 	AllowDBMerge bool         `json:"allowDbMerge,omitempty"`
 	BatchKeys    int          `json:"batchKeys,omitempty"`
+	// BigKeyBytes: keys whose MEMORY USAGE reaches it are copied in chunks, each in its own
+	// batch (default 8 MiB; -1 turns chunked copy off), like the CLI's --big-key-bytes.
+	BigKeyBytes int64 `json:"bigKeyBytes,omitempty"`
 }
 
 // EndpointReq names an endpoint: an app setting holding its URL, an inline URL (only with
@@ -227,7 +233,7 @@ func checkEndpointFields(raw map[string]json.RawMessage, side string, required b
 // parseStartRequest reads and checks the body, naming the offending field in every error.
 func parseStartRequest(body []byte) (*StartRequest, error) {
 	whole, raw, err := parseObject(body, "want a JSON object with source and target", []string{"id", "source", "target",
-		"match", "type", "existing", "dbMap", "dbPrefix", "allowDbMerge", "batchKeys"})
+		"match", "type", "existing", "dbMap", "dbPrefix", "allowDbMerge", "batchKeys", "bigKeyBytes"})
 	if err != nil {
 		return nil, err
 	}
@@ -337,6 +343,9 @@ func checkStartRequest(r *StartRequest) error {
 	if r.BatchKeys < 0 || r.BatchKeys > 10000 {
 		return fieldErrf("batchKeys", "batchKeys %d: want 1..10000", r.BatchKeys)
 	}
+	if r.BigKeyBytes < -1 || r.BigKeyBytes > maxBigKeyBytes {
+		return fieldErrf("bigKeyBytes", "bigKeyBytes %d: want a size in bytes (1..%d), or -1 to turn chunked copy off", r.BigKeyBytes, int64(maxBigKeyBytes))
+	}
 	return checkKeyOptions(keyOptions{existing: r.Existing, match: r.Match, dbMap: r.DBMap, dbPrefix: r.DBPrefix, allowDBMerge: r.AllowDBMerge})
 }
 
@@ -348,11 +357,14 @@ func (e *EndpointReq) ref() state.EndpointRef {
 	return r
 }
 
-// planMessage is the body of a plan queue message: one step of one shard.
+// planMessage is the body of a plan queue message: one step of one shard. Kind "verify" (with
+// Run) plans a verification run's batches instead of copy batches.
 type planMessage struct {
 	Migration string      `json:"migration"`
 	Key       string      `json:"key"`
 	Cursor    plan.Cursor `json:"cursor"`
+	Kind      string      `json:"kind,omitempty"`
+	Run       string      `json:"run,omitempty"`
 }
 
 func planMessageID(id, key string, step int) string {
@@ -447,7 +459,7 @@ type started struct {
 func (a *App) start(ctx context.Context, id string, req *StartRequest) (*started, error) {
 	mig := &state.Migration{ID: id, Kind: "copy", CreatedAt: time.Now().UTC(), Source: req.Source.ref(), Target: req.Target.ref(),
 		Options: state.Options{Match: req.Match, Type: req.Type, Existing: req.Existing, DBMap: req.DBMap, DBPrefix: req.DBPrefix,
-			AllowDBMerge: req.AllowDBMerge, BatchKeys: req.BatchKeys, ExplicitDBMap: req.DBMap != ""}}
+			AllowDBMerge: req.AllowDBMerge, BatchKeys: req.BatchKeys, ExplicitDBMap: req.DBMap != "", BigKeyBytes: req.BigKeyBytes}}
 	if mig.Options.Existing == "" {
 		mig.Options.Existing = string(copier.ExistingFail)
 	}

@@ -1,6 +1,7 @@
 package functions
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -22,11 +23,24 @@ import (
 // copies), the same one the CLI uses.
 var NewFallback func(*redisconn.Conn) copier.FallbackFunc = fallback.New
 
-// copyMessage is the body of a copy queue message: one batch.
+// copyMessage is the body of a copy queue message: one batch. Kind "verify" (with Run) makes
+// it a verification batch: the same queue and function, so a verification needs no deployment
+// of its own.
 type copyMessage struct {
 	Migration string     `json:"migration"`
 	Batch     plan.Batch `json:"batch"`
+	Kind      string     `json:"kind,omitempty"`
+	Run       string     `json:"run,omitempty"`
+	// TTLToleranceMs travels with a verify batch so it does not depend on which run is latest.
+	TTLToleranceMs int64 `json:"ttlToleranceMs,omitempty"`
 }
+
+// Message kinds (the "kind" application property, and the body's kind for verification).
+const (
+	kindCopy   = "copy"
+	kindPlan   = "plan"
+	kindVerify = "verify"
+)
 
 // copyMessageID is the Service Bus MessageId of a batch: the deterministic batch id, prefixed
 // with the migration id because duplicate detection spans the whole queue.
@@ -40,6 +54,65 @@ func (a *App) lastDelivery(m *hostproto.ServiceBusMessage) bool {
 	return m.DeliveryCount >= a.maxDeliveries
 }
 
+// shardScope is what a plan step works on: a copy's shard progress and copy batches, or a
+// verification run's shard progress and verify batches. The step logic is the same for both.
+type shardScope struct {
+	name    string // for logs: the shard key, with the run for a verification
+	get     func(ctx context.Context) (*state.ShardProgress, error)
+	update  func(ctx context.Context, fn func(*state.ShardProgress) (bool, error)) (*state.ShardProgress, error)
+	message func(b plan.Batch) queue.Message
+	next    func(next plan.Cursor) queue.Message
+	// sample, when set, replaces the SCAN step (a sampling verification).
+	sample func(ctx context.Context, src *redisconn.Conn, cur plan.Cursor, p *state.ShardProgress) ([]plan.Batch, plan.Cursor, int, error)
+}
+
+func (a *App) scopeOf(mig *state.Migration, pm *planMessage) shardScope {
+	id, key := mig.ID, pm.Key
+	if pm.Kind != kindVerify {
+		return shardScope{
+			name: key,
+			get:  func(ctx context.Context) (*state.ShardProgress, error) { return a.store.GetShard(ctx, id, key) },
+			update: func(ctx context.Context, fn func(*state.ShardProgress) (bool, error)) (*state.ShardProgress, error) {
+				return a.store.UpdateShard(ctx, id, key, fn)
+			},
+			message: func(b plan.Batch) queue.Message {
+				body, _ := json.Marshal(copyMessage{Migration: id, Batch: b})
+				return queue.Message{ID: copyMessageID(id, b.ID), Body: body, Properties: map[string]any{"migration": id, "kind": kindCopy}}
+			},
+			next: func(next plan.Cursor) queue.Message {
+				body, _ := json.Marshal(planMessage{Migration: id, Key: key, Cursor: next})
+				return queue.Message{ID: planMessageID(id, key, next.Step), Body: body, Properties: map[string]any{"migration": id, "kind": kindPlan}}
+			},
+		}
+	}
+	run := pm.Run
+	tol := int64(0)
+	if mig.Verify != nil && mig.Verify.ID == run {
+		tol = mig.Verify.TTLToleranceMs
+	}
+	sc := shardScope{
+		name: run + "/" + key,
+		get: func(ctx context.Context) (*state.ShardProgress, error) {
+			return a.store.GetVerifyShard(ctx, id, run, key)
+		},
+		update: func(ctx context.Context, fn func(*state.ShardProgress) (bool, error)) (*state.ShardProgress, error) {
+			return a.store.UpdateVerifyShard(ctx, id, run, key, fn)
+		},
+		message: func(b plan.Batch) queue.Message { return verifyBatchMessage(id, run, tol, b) },
+		next: func(next plan.Cursor) queue.Message {
+			body, _ := json.Marshal(planMessage{Migration: id, Key: key, Cursor: next, Kind: kindVerify, Run: run})
+			return queue.Message{ID: verifyPlanMessageID(id, run, key, next.Step), Body: body,
+				Properties: map[string]any{"migration": id, "kind": kindVerify}}
+		},
+	}
+	if mig.Verify != nil && mig.Verify.ID == run && mig.Verify.Sample > 0 {
+		sc.sample = func(ctx context.Context, src *redisconn.Conn, cur plan.Cursor, p *state.ShardProgress) ([]plan.Batch, plan.Cursor, int, error) {
+			return sampleStep(ctx, src, cur, p.Sample, mig.Options)
+		}
+	}
+	return sc
+}
+
 // planShard runs one bounded step of a shard's scan: it sends the batches it cut, records the
 // step in the shard's progress (only if no other delivery did), and enqueues the continuation.
 // Every id involved is deterministic, so a replayed step re-sends messages that the queue's
@@ -50,19 +123,35 @@ func (a *App) planShard(ctx context.Context, inv *hostproto.Invocation, reply *h
 		return false, err
 	}
 	var pm planMessage
-	if err := json.Unmarshal(msg.Body, &pm); err != nil || pm.Migration == "" || pm.Key == "" {
+	if err := json.Unmarshal(msg.Body, &pm); err != nil || pm.Migration == "" || pm.Key == "" || (pm.Kind == kindVerify) != (pm.Run != "") {
 		return false, fmt.Errorf("message %s is not a plan message; dropped", msg.MessageID)
 	}
 	retry, err := a.planStep(ctx, &pm, reply)
 	if err != nil && retry && a.lastDelivery(msg) {
 		// The host dead-letters the message after this failure: the shard will never finish,
 		// so say so in its progress.
-		_, _ = a.store.UpdateShard(ctx, pm.Migration, pm.Key, func(p *state.ShardProgress) (bool, error) {
-			p.Error = fmt.Sprintf("step %d failed %d times: %s", pm.Cursor.Step, msg.DeliveryCount, redact.Error(err))
-			return true, nil
-		})
+		a.markShardFailed(ctx, &pm, fmt.Sprintf("step %d failed %d times: %s", pm.Cursor.Step, msg.DeliveryCount, redact.Error(err)), false)
 	}
 	return retry, err
+}
+
+// markShardFailed records a plan step that will not run again in the shard's progress; onlyIfNew
+// leaves a shard alone that moved past the step or already has an error.
+func (a *App) markShardFailed(ctx context.Context, pm *planMessage, reason string, onlyIfNew bool) error {
+	fn := func(p *state.ShardProgress) (bool, error) {
+		if onlyIfNew && (p.Done || p.Step > pm.Cursor.Step || p.Error != "") {
+			return false, nil
+		}
+		p.Error = reason
+		return true, nil
+	}
+	var err error
+	if pm.Kind == kindVerify {
+		_, err = a.store.UpdateVerifyShard(context.WithoutCancel(ctx), pm.Migration, pm.Run, pm.Key, fn)
+	} else {
+		_, err = a.store.UpdateShard(context.WithoutCancel(ctx), pm.Migration, pm.Key, fn)
+	}
+	return err
 }
 
 func (a *App) planStep(ctx context.Context, pm *planMessage, reply *hostproto.Reply) (bool, error) {
@@ -73,11 +162,17 @@ func (a *App) planStep(ctx context.Context, pm *planMessage, reply *hostproto.Re
 	if err != nil {
 		return true, err
 	}
-	if mig.Error != "" {
+	if pm.Kind == kindVerify {
+		if mig.Verify != nil && mig.Verify.ID == pm.Run && mig.Verify.Error != "" {
+			reply.Log("verification %s of %s failed at kickoff; step not run", pm.Run, mig.ID)
+			return false, nil
+		}
+	} else if mig.Error != "" {
 		reply.Log("migration %s failed; step not run", mig.ID)
 		return false, nil
 	}
-	prog, err := a.store.GetShard(ctx, mig.ID, pm.Key)
+	sc := a.scopeOf(mig, pm)
+	prog, err := sc.get(ctx)
 	if err != nil {
 		return true, err
 	}
@@ -87,42 +182,40 @@ func (a *App) planStep(ctx context.Context, pm *planMessage, reply *hostproto.Re
 		// Already recorded. Its continuation may not have been sent (a crash in between):
 		// sending it again is harmless, the queue drops the duplicate.
 		if prog.Step == cur.Step+1 && !prog.Done {
-			return a.sendContinuation(ctx, mig.ID, pm.Key, plan.Cursor{Shard: prog.Shard, Addr: prog.Addr, DB: prog.DB, Cursor: prog.Cursor, Step: prog.Step})
+			return a.sendContinuation(ctx, sc.next(plan.Cursor{Shard: prog.Shard, Addr: prog.Addr, DB: prog.DB, Cursor: prog.Cursor, Step: prog.Step}))
 		}
-		reply.Log("step %d of %s already done", cur.Step, pm.Key)
+		reply.Log("step %d of %s already done", cur.Step, sc.name)
 		return false, nil
 	case prog.Step < cur.Step || prog.Done:
-		reply.Log("step %d of %s does not follow the recorded progress (step %d); dropped", cur.Step, pm.Key, prog.Step)
+		reply.Log("step %d of %s does not follow the recorded progress (step %d); dropped", cur.Step, sc.name, prog.Step)
 		return false, nil
 	}
 	src, err := a.conns.get(ctx, mig, "source")
 	if err != nil {
 		return true, err
 	}
-	opts := plan.Options{Match: mig.Options.Match, Type: mig.Options.Type, BatchKeys: mig.Options.BatchKeys}
-	batches, next, scanned, err := plan.Step(ctx, src.Node(cur.Addr, cur.DB), cur, opts, plan.Limits{MaxKeys: a.stepKeys, MaxTime: a.stepTime})
+	var batches []plan.Batch
+	var next plan.Cursor
+	var scanned int
+	if sc.sample != nil {
+		batches, next, scanned, err = sc.sample(ctx, src, cur, prog)
+	} else {
+		opts := plan.Options{Match: mig.Options.Match, Type: mig.Options.Type, BatchKeys: mig.Options.BatchKeys}
+		batches, next, scanned, err = plan.Step(ctx, src.Node(cur.Addr, cur.DB), cur, opts, plan.Limits{MaxKeys: a.stepKeys, MaxTime: a.stepTime})
+	}
 	if err != nil {
 		return true, err
 	}
 	msgs := make([]queue.Message, 0, len(batches))
 	for _, b := range batches {
-		body, err := json.Marshal(copyMessage{Migration: mig.ID, Batch: b})
-		if err != nil {
-			return true, err
-		}
-		msgs = append(msgs, queue.Message{ID: copyMessageID(mig.ID, b.ID), Body: body,
-			Properties: map[string]any{"migration": mig.ID, "kind": "copy"}})
+		msgs = append(msgs, sc.message(b))
 	}
-	for len(msgs) > 0 {
-		n := min(len(msgs), 100)
-		if err := a.sender.Send(ctx, queue.Copy, msgs[:n]); err != nil {
-			return true, fmt.Errorf("sending copy batches: %s", redact.Error(err))
-		}
-		msgs = msgs[n:]
+	if err := a.sendAll(ctx, queue.Copy, msgs); err != nil {
+		return true, fmt.Errorf("sending batches: %s", redact.Error(err))
 	}
 	// Record before enqueueing the continuation: the next step must find this one recorded.
 	recorded := false
-	if _, err := a.store.UpdateShard(ctx, mig.ID, pm.Key, func(p *state.ShardProgress) (bool, error) {
+	if _, err := sc.update(ctx, func(p *state.ShardProgress) (bool, error) {
 		recorded = false
 		if p.Step != cur.Step || p.Done {
 			return false, nil // a duplicate delivery of this step got there first
@@ -136,32 +229,48 @@ func (a *App) planStep(ctx context.Context, pm *planMessage, reply *hostproto.Re
 	}); err != nil {
 		return true, err
 	}
-	reply.Log("%s step %d: %d keys, %d batches, done=%v (recorded=%v)", pm.Key, cur.Step, scanned, len(batches), next.Done, recorded)
+	reply.Log("%s step %d: %d keys, %d batches, done=%v (recorded=%v)", sc.name, cur.Step, scanned, len(batches), next.Done, recorded)
 	if next.Done {
 		return false, nil
 	}
-	return a.sendContinuation(ctx, mig.ID, pm.Key, next)
+	return a.sendContinuation(ctx, sc.next(next))
 }
 
-func (a *App) sendContinuation(ctx context.Context, id, key string, next plan.Cursor) (bool, error) {
-	body, _ := json.Marshal(planMessage{Migration: id, Key: key, Cursor: next})
-	err := a.sender.Send(ctx, queue.Plan, []queue.Message{{ID: planMessageID(id, key, next.Step), Body: body,
-		Properties: map[string]any{"migration": id, "kind": "plan"}}})
-	if err != nil {
+// sendAll sends messages in chunks the sender can batch.
+func (a *App) sendAll(ctx context.Context, q string, msgs []queue.Message) error {
+	for len(msgs) > 0 {
+		n := min(len(msgs), 100)
+		if err := a.sender.Send(ctx, q, msgs[:n]); err != nil {
+			return err
+		}
+		msgs = msgs[n:]
+	}
+	return nil
+}
+
+func (a *App) sendContinuation(ctx context.Context, m queue.Message) (bool, error) {
+	if err := a.sender.Send(ctx, queue.Plan, []queue.Message{m}); err != nil {
 		return true, fmt.Errorf("enqueueing the next plan step: %s", redact.Error(err))
 	}
 	return false, nil
 }
 
-// copyBatch copies one batch and records its result once.
+// copyBatch copies one batch and records its result once. Big keys are not copied inline: each
+// goes to the copy queue as a batch of its own (copied in chunks there), so small keys never wait
+// behind one and a big key's copy gets a whole invocation. Those batches are sent before the
+// result is recorded and the result says how many there are, so status knows every batch that
+// is still to come.
 func (a *App) copyBatch(ctx context.Context, inv *hostproto.Invocation, reply *hostproto.Reply) (bool, error) {
 	msg, err := inv.ServiceBus(messageBinding)
 	if err != nil {
 		return false, err
 	}
 	var cm copyMessage
-	if err := json.Unmarshal(msg.Body, &cm); err != nil || cm.Migration == "" || cm.Batch.ID == "" {
+	if err := json.Unmarshal(msg.Body, &cm); err != nil || cm.Migration == "" || cm.Batch.ID == "" || (cm.Kind == kindVerify) != (cm.Run != "") {
 		return false, fmt.Errorf("message %s is not a copy message; dropped", msg.MessageID)
+	}
+	if cm.Kind == kindVerify {
+		return a.verifyBatch(ctx, &cm, msg, reply)
 	}
 	done, err := a.store.HasResult(ctx, cm.Migration, cm.Batch.ID)
 	if err != nil {
@@ -171,7 +280,7 @@ func (a *App) copyBatch(ctx context.Context, inv *hostproto.Invocation, reply *h
 		reply.Log("batch %s already recorded (delivery %d)", cm.Batch.ID, msg.DeliveryCount)
 		return false, nil
 	}
-	res, err := a.copyOne(ctx, &cm, msg.DeliveryCount)
+	res, spawned, err := a.copyOne(ctx, &cm, msg.DeliveryCount)
 	if err != nil {
 		if errors.Is(err, state.ErrNotFound) {
 			return false, fmt.Errorf("copy message for unknown migration %s; dropped", cm.Migration)
@@ -183,29 +292,60 @@ func (a *App) copyBatch(ctx context.Context, inv *hostproto.Invocation, reply *h
 		return true, err
 	}
 	if _, err := a.store.RecordResult(ctx, cm.Migration, state.BatchResult{Batch: cm.Batch.ID, Shard: cm.Batch.Shard, DB: cm.Batch.DB,
-		Keys: len(cm.Batch.Keys), Result: res, Delivery: msg.DeliveryCount}); err != nil {
+		Keys: len(cm.Batch.Keys) - len(spawned), Result: res, Delivery: msg.DeliveryCount, Spawned: len(spawned)}); err != nil {
 		return true, err
 	}
-	reply.Log("batch %s: %d copied, %d skipped, %d missing, %d expired, %d failed", cm.Batch.ID, res.Copied, res.Skipped, res.Missing, res.Expired, res.Failed)
+	reply.Log("batch %s: %d copied, %d skipped, %d missing, %d expired, %d failed, %d big keys sent to batches of their own",
+		cm.Batch.ID, res.Copied, res.Skipped, res.Missing, res.Expired, res.Failed, len(spawned))
 	return false, nil
 }
 
-func (a *App) copyOne(ctx context.Context, cm *copyMessage, delivery int) (copier.Result, error) {
+// bigBatch is the batch that copies key i of b in chunks. Its id follows the key's position in
+// b, so whichever delivery of b finds the key big, it sends the same message.
+func bigBatch(b plan.Batch, i int) plan.Batch {
+	return plan.Batch{ID: fmt.Sprintf("%s-big-%d", b.ID, i), Shard: b.Shard, DB: b.DB, Keys: [][]byte{b.Keys[i]}, Big: true}
+}
+
+// copyOne copies a batch and sends its big keys off; it returns the positions of the keys sent
+// off (this delivery's and earlier ones'), which the batch's result does not count.
+func (a *App) copyOne(ctx context.Context, cm *copyMessage, delivery int) (copier.Result, []int, error) {
 	mig, err := a.store.GetMigration(ctx, cm.Migration)
 	if err != nil {
-		return copier.Result{}, err
+		return copier.Result{}, nil, err
 	}
 	src, err := a.conns.get(ctx, mig, "source")
 	if err != nil {
-		return copier.Result{}, err
+		return copier.Result{}, nil, err
 	}
 	dst, err := a.conns.get(ctx, mig, "target")
 	if err != nil {
-		return copier.Result{}, err
+		return copier.Result{}, nil, err
 	}
 	dbMap, err := dbMapOf(mig.Options)
 	if err != nil {
-		return copier.Result{}, err
+		return copier.Result{}, nil, err
+	}
+	b := cm.Batch
+	// Keys an earlier delivery sent off stay sent off, even if they shrank since: their own
+	// batches copy and count them.
+	var spawned []int
+	if delivery > 1 && !b.Big {
+		if spawned, err = a.store.SpawnedBig(ctx, mig.ID, b.ID); err != nil {
+			return copier.Result{}, nil, err
+		}
+	}
+	work := b
+	if len(spawned) > 0 {
+		skip := map[int]bool{}
+		for _, i := range spawned {
+			skip[i] = true
+		}
+		work.Keys = nil
+		for i, k := range b.Keys {
+			if !skip[i] {
+				work.Keys = append(work.Keys, k)
+			}
+		}
 	}
 	existing := copier.Existing(mig.Options.Existing)
 	if existing == copier.ExistingFail && delivery > 1 {
@@ -214,15 +354,92 @@ func (a *App) copyOne(ctx context.Context, cm *copyMessage, delivery int) (copie
 		// same source value keeps the counts exact instead of reporting our own key as a clash.
 		existing = copier.ExistingReplace
 	}
-	cp := copier.New(src, dst, copier.Options{Existing: existing, DBMap: dbMap, Fallback: NewFallback(dst), Reencode: fallback.Reencoder(dst)})
-	return cp.Copy(ctx, cm.Batch)
+	cp := copier.New(src, dst, copier.Options{Existing: existing, DBMap: dbMap, Fallback: NewFallback(dst), Reencode: fallback.Reencoder(dst),
+		BigKeyBytes: mig.Options.BigKeyBytes, DeferBigKeys: !b.Big})
+	res, err := cp.Copy(ctx, work)
+	if err != nil {
+		return copier.Result{}, nil, err
+	}
+	if len(res.BigKeys) > 0 {
+		if spawned, err = a.store.RecordSpawnedBig(ctx, mig.ID, b.ID, positions(b, res.BigKeys, spawned)); err != nil {
+			return copier.Result{}, nil, err
+		}
+		res.BigKeys = nil
+	}
+	if len(spawned) > 0 {
+		// All of them again, not only the new ones: a delivery that crashed after recording
+		// them may not have sent them. Duplicate detection drops what did go out.
+		msgs := make([]queue.Message, 0, len(spawned))
+		for _, i := range spawned {
+			bb := bigBatch(b, i)
+			body, _ := json.Marshal(copyMessage{Migration: mig.ID, Batch: bb})
+			msgs = append(msgs, queue.Message{ID: copyMessageID(mig.ID, bb.ID), Body: body,
+				Properties: map[string]any{"migration": mig.ID, "kind": kindCopy}})
+		}
+		if err := a.sendAll(ctx, queue.Copy, msgs); err != nil {
+			return copier.Result{}, nil, fmt.Errorf("sending big-key batches: %s", redact.Error(err))
+		}
+	}
+	return res, spawned, nil
+}
+
+// positions finds the positions in b of the keys the copier deferred, skipping positions
+// already sent off (a key listed twice in a batch has two positions).
+func positions(b plan.Batch, big [][]byte, taken []int) []int {
+	want := map[string]int{}
+	for _, k := range big {
+		want[string(k)]++
+	}
+	skip := map[int]bool{}
+	for _, i := range taken {
+		skip[i] = true
+	}
+	var out []int
+	for i, k := range b.Keys {
+		if !skip[i] && want[string(k)] > 0 {
+			want[string(k)]--
+			out = append(out, i)
+		}
+	}
+	return out
+}
+
+// deadBatch is what a dead-lettered batch's result counts: every key it did not send off to a
+// big-key batch failed with reason.
+func (a *App) deadBatch(ctx context.Context, cm *copyMessage, delivery int, reason string) (state.BatchResult, error) {
+	b := cm.Batch
+	var spawned []int
+	if !b.Big {
+		var err error
+		if spawned, err = a.store.SpawnedBig(ctx, cm.Migration, b.ID); err != nil {
+			return state.BatchResult{}, err
+		}
+	}
+	keys := b.Keys
+	if len(spawned) > 0 {
+		skip := map[int]bool{}
+		for _, i := range spawned {
+			skip[i] = true
+		}
+		keys = nil
+		for i, k := range b.Keys {
+			if !skip[i] {
+				keys = append(keys, k)
+			}
+		}
+	}
+	rest := plan.Batch{ID: b.ID, Shard: b.Shard, DB: b.DB, Keys: keys}
+	return state.BatchResult{Batch: b.ID, Shard: b.Shard, DB: b.DB, Keys: len(keys), Result: engine.FailBatch(rest, reason),
+		DeadLettered: true, Reason: reason, Delivery: delivery, BatchKeys: keys, Spawned: len(spawned)}, nil
 }
 
 // recordDead writes a dead-lettered result: every key of the batch failed with reason.
 func (a *App) recordDead(ctx context.Context, cm *copyMessage, delivery int, reason string) {
-	r := engine.FailBatch(cm.Batch, reason)
-	_, err := a.store.RecordResult(context.WithoutCancel(ctx), cm.Migration, state.BatchResult{Batch: cm.Batch.ID, Shard: cm.Batch.Shard,
-		DB: cm.Batch.DB, Keys: len(cm.Batch.Keys), Result: r, DeadLettered: true, Reason: reason, Delivery: delivery, BatchKeys: cm.Batch.Keys})
+	ctx = context.WithoutCancel(ctx)
+	r, err := a.deadBatch(ctx, cm, delivery, reason)
+	if err == nil {
+		_, err = a.store.RecordResult(ctx, cm.Migration, r)
+	}
 	if err != nil {
 		a.logf("CopyBatch: recording dead-lettered batch %s: %s", cm.Batch.ID, redact.Error(err))
 	}
@@ -247,39 +464,42 @@ func (a *App) copyDeadLetter(ctx context.Context, inv *hostproto.Invocation, rep
 	if d := strings.TrimSpace(msg.DeadLetterErrorDescription); d != "" {
 		reason += ": " + d
 	}
+	reason = redact.String(reason)
 	if _, err := a.store.GetMigration(ctx, cm.Migration); errors.Is(err, state.ErrNotFound) {
 		return false, fmt.Errorf("dead-lettered batch of unknown migration %s; dropped", cm.Migration)
 	} else if err != nil {
 		return true, err
 	}
-	r := engine.FailBatch(cm.Batch, redact.String(reason))
-	created, err := a.store.RecordResult(ctx, cm.Migration, state.BatchResult{Batch: cm.Batch.ID, Shard: cm.Batch.Shard, DB: cm.Batch.DB,
-		Keys: len(cm.Batch.Keys), Result: r, DeadLettered: true, Reason: redact.String(reason), Delivery: msg.DeliveryCount, BatchKeys: cm.Batch.Keys})
+	var created bool
+	if cm.Kind == kindVerify {
+		created, err = a.store.RecordVerifyResult(ctx, cm.Migration, cm.Run, deadVerify(&cm, msg.DeliveryCount, reason))
+	} else {
+		var r state.BatchResult
+		if r, err = a.deadBatch(ctx, &cm, msg.DeliveryCount, reason); err == nil {
+			created, err = a.store.RecordResult(ctx, cm.Migration, r)
+		}
+	}
 	if err != nil {
 		return true, err
 	}
-	reply.Log("dead-lettered batch %s recorded=%v", cm.Batch.ID, created)
+	reply.Log("dead-lettered %s batch %s recorded=%v", cmp.Or(cm.Kind, kindCopy), cm.Batch.ID, created)
 	return false, nil
 }
 
 // planDeadLetter marks a shard whose plan step was dead-lettered without PlanShard recording
-// the failure, so status reports the migration as failed instead of planning forever.
+// the failure, so status reports the migration (or the verification) as failed instead of
+// planning forever.
 func (a *App) planDeadLetter(ctx context.Context, inv *hostproto.Invocation, reply *hostproto.Reply) (bool, error) {
 	msg, err := inv.ServiceBus(messageBinding)
 	if err != nil {
 		return false, err
 	}
 	var pm planMessage
-	if err := json.Unmarshal(msg.Body, &pm); err != nil || pm.Migration == "" || pm.Key == "" {
+	if err := json.Unmarshal(msg.Body, &pm); err != nil || pm.Migration == "" || pm.Key == "" || (pm.Kind == kindVerify) != (pm.Run != "") {
 		return false, fmt.Errorf("dead-lettered message %s is not a plan message; dropped", msg.MessageID)
 	}
-	_, err = a.store.UpdateShard(ctx, pm.Migration, pm.Key, func(p *state.ShardProgress) (bool, error) {
-		if p.Done || p.Step > pm.Cursor.Step || p.Error != "" {
-			return false, nil
-		}
-		p.Error = strings.TrimSpace(fmt.Sprintf("step %d dead-lettered: %s %s", pm.Cursor.Step, msg.DeadLetterReason, msg.DeadLetterErrorDescription))
-		return true, nil
-	})
+	reason := strings.TrimSpace(fmt.Sprintf("step %d dead-lettered: %s %s", pm.Cursor.Step, msg.DeadLetterReason, msg.DeadLetterErrorDescription))
+	err = a.markShardFailed(ctx, &pm, reason, true)
 	if errors.Is(err, state.ErrNotFound) {
 		return false, nil
 	}

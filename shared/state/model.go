@@ -52,6 +52,9 @@ type Options struct {
 	AllowDBMerge  bool   `json:"allowDbMerge,omitempty"`
 	BatchKeys     int    `json:"batchKeys"`
 	ExplicitDBMap bool   `json:"explicitDbMap,omitempty"`
+	// BigKeyBytes is the copier's big-key threshold (MEMORY USAGE); 0 = the copier's default,
+	// -1 = no chunked copy.
+	BigKeyBytes int64 `json:"bigKeyBytes,omitempty"`
 	// Import only: FUNCTION libraries (skip, load, replace), module values (fail, skip), CRC64.
 	Functions    string `json:"functions,omitempty"`
 	Modules      string `json:"modules,omitempty"`
@@ -72,6 +75,10 @@ type Migration struct {
 	Error string `json:"error,omitempty"`
 	// Import is the checkpoint of an RDB import (ImportRdb); nil for a copy.
 	Import *ImportCheckpoint `json:"import,omitempty"`
+	// Verify is the latest verification run (POST /api/migrations/{id}/verify); VerifyRuns
+	// counts the runs started, so each gets a new id.
+	Verify     *VerifyRun `json:"verify,omitempty"`
+	VerifyRuns int        `json:"verifyRuns,omitempty"`
 }
 
 // ImportCheckpoint is where an RDB import stands, updated with UpdateMigration as the stream is
@@ -126,6 +133,9 @@ type ShardProgress struct {
 	BatchesSent int64     `json:"batchesSent"`
 	Error       string    `json:"error,omitempty"`
 	UpdatedAt   time.Time `json:"updatedAt"`
+	// Sample is the number of random keys a sampling verification draws from this shard (0 for
+	// a scan of every key).
+	Sample int `json:"sample,omitempty"`
 }
 
 // ShardKey names a shard's progress blob.
@@ -144,6 +154,9 @@ type BatchResult struct {
 	FinishedAt   time.Time     `json:"finishedAt"`
 	// BatchKeys keeps a dead-lettered batch's key names, so it can be copied again later.
 	BatchKeys [][]byte `json:"batchKeys,omitempty"`
+	// Spawned is the number of big-key batches this batch sent to the copy queue (each copies
+	// one of its keys in chunks and records its own result); status counts them as sent.
+	Spawned int `json:"spawned,omitempty"`
 }
 
 var idRE = regexp.MustCompile(`^[a-z0-9][a-z0-9-]{0,62}$`)
@@ -155,6 +168,7 @@ func recordName(id string) string        { return id + "/migration.json" }
 func shardName(id, key string) string    { return id + "/shards/" + key + ".json" }
 func resultPrefix(id string) string      { return id + "/results/" }
 func resultName(id, batch string) string { return resultPrefix(id) + batch + ".json" }
+func spawnName(id, batch string) string  { return id + "/spawned/" + batch + ".json" }
 
 // CreateMigration writes a new record; ErrExists if the id is taken.
 func (s *Store) CreateMigration(ctx context.Context, m *Migration) error {
@@ -182,26 +196,44 @@ func (s *Store) UpdateMigration(ctx context.Context, id string, fn func(*Migrati
 
 // CreateShard writes a shard's initial progress; an existing one is kept (a retried kickoff).
 func (s *Store) CreateShard(ctx context.Context, id string, p ShardProgress) error {
+	return s.createShardAt(ctx, shardName(id, p.Key), p)
+}
+
+// GetShard reads a shard's progress.
+func (s *Store) GetShard(ctx context.Context, id, key string) (*ShardProgress, error) {
+	return s.getShardAt(ctx, shardName(id, key))
+}
+
+// UpdateShard applies fn to a shard's progress under optimistic concurrency.
+func (s *Store) UpdateShard(ctx context.Context, id, key string, fn func(*ShardProgress) (bool, error)) (*ShardProgress, error) {
+	return s.updateShardAt(ctx, shardName(id, key), fn)
+}
+
+// Shards reads every shard's progress of a migration, in key order.
+func (s *Store) Shards(ctx context.Context, m *Migration) ([]ShardProgress, error) {
+	return s.shardsAt(ctx, m.Shards, func(key string) string { return shardName(m.ID, key) }, false)
+}
+
+// The shard helpers work on a blob name, so a copy's planning and a verification run's share them.
+func (s *Store) createShardAt(ctx context.Context, name string, p ShardProgress) error {
 	p.UpdatedAt = time.Now().UTC()
-	_, err := s.putJSON(ctx, shardName(id, p.Key), p, nil, createOnly())
+	_, err := s.putJSON(ctx, name, p, nil, createOnly())
 	if err == ErrExists {
 		return nil
 	}
 	return err
 }
 
-// GetShard reads a shard's progress.
-func (s *Store) GetShard(ctx context.Context, id, key string) (*ShardProgress, error) {
+func (s *Store) getShardAt(ctx context.Context, name string) (*ShardProgress, error) {
 	var p ShardProgress
-	if _, err := s.getJSON(ctx, shardName(id, key), &p); err != nil {
+	if _, err := s.getJSON(ctx, name, &p); err != nil {
 		return nil, err
 	}
 	return &p, nil
 }
 
-// UpdateShard applies fn to a shard's progress under optimistic concurrency.
-func (s *Store) UpdateShard(ctx context.Context, id, key string, fn func(*ShardProgress) (bool, error)) (*ShardProgress, error) {
-	return update(ctx, s, shardName(id, key), func(p *ShardProgress) (bool, error) {
+func (s *Store) updateShardAt(ctx context.Context, name string, fn func(*ShardProgress) (bool, error)) (*ShardProgress, error) {
+	return update(ctx, s, name, func(p *ShardProgress) (bool, error) {
 		w, err := fn(p)
 		if w {
 			p.UpdatedAt = time.Now().UTC()
@@ -210,16 +242,21 @@ func (s *Store) UpdateShard(ctx context.Context, id, key string, fn func(*ShardP
 	})
 }
 
-// Shards reads every shard's progress of a migration, in key order.
-func (s *Store) Shards(ctx context.Context, m *Migration) ([]ShardProgress, error) {
-	out := make([]ShardProgress, len(m.Shards))
-	errs := make([]error, len(m.Shards))
+// shardsAt reads the progress of keys in parallel; with missingOK a progress not written yet
+// reads as a shard at step 0 (a verification run's kickoff is still writing them).
+func (s *Store) shardsAt(ctx context.Context, keys []string, name func(string) string, missingOK bool) ([]ShardProgress, error) {
+	out := make([]ShardProgress, len(keys))
+	errs := make([]error, len(keys))
 	var wg sync.WaitGroup
-	for i, key := range m.Shards {
+	for i, key := range keys {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			p, err := s.GetShard(ctx, m.ID, key)
+			p, err := s.getShardAt(ctx, name(key))
+			if err == ErrNotFound && missingOK {
+				out[i] = ShardProgress{Key: key}
+				return
+			}
 			if err != nil {
 				errs[i] = err
 				return
@@ -234,6 +271,63 @@ func (s *Store) Shards(ctx context.Context, m *Migration) ([]ShardProgress, erro
 		}
 	}
 	return out, nil
+}
+
+// SpawnedBig returns the positions (in the batch's key list) of the keys a batch sent off as
+// big-key batches on an earlier delivery; nil if it sent none.
+func (s *Store) SpawnedBig(ctx context.Context, id, batch string) ([]int, error) {
+	var rec spawnRecord
+	if _, err := s.getJSON(ctx, spawnName(id, batch), &rec); err != nil {
+		if err == ErrNotFound {
+			return nil, nil
+		}
+		return nil, err
+	}
+	return rec.Keys, nil
+}
+
+// RecordSpawnedBig adds positions to the batch's spawn record and returns all of them. The
+// record outlives a delivery that crashed after sending: a redelivery must not copy those keys
+// inline (a key's size can change between deliveries), or they would be counted twice.
+func (s *Store) RecordSpawnedBig(ctx context.Context, id, batch string, keys []int) ([]int, error) {
+	name := spawnName(id, batch)
+	rec := spawnRecord{Keys: sortedUnion(nil, keys)}
+	if _, err := s.putJSON(ctx, name, rec, nil, createOnly()); err == nil {
+		return rec.Keys, nil
+	} else if err != ErrExists {
+		return nil, err
+	}
+	got, err := update(ctx, s, name, func(r *spawnRecord) (bool, error) {
+		u := sortedUnion(r.Keys, keys)
+		if len(u) == len(r.Keys) {
+			return false, nil
+		}
+		r.Keys = u
+		return true, nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	return got.Keys, nil
+}
+
+type spawnRecord struct {
+	Keys []int `json:"keys"` // positions in the batch's key list
+}
+
+func sortedUnion(a, b []int) []int {
+	seen := map[int]bool{}
+	var out []int
+	for _, l := range [][]int{a, b} {
+		for _, v := range l {
+			if !seen[v] {
+				seen[v] = true
+				out = append(out, v)
+			}
+		}
+	}
+	sort.Ints(out)
+	return out
 }
 
 // HasResult reports whether a batch's result is recorded.
@@ -262,6 +356,7 @@ func resultMeta(r BatchResult) map[string]*string {
 		"keys": n(int64(r.Keys)), "copied": n(r.Result.Copied), "skipped": n(r.Result.Skipped),
 		"missing": n(r.Result.Missing), "expired": n(r.Result.Expired), "failed": n(r.Result.Failed),
 		"fallback": n(r.Result.Fallback), "bytes": n(r.Result.Bytes), "finished": n(r.FinishedAt.UnixMilli()),
+		"big": n(r.Result.Big), "spawned": n(int64(r.Spawned)),
 	}
 	if r.DeadLettered {
 		m["deadlettered"] = to.Ptr("1")
@@ -284,43 +379,65 @@ type resultSummary struct {
 	res      copier.Result
 	dead     bool
 	finished int64
+	spawned  int64
 }
 
 // listResults lists every result with its metadata: about one request per 5,000 batches.
 func (s *Store) listResults(ctx context.Context, id string) ([]resultSummary, error) {
-	prefix := resultPrefix(id)
+	var out []resultSummary
+	err := s.listMeta(ctx, resultPrefix(id), func(batch string, md metadata) {
+		out = append(out, resultSummary{
+			batch: batch,
+			res: copier.Result{Copied: md.num("copied"), Skipped: md.num("skipped"), Missing: md.num("missing"),
+				Expired: md.num("expired"), Failed: md.num("failed"), Fallback: md.num("fallback"), Bytes: md.num("bytes"), Big: md.num("big")},
+			dead:     md.has("deadlettered"),
+			finished: md.num("finished"),
+			spawned:  md.num("spawned"),
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].batch < out[j].batch })
+	return out, nil
+}
+
+// metadata is a listed blob's metadata, names lower-cased.
+type metadata map[string]*string
+
+func (m metadata) num(k string) int64 {
+	if v := m[k]; v != nil {
+		n, _ := strconv.ParseInt(*v, 10, 64)
+		return n
+	}
+	return 0
+}
+
+func (m metadata) has(k string) bool { return m[k] != nil }
+
+// listMeta calls fn with the name (without prefix and ".json") and metadata of every blob under
+// prefix that is directly in it (not in a sub-folder).
+func (s *Store) listMeta(ctx context.Context, prefix string, fn func(name string, md metadata)) error {
 	pager := s.c.NewListBlobsFlatPager(&container.ListBlobsFlatOptions{
 		Prefix: to.Ptr(prefix), Include: container.ListBlobsInclude{Metadata: true},
 	})
-	var out []resultSummary
 	for pager.More() {
 		page, err := pager.NextPage(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("listing results: %s", describe(err))
+			return fmt.Errorf("listing results: %s", describe(err))
 		}
 		for _, it := range page.Segment.BlobItems {
 			if it.Name == nil {
 				continue
 			}
-			md := lowerKeys(it.Metadata)
-			num := func(k string) int64 {
-				if v := md[k]; v != nil {
-					n, _ := strconv.ParseInt(*v, 10, 64)
-					return n
-				}
-				return 0
+			rest := strings.TrimPrefix(*it.Name, prefix)
+			if strings.Contains(rest, "/") {
+				continue
 			}
-			out = append(out, resultSummary{
-				batch: strings.TrimSuffix(strings.TrimPrefix(*it.Name, prefix), ".json"),
-				res: copier.Result{Copied: num("copied"), Skipped: num("skipped"), Missing: num("missing"),
-					Expired: num("expired"), Failed: num("failed"), Fallback: num("fallback"), Bytes: num("bytes")},
-				dead:     md["deadlettered"] != nil,
-				finished: num("finished"),
-			})
+			fn(strings.TrimSuffix(rest, ".json"), lowerKeys(it.Metadata))
 		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].batch < out[j].batch })
-	return out, nil
+	return nil
 }
 
 // Metadata names come back with the service's casing; compare them case-insensitively.

@@ -41,6 +41,8 @@ type Status struct {
 	// DeadLettered names the batches whose deliveries were exhausted, with the last reason.
 	DeadLettered []DeadLetter      `json:"deadLettered,omitempty"`
 	Import       *ImportCheckpoint `json:"import,omitempty"`
+	// Verify is the latest verification run (POST /api/migrations/{id}/verify), if any.
+	Verify *VerifyStatus `json:"verify,omitempty"`
 	// AsOf is when the batch counts were aggregated; Stale says the answer is the last rolled-up
 	// summary because a fresh aggregation did not finish within the status budget (it goes on in
 	// the background and the next call sees it).
@@ -50,6 +52,9 @@ type Status struct {
 
 // Final reports whether no later event can change the status: every batch is accounted for.
 func (s *Status) Final() bool {
+	if s.Verify != nil && !s.Verify.Final() {
+		return false
+	}
 	switch s.State {
 	case StateCompleted, StateCompletedWithFailures:
 		return true
@@ -90,6 +95,8 @@ type KeyCounts struct {
 	Expired   int64 `json:"expired"`
 	Failed    int64 `json:"failed"`
 	Fallback  int64 `json:"fallback"`
+	// Big counts the keys copied in chunks, each in its own batch.
+	Big int64 `json:"big"`
 }
 
 // Failure is a key that was not copied.
@@ -129,7 +136,7 @@ func (s *Store) Status(ctx context.Context, id string) (*Status, error) {
 	if err != nil && err != ErrNotFound {
 		return nil, err
 	}
-	if havePrev && prev.Final() && !s.importChanged(ctx, id, &prev) {
+	if havePrev && prev.Final() && !s.recordChanged(ctx, id, &prev) {
 		return &prev, nil
 	}
 	ch := s.refresh(id)
@@ -155,17 +162,24 @@ func (s *Store) Status(ctx context.Context, id string) (*Status, error) {
 	}
 }
 
-// importChanged reports whether an import's record moved on since a final summary was rolled
-// up (a failed import restarted with POST /api/imports): the summary is then recomputed.
-func (s *Store) importChanged(ctx context.Context, id string, prev *Status) bool {
-	if prev.Import == nil {
-		return false
-	}
+// recordChanged reports whether the record moved on since a final summary was rolled up (a
+// failed import restarted with POST /api/imports, a verification run started or its kickoff
+// failed): the summary is then recomputed.
+func (s *Store) recordChanged(ctx context.Context, id string, prev *Status) bool {
 	m, err := s.GetMigration(ctx, id)
-	if err != nil || m.Import == nil {
+	if err != nil {
 		return false
 	}
-	return !m.Import.UpdatedAt.Equal(prev.Import.UpdatedAt)
+	if prev.Import != nil && m.Import != nil && !m.Import.UpdatedAt.Equal(prev.Import.UpdatedAt) {
+		return true
+	}
+	switch {
+	case m.Verify == nil:
+		return false
+	case prev.Verify == nil:
+		return true
+	}
+	return m.Verify.ID != prev.Verify.Run || (m.Verify.Error != "" && prev.Verify.Error == "")
 }
 
 type statusResult struct {
@@ -216,21 +230,25 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 	}
 	var shards []ShardProgress
 	var results []resultSummary
-	var shardErr, resErr error
+	var verify *VerifyStatus
+	var shardErr, resErr, verifyErr error
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); shards, shardErr = s.Shards(ctx, m) }()
 	go func() { defer wg.Done(); results, resErr = s.listResults(ctx, id) }()
-	wg.Wait()
-	if shardErr != nil {
-		return nil, shardErr
+	if m.Verify != nil {
+		wg.Add(1)
+		go func() { defer wg.Done(); verify, verifyErr = s.computeVerify(ctx, m) }()
 	}
-	if resErr != nil {
-		return nil, resErr
+	wg.Wait()
+	for _, err := range []error{shardErr, resErr, verifyErr} {
+		if err != nil {
+			return nil, err
+		}
 	}
 
 	st := &Status{ID: m.ID, Kind: m.Kind, Error: m.Error, Source: m.Source.Describe(), Target: m.Target.Describe(),
-		CreatedAt: m.CreatedAt, UpdatedAt: m.CreatedAt, ShardsTotal: len(shards), Import: m.Import, AsOf: time.Now().UTC()}
+		CreatedAt: m.CreatedAt, UpdatedAt: m.CreatedAt, ShardsTotal: len(shards), Import: m.Import, Verify: verify, AsOf: time.Now().UTC()}
 	st.Keys.Estimated = m.EstimatedKeys
 	planningFailed := ""
 	for _, p := range shards {
@@ -252,9 +270,11 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 	var withFailures []resultSummary
 	var lastFinish int64
 	for _, r := range results {
-		total.Add(copier.Result{Copied: r.res.Copied, Skipped: r.res.Skipped, Missing: r.res.Missing,
-			Expired: r.res.Expired, Failed: r.res.Failed, Fallback: r.res.Fallback, Bytes: r.res.Bytes})
+		total.Add(r.res)
 		st.Batches.Done++
+		// Big-key batches a batch sent are sent batches too: the copy is not over until each
+		// has its own result.
+		st.Batches.Sent += r.spawned
 		if r.dead {
 			st.Batches.DeadLettered++
 		}
@@ -278,6 +298,7 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 	}
 	st.Keys.Copied, st.Keys.Skipped, st.Keys.Missing = total.Copied, total.Skipped, total.Missing
 	st.Keys.Expired, st.Keys.Failed, st.Keys.Fallback = total.Expired, total.Failed, total.Fallback
+	st.Keys.Big = total.Big
 	st.Bytes = total.Bytes
 	st.Batches.Pending = max(0, st.Batches.Sent-st.Batches.Done)
 
