@@ -47,7 +47,9 @@ type Options struct {
 	Checkpoint      func(Checkpoint) error
 	CheckpointEvery time.Duration
 	// Resume continues from a checkpoint instead of the start of the file; the reader passed to
-	// Import must then start at Resume.Offset.
+	// Import must then start at Resume.Offset. Keys after the checkpoint that the interrupted run
+	// wrote are overwritten under --existing fail (exact counts); under skip they cannot be told
+	// from the target's own keys and are counted as skipped.
 	Resume *Checkpoint
 	// Progress is called with bytes consumed and running counts.
 	Progress func(offset int64, counts copier.Result)
