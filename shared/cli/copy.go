@@ -178,7 +178,9 @@ func reportSummary(env *Env, what string, s engine.Summary, jsonOut bool) {
 	fmt.Fprintf(w, "%s: scanned %d, copied %d, skipped %d, missing %d, expired %d, failed %d keys; %s in %.1fs (%.0f keys/s)\n",
 		what, s.KeysScanned, s.KeysCopied, s.KeysSkipped, s.KeysMissing, s.KeysExpired, s.KeysFailed,
 		engine.HumanBytes(s.Bytes), s.Seconds, rate)
-	if s.KeysFallback > 0 {
+	if s.KeysFallback > 0 && what == "import" {
+		fmt.Fprintf(w, "%s: %d keys were re-encoded or rebuilt with commands because the target does not read their encoding\n", what, s.KeysFallback)
+	} else if s.KeysFallback > 0 {
 		fmt.Fprintf(w, "%s: %d keys took the per-key fallback (the target refused their DUMP payload; decoded and rewritten for it)\n", what, s.KeysFallback)
 	}
 	if s.KeysBig > 0 {

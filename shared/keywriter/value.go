@@ -78,7 +78,7 @@ func (b *Builder) AddValue(ctx context.Context, v rdb.Value, o ValueOptions) (dr
 	default:
 		return 0, fmt.Errorf("unknown value type %T", v)
 	}
-	return 0, nil
+	return droppedFieldTTLs, nil
 }
 
 // addStream writes entries, then (on the part that carries them) the stream's IDs, groups,

@@ -61,7 +61,9 @@ elseif t == 'hash' or t == 'set' or t == 'zset' then
     end
   elseif t == 'zset' then
     for i = 1, #items, 2 do
-      acc = xorhex(acc, redis.sha1hex(lp(items[i]) .. string.format('%.17g', tonumber(items[i + 1]))))
+      local score = tonumber(items[i + 1])
+      if score == 0 then score = 0 end -- -0 and 0 are one score (a listpack stores -0 as 0)
+      acc = xorhex(acc, redis.sha1hex(lp(items[i]) .. string.format('%.17g', score)))
       count = count + 1
     end
   else

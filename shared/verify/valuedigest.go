@@ -147,6 +147,8 @@ func formatScore(f float64) []byte {
 		return []byte("-inf")
 	case math.IsNaN(f):
 		return []byte("nan")
+	case f == 0:
+		return []byte("0") // -0 and 0 are one score (a listpack stores -0 as 0)
 	}
 	return strconv.AppendFloat(nil, f, 'g', 17, 64)
 }
