@@ -257,7 +257,7 @@ func (im *importer) payload(e *rdb.Entry) ([]byte, string) {
 		}
 		return rdb.BuildDump(e.TypeByte, e.Raw, uint16(im.payloadVersion())), "module"
 	}
-	if hasFieldTTLs(e.Value) {
+	if rdb.HasFieldTTLs(e.Value) {
 		return nil, "commands"
 	}
 	if e.Raw != nil && e.TypeByte < 22 {
@@ -315,8 +315,7 @@ func (im *importer) payloadVersion() int {
 }
 
 func (im *importer) fieldTTL() bool {
-	v := im.dst.Version
-	return v.Product == "redis" && (v.Major > 7 || v.Major == 7 && v.Minor >= 4) || v.Product == "valkey" && v.Major >= 9
+	return im.dst.Version.HasFieldTTL()
 }
 
 // commit renames a value built with commands over its key; parts says it came in parts (a big
@@ -488,17 +487,4 @@ func failed(key, reason string) copier.Result {
 	r.Failed = 1
 	r.Failures = []copier.KeyFailure{{Key: copier.PrintableKey([]byte(key)), Reason: reason}}
 	return r
-}
-
-func hasFieldTTLs(v rdb.Value) bool {
-	h, ok := v.(*rdb.Hash)
-	if !ok {
-		return false
-	}
-	for _, f := range h.Fields {
-		if f.ExpireAtMs > 0 {
-			return true
-		}
-	}
-	return false
 }
