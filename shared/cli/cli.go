@@ -54,29 +54,22 @@ type command struct {
 func commands() []command {
 	return []command{
 		{"copy", "copy every key from a source Redis to a target Redis", runCopy},
-		{"import", "import an RDB file (local or in Azure Blob storage) into a target Redis", runImport},
-		{"verify", "compare a target with its source key by key", runVerify},
-		{"serve", "serve the Azure Functions custom handler (or the whole app locally with --local)", runServe},
+		{"import", "import an RDB file (local or in Azure Blob storage) into a target Redis", runImportCommand},
+		{"verify", "compare a target with its source key by key", runVerifyCommand},
+		// Looked up at call time: the functions package registers it (it imports this one).
+		{"serve", "serve the Azure Functions custom handler (or the whole app locally with --local)",
+			func(ctx context.Context, env *Env, args []string) error { return runServe(ctx, env, args) }},
 	}
 }
 
-// Hooks let later packages (functions, rdb import) plug their commands in without an import cycle.
-var (
-	runImport = notBuilt("import")
-	runVerify = notBuilt("verify")
-	runServe  = notBuilt("serve")
-)
+var runServe = notBuilt("serve")
 
-// Register replaces a command's implementation.
+// Register plugs in a command that lives in a package importing this one (only "serve").
 func Register(name string, run func(ctx context.Context, env *Env, args []string) error) {
-	switch name {
-	case "import":
-		runImport = run
-	case "verify":
-		runVerify = run
-	case "serve":
-		runServe = run
+	if name != "serve" {
+		panic("cli.Register: unknown command " + name)
 	}
+	runServe = run
 }
 
 func notBuilt(name string) func(context.Context, *Env, []string) error {
@@ -105,18 +98,7 @@ func Main(args []string, env *Env) int {
 		if c.name != args[0] {
 			continue
 		}
-		// Late binding: Register may have replaced the hook after commands() was built.
-		run := c.run
-		switch c.name {
-		case "import":
-			run = runImport
-		case "verify":
-			run = runVerify
-		case "serve":
-			run = runServe
-		}
-		err := run(ctx, env, args[1:])
-		return exitCode(env, c.name, err)
+		return exitCode(env, c.name, c.run(ctx, env, args[1:]))
 	}
 	fmt.Fprintf(env.Stderr, "redis-migrate: unknown command %q\n", args[0])
 	printUsage(env.Stderr)

@@ -19,8 +19,6 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 )
 
-func init() { Register("import", runImportCommand) }
-
 func runImportCommand(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet(env, "import", "FILE --target URL [options]   or   import --blob URL --target URL [options]")
 	target := fs.String("target", "", "target `URL`")

@@ -11,8 +11,6 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/verify"
 )
 
-func init() { Register("verify", runVerifyCommand) }
-
 func runVerifyCommand(ctx context.Context, env *Env, args []string) error {
 	fs := newFlagSet(env, "verify", "--source URL --target URL [--sample N | --full] [options]")
 	source := fs.String("source", "", "source `URL`")
