@@ -371,15 +371,21 @@ func (a *App) verifyOne(ctx context.Context, cm *copyMessage) (state.VerifyResul
 	for i, k := range b.Keys {
 		keys[i], tkeys[i] = string(k), prefix+string(k)
 	}
+	tol := time.Duration(cm.TTLToleranceMs) * time.Millisecond
+	if tol <= 0 {
+		tol = time.Nanosecond // 0 asks for exact expiries; the options' zero would mean the default
+	}
+	opts := verify.Options{DBMap: dbMap, Type: mig.Options.Type, TTLTolerance: tol, MaxReported: state.MaxFailuresShown,
+		PresenceOnly: copier.Existing(mig.Options.Existing) == copier.ExistingSkip}.WithDefaults()
 	// Both sides at once: a big key's digest takes as long on each.
 	var srcStates []verify.KeyState
 	var srcErr error
 	read := make(chan struct{})
 	go func() {
 		defer close(read)
-		srcStates, srcErr = verify.ReadStates(ctx, src, src.Keys(b.DB), keys, 0)
+		srcStates, srcErr = verify.ReadStates(ctx, src, src.Keys(b.DB), keys, opts.ChunkSize)
 	}()
-	dstStates, dstErr := verify.ReadStates(ctx, dst, dst.Keys(tdb), tkeys, 0)
+	dstStates, dstErr := verify.ReadStates(ctx, dst, dst.Keys(tdb), tkeys, opts.ChunkSize)
 	<-read
 	if srcErr != nil {
 		return out, fmt.Errorf("reading source: %s", redact.Error(srcErr))
@@ -387,12 +393,6 @@ func (a *App) verifyOne(ctx context.Context, cm *copyMessage) (state.VerifyResul
 	if dstErr != nil {
 		return out, fmt.Errorf("reading target: %s", redact.Error(dstErr))
 	}
-	tol := time.Duration(cm.TTLToleranceMs) * time.Millisecond
-	if tol <= 0 {
-		tol = time.Nanosecond // 0 asks for exact expiries; the options' zero would mean the default
-	}
-	opts := verify.Options{DBMap: dbMap, Type: mig.Options.Type, TTLTolerance: tol, MaxReported: state.MaxFailuresShown,
-		PresenceOnly: copier.Existing(mig.Options.Existing) == copier.ExistingSkip}.WithDefaults()
 	var rep verify.Report
 	for i := range keys {
 		rep.Compare(tkeys[i], srcStates[i], dstStates[i], opts)

@@ -197,3 +197,86 @@ func TestStatusTenThousandBatchesUnderOneSecond(t *testing.T) {
 		t.Fatalf("state %s failures %+v", s.State, s.Failures)
 	}
 }
+
+// The spawn record of a batch only grows (a redelivery that finds other big keys adds them), and
+// a spawning batch's result counts its big-key batches as sent; a verify result is recorded once
+// and rolls up into status.verify.
+func TestSpawnedBigAndVerifyResults(t *testing.T) {
+	ctx := context.Background()
+	st := openStore(t)
+	m := &state.Migration{ID: "m2", Kind: "copy", CreatedAt: time.Now().UTC(), Shards: []string{"s0-d0"}}
+	if err := st.CreateMigration(ctx, m); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateShard(ctx, "m2", state.ShardProgress{Key: "s0-d0", Done: true, BatchesSent: 1, KeysScanned: 5}); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := st.SpawnedBig(ctx, "m2", "b0"); err != nil || got != nil {
+		t.Fatalf("no record yet: %v %v", got, err)
+	}
+	if got, err := st.RecordSpawnedBig(ctx, "m2", "b0", []int{3, 1}); err != nil || fmt.Sprint(got) != "[1 3]" {
+		t.Fatalf("first: %v %v", got, err)
+	}
+	if got, err := st.RecordSpawnedBig(ctx, "m2", "b0", []int{3, 4}); err != nil || fmt.Sprint(got) != "[1 3 4]" {
+		t.Fatalf("union: %v %v", got, err)
+	}
+	if got, err := st.SpawnedBig(ctx, "m2", "b0"); err != nil || fmt.Sprint(got) != "[1 3 4]" {
+		t.Fatalf("read back: %v %v", got, err)
+	}
+	if _, err := st.RecordResult(ctx, "m2", state.BatchResult{Batch: "b0", Keys: 2, Spawned: 3, Result: copier.Result{Copied: 2}}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := st.ComputeStatus(ctx, "m2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Batches.Sent != 4 || s.Batches.Pending != 3 || s.State != state.StateCopying {
+		t.Fatalf("spawned batches not counted as sent: %s %+v", s.State, s.Batches)
+	}
+	for _, i := range []int{1, 3, 4} {
+		if _, err := st.RecordResult(ctx, "m2", state.BatchResult{Batch: fmt.Sprintf("b0-big-%d", i), Keys: 1, Result: copier.Result{Copied: 1, Big: 1}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if s, err = st.ComputeStatus(ctx, "m2"); err != nil || s.State != state.StateCompleted || s.Keys.Big != 3 || s.Keys.Copied != 5 || s.Batches.Pending != 0 {
+		t.Fatalf("after the big batches: %v %+v", err, s)
+	}
+
+	// A verification run with two batches, one of them recorded twice.
+	if _, err := st.UpdateMigration(ctx, "m2", func(m *state.Migration) (bool, error) {
+		m.Verify = &state.VerifyRun{ID: "v1", CreatedAt: time.Now().UTC(), TTLToleranceMs: 2000, Shards: m.Shards}
+		return true, nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if s, err = st.ComputeStatus(ctx, "m2"); err != nil || s.Verify == nil || s.Verify.State != state.VerifyRunning || s.Final() {
+		t.Fatalf("a run whose shards are not written yet is running: %v %+v", err, s.Verify)
+	}
+	if err := st.CreateVerifyShard(ctx, "m2", "v1", state.ShardProgress{Key: "s0-d0", Done: true, BatchesSent: 2}); err != nil {
+		t.Fatal(err)
+	}
+	ok, err := st.RecordVerifyResult(ctx, "m2", "v1", state.VerifyResult{Batch: "a", Keys: 3, Counts: state.VerifyCounts{Checked: 3, Matching: 2, Missing: 1},
+		Differences: []state.VerifyDifference{{Key: "gone", Kind: "missing", Detail: "not in the target"}}})
+	if err != nil || !ok {
+		t.Fatalf("record: %v %v", ok, err)
+	}
+	if ok, err := st.RecordVerifyResult(ctx, "m2", "v1", state.VerifyResult{Batch: "a", Keys: 3, Counts: state.VerifyCounts{Checked: 3, Matching: 3}}); err != nil || ok {
+		t.Fatalf("second record of a: %v %v, want ignored", ok, err)
+	}
+	if _, err := st.RecordVerifyResult(ctx, "m2", "v1", state.VerifyResult{Batch: "b", Keys: 2, Counts: state.VerifyCounts{Checked: 1, Matching: 1, GoneFromSource: 1}}); err != nil {
+		t.Fatal(err)
+	}
+	s, err = st.ComputeStatus(ctx, "m2")
+	if err != nil {
+		t.Fatal(err)
+	}
+	v := s.Verify
+	if v.State != state.VerifyFailed || !s.Final() || v.Keys.Checked != 4 || v.Keys.Matching != 3 || v.Keys.Missing != 1 || v.Keys.GoneFromSource != 1 ||
+		v.Batches.Done != 2 || v.Batches.Pending != 0 || len(v.Differences) != 1 || v.Differences[0].Key != "gone" || v.Differences[0].Batch != "a" {
+		t.Fatalf("verify status: %+v", v)
+	}
+	// The copy's results are not mixed up with the run's.
+	if s.Batches.Done != 4 || s.Keys.Copied != 5 {
+		t.Fatalf("copy counts changed: %+v %+v", s.Batches, s.Keys)
+	}
+}

@@ -327,6 +327,9 @@ func abs(x int64) int64 {
 // ReadStates reads type, expiry and value digest of keys on one side. The first chunk of every
 // key goes in one pipeline; keys with more chunks (big keys) continue one call at a time.
 func ReadStates(ctx context.Context, conn *redisconn.Conn, c redis.UniversalClient, keys []string, chunk int) ([]KeyState, error) {
+	if chunk <= 0 {
+		chunk = 1000 // a zero chunk would never advance through a big key
+	}
 	if err := ensureScript(ctx, c); err != nil {
 		return nil, err
 	}

@@ -1,0 +1,383 @@
+package functions_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/azcore/to"
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/container"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redis-migrate/redis-migrate/functions"
+	"github.com/redis-migrate/redis-migrate/shared/hostharness"
+	"github.com/redis-migrate/redis-migrate/shared/plan"
+	"github.com/redis-migrate/redis-migrate/shared/state"
+	"github.com/redis-migrate/redis-migrate/shared/testenv"
+)
+
+// gate holds deliveries while closed; the fault hook waits on it.
+type gate struct {
+	mu sync.Mutex
+	ch chan struct{}
+}
+
+func openGate() *gate {
+	ch := make(chan struct{})
+	close(ch)
+	return &gate{ch: ch}
+}
+
+func (g *gate) shut() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.ch:
+		g.ch = make(chan struct{})
+	default:
+	}
+}
+
+func (g *gate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.ch:
+	default:
+		close(g.ch)
+	}
+}
+
+func (g *gate) wait() {
+	g.mu.Lock()
+	ch := g.ch
+	g.mu.Unlock()
+	<-ch
+}
+
+// verify posts a verification and returns the run id.
+func (a *app) verify(id string, body any) string {
+	a.t.Helper()
+	code, hdr, out := a.do("POST", "/api/migrations/"+id+"/verify", testKey, body)
+	if code != http.StatusAccepted {
+		a.t.Fatalf("verify %s: %d %s", id, code, out)
+	}
+	var vr functions.VerifyResponse
+	if err := json.Unmarshal(out, &vr); err != nil {
+		a.t.Fatal(err)
+	}
+	if vr.Run == "" || vr.State != state.VerifyRunning || !strings.HasSuffix(hdr.Get("Location"), "/api/migrations/"+id) {
+		a.t.Fatalf("verify answer %s (Location %q)", out, hdr.Get("Location"))
+	}
+	return vr.Run
+}
+
+// waitVerify polls status until the verification run is over.
+func (a *app) waitVerify(path, run string, timeout time.Duration) *state.Status {
+	a.t.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		code, _, body := a.do("GET", path, testKey, nil)
+		if code != http.StatusOK {
+			a.t.Fatalf("status: %d %s", code, body)
+		}
+		var st state.Status
+		if err := json.Unmarshal(body, &st); err != nil {
+			a.t.Fatal(err)
+		}
+		if v := st.Verify; v != nil && v.Run == run && v.Final() && !st.Stale {
+			return &st
+		}
+		if time.Now().After(deadline) {
+			a.t.Fatalf("verification %s not over after %v: %s", run, timeout, body)
+		}
+		time.Sleep(150 * time.Millisecond)
+	}
+}
+
+// A finished migration (two source dbs mapped into one with a prefix) verifies clean; after a
+// missing key, a changed value, a changed type and a changed TTL are planted in the target, a new
+// run fails and names each; a sample run checks about the sample. Verifying an unknown or an
+// unfinished migration, or while a run is going on, is refused.
+func TestVerifyRoute(t *testing.T) {
+	ctx := context.Background()
+	src, dst := testenv.StartRedis(t), testenv.StartRedis(t)
+	n, err := testenv.FillAllTypes(ctx, src.Client(t, 0), "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.FillBulk(ctx, src.Client(t, 0), "bulk:", 800, 11); err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.FillBulk(ctx, src.Client(t, 1), "b:", 200, 12); err != nil {
+		t.Fatal(err)
+	}
+	total := int64(n + 800 + 200)
+	copyGate, verifyGate := openGate(), openGate()
+	fault := func(d hostharness.DeliveryInfo) hostharness.Fault {
+		if d.Function == "CopyBatch" {
+			if strings.Contains(string(d.Body), `"kind":"verify"`) {
+				verifyGate.wait()
+			} else {
+				copyGate.wait()
+			}
+		}
+		return hostharness.Deliver
+	}
+	a := startApp(t, appOptions{settings: map[string]string{"SOURCE_REDIS": src.URL(), "TARGET_REDIS": dst.URL()}, fault: fault})
+	defer copyGate.open()
+	defer verifyGate.open()
+
+	// Unknown and malformed ids.
+	for _, id := range []string{"m-nope", "Bad_Id"} {
+		if code, _, body := a.do("POST", "/api/migrations/"+id+"/verify", testKey, nil); code != http.StatusNotFound || !strings.Contains(string(body), `"field":"id"`) {
+			t.Fatalf("verify of %s: %d %s", id, code, body)
+		}
+	}
+	if code, _, _ := a.do("POST", "/api/migrations/m-nope/verify", "wrong", nil); code != http.StatusUnauthorized {
+		t.Fatalf("wrong key: %d", code)
+	}
+
+	copyGate.shut()
+	id, path := a.kickoff(map[string]any{"source": map[string]string{"setting": "SOURCE_REDIS"},
+		"target": map[string]string{"setting": "TARGET_REDIS"}, "batchKeys": 100, "dbMap": "0:0,1:0", "dbPrefix": "1:one:"})
+	code, _, body := a.do("POST", "/api/migrations/"+id+"/verify", testKey, nil)
+	if code != http.StatusConflict || !strings.Contains(string(body), "once it has completed") {
+		t.Fatalf("verify of an unfinished migration: %d %s", code, body)
+	}
+	copyGate.open()
+	st := a.waitFinal(path, 60*time.Second)
+	checkCounts(t, st, total)
+	if st.Verify != nil {
+		t.Fatalf("verify before any run: %+v", st.Verify)
+	}
+
+	// Bad bodies.
+	for _, c := range []struct{ body, field, msg string }{
+		{`{"sample":0}`, "sample", "1..100000"},
+		{`{"sample":5,"full":true}`, "full", "not both"},
+		{`{"full":false}`, "sample", "number of keys"},
+		{`{"ttlToleranceMs":-1}`, "ttlToleranceMs", "0.."},
+		{`{"ttlToleranceMs":"1s"}`, "ttlToleranceMs", "number"},
+		{`{"fast":true}`, "fast", "unknown field"},
+		{`[1]`, "", "JSON object"},
+	} {
+		code, _, body := a.do("POST", "/api/migrations/"+id+"/verify", testKey, c.body)
+		var e struct{ Error, Field string }
+		_ = json.Unmarshal(body, &e)
+		if code != http.StatusBadRequest || e.Field != c.field || !strings.Contains(e.Error, c.msg) {
+			t.Errorf("%s: %d %s; want 400 field=%q containing %q", c.body, code, body, c.field, c.msg)
+		}
+	}
+
+	// Run 1: clean. A second request while it runs is refused.
+	verifyGate.shut()
+	run1 := a.verify(id, nil)
+	if code, _, body := a.do("POST", "/api/migrations/"+id+"/verify", testKey, `{"full":true}`); code != http.StatusConflict || !strings.Contains(string(body), "still running") {
+		t.Fatalf("verify during a run: %d %s", code, body)
+	}
+	var during state.Status
+	if code, _, body := a.do("GET", path, testKey, nil); code != 200 || json.Unmarshal(body, &during) != nil ||
+		during.Verify == nil || during.Verify.Run != run1 || during.Verify.State != state.VerifyRunning || during.State != state.StateCompleted {
+		t.Fatalf("status during the run: %d %s", code, body)
+	}
+	verifyGate.open()
+	st = a.waitVerify(path, run1, 60*time.Second)
+	v := st.Verify
+	if v.State != state.VerifyPassed || v.Mode != "full" || v.Keys.Checked != total || v.Keys.Matching != total || v.Keys.Differing() != 0 ||
+		len(v.Differences) != 0 || v.ShardsPlanned != 2 || v.Batches.Sent != v.Batches.Done || v.Batches.Sent == 0 || v.TTLToleranceMs != 2000 {
+		t.Fatalf("clean run: %+v", v)
+	}
+	if st.State != state.StateCompleted || st.Keys.Copied != total {
+		t.Fatalf("the copy's status changed: %s %+v", st.State, st.Keys)
+	}
+
+	// Plant one difference of each kind (one of them under the db 1 prefix).
+	d := dst.Client(t, 0)
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(d.Del(ctx, "one:b:k:7").Err())                               // missing
+	must(d.Set(ctx, "str:plain", "changed", 0).Err())                 // value
+	must(d.Del(ctx, "hash:small").Err())                              // type: same name, a set now
+	must(d.SAdd(ctx, "hash:small", "f1").Err())                       //
+	must(d.PExpire(ctx, "str:ttl", 3*time.Hour).Err())                // ttl: 2 h later than the source's
+	must(d.Set(ctx, "extra-in-target", "not in the source", 0).Err()) // not a source key: not checked
+
+	run2 := a.verify(id, map[string]any{"full": true, "ttlToleranceMs": 1000})
+	if run2 == run1 {
+		t.Fatalf("the second run reused id %s", run1)
+	}
+	st = a.waitVerify(path, run2, 60*time.Second)
+	v = st.Verify
+	k := v.Keys
+	if v.State != state.VerifyFailed || k.Checked != total || k.Missing != 1 || k.ValueDifferent != 1 || k.TypeDifferent != 1 ||
+		k.TTLDifferent != 1 || k.Errors != 0 || k.Matching != total-4 || v.TTLToleranceMs != 1000 {
+		t.Fatalf("run with planted differences: %+v", v)
+	}
+	want := map[string]string{"one:b:k:7": "missing", "str:plain": "value", "hash:small": "type", "str:ttl": "ttl"}
+	got := map[string]string{}
+	for _, df := range v.Differences {
+		got[df.Key] = df.Kind
+		if df.Detail == "" || df.Batch == "" {
+			t.Errorf("difference without detail or batch: %+v", df)
+		}
+	}
+	for key, kind := range want {
+		if got[key] != kind {
+			t.Errorf("difference of %s: got %q, want %q (all: %+v)", key, got[key], kind, v.Differences)
+		}
+	}
+
+	// Run 3: a sample.
+	run3 := a.verify(id, map[string]any{"sample": 150})
+	st = a.waitVerify(path, run3, 60*time.Second)
+	v = st.Verify
+	if v.Mode != "sample of 150" || v.Keys.Checked < 100 || v.Keys.Checked > 151 || v.Keys.Checked != v.Keys.Matching+v.Keys.Differing() {
+		t.Fatalf("sample run: %+v", v)
+	}
+	if (v.Keys.Differing() > 0) != (v.State == state.VerifyFailed) {
+		t.Fatalf("sample verdict %s with %d differing", v.State, v.Keys.Differing())
+	}
+	// The final summary is served as is, and says the latest run.
+	var after state.Status
+	if _, _, body := a.do("GET", path, testKey, nil); json.Unmarshal(body, &after) != nil || after.Verify == nil || after.Verify.Run != run3 {
+		t.Fatalf("status after run 3: %s", body)
+	}
+}
+
+// Big keys found by a copy batch are copied in batches of their own (<batch>-big-<i>), also when
+// the spawning batch is delivered twice or its reply is lost; status counts every batch and key
+// once, and the target equals the source.
+func TestBigKeysInTheirOwnBatches(t *testing.T) {
+	ctx := context.Background()
+	src, dst := testenv.StartRedis(t), testenv.StartRedis(t)
+	sc := src.Client(t, 0)
+	n, err := testenv.FillAllTypes(ctx, sc, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.FillBulk(ctx, sc, "bulk:", 600, 21); err != nil {
+		t.Fatal(err)
+	}
+	const threshold = 16 << 10
+	big := map[string]bool{}
+	keys, err := sc.Keys(ctx, "*").Result()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if m, err := sc.MemoryUsage(ctx, k).Result(); err == nil && m >= threshold {
+			big[k] = true
+		}
+	}
+	if len(big) < 3 {
+		t.Fatalf("want a few big keys in the dataset, got %v", big)
+	}
+	var mu sync.Mutex
+	injected := map[string]int{}
+	spawning := 0
+	fault := func(d hostharness.DeliveryInfo) hostharness.Fault {
+		if d.Function != "CopyBatch" || d.DeliveryCount != 1 {
+			return hostharness.Deliver
+		}
+		var m struct {
+			Batch plan.Batch `json:"batch"`
+		}
+		_ = json.Unmarshal(d.Body, &m)
+		mu.Lock()
+		defer mu.Unlock()
+		if m.Batch.Big {
+			injected["big-twice"]++
+			return hostharness.DeliverTwice
+		}
+		for _, k := range m.Batch.Keys {
+			if big[string(k)] {
+				// Alternate between the two faults over the batches that spawn.
+				spawning++
+				if spawning%2 == 1 {
+					injected["spawning-reply-lost"]++
+					return hostharness.DropReply
+				}
+				injected["spawning-twice"]++
+				return hostharness.DeliverTwice
+			}
+		}
+		return hostharness.Deliver
+	}
+	az := testenv.StartAzurite(t)
+	a := startApp(t, appOptions{azurite: az, settings: map[string]string{"SOURCE_REDIS": src.URL(), "TARGET_REDIS": dst.URL()}, fault: fault})
+	ok := `{"source":{"setting":"SOURCE_REDIS"},"target":{"setting":"TARGET_REDIS"}`
+	for _, c := range []struct{ body, msg string }{
+		{ok + `,"bigKeyBytes":-2}`, "or -1"},
+		{ok + `,"bigKeyBytes":2199023255552}`, "1..1099511627776"},
+		{ok + `,"bigKeyBytes":"16k"}`, "number"},
+	} {
+		code, _, body := a.do("POST", "/api/migrations", testKey, c.body)
+		if code != http.StatusBadRequest || !strings.Contains(string(body), `"field":"bigKeyBytes"`) || !strings.Contains(string(body), c.msg) {
+			t.Errorf("%s: %d %s", c.body, code, body)
+		}
+	}
+	id, path := a.kickoff(map[string]any{"source": map[string]string{"setting": "SOURCE_REDIS"},
+		"target": map[string]string{"setting": "TARGET_REDIS"}, "batchKeys": 20, "bigKeyBytes": threshold})
+	st := a.waitFinal(path, 60*time.Second)
+	mu.Lock()
+	t.Logf("big keys %d, injected %v", len(big), injected)
+	for _, f := range []string{"spawning-reply-lost", "spawning-twice", "big-twice"} {
+		if injected[f] == 0 {
+			t.Errorf("fault %s never injected", f)
+		}
+	}
+	mu.Unlock()
+	checkCounts(t, st, int64(n+600))
+	if st.Keys.Big != int64(len(big)) {
+		t.Errorf("keys.big %d, want %d", st.Keys.Big, len(big))
+	}
+
+	// The results: one per big key, named after the batch that found it.
+	store, err := state.Open(ctx, az.ConnectionString, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pager := store.Container().NewListBlobsFlatPager(&container.ListBlobsFlatOptions{Prefix: to.Ptr(id + "/results/")})
+	var bigResults, results int
+	for pager.More() {
+		page, err := pager.NextPage(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, it := range page.Segment.BlobItems {
+			results++
+			name := strings.TrimSuffix(strings.TrimPrefix(*it.Name, id+"/results/"), ".json")
+			if !strings.Contains(name, "-big-") {
+				continue
+			}
+			bigResults++
+			r, err := store.GetResult(ctx, id, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if r.Keys != 1 || r.Result.Big != 1 || r.Result.Copied != 1 {
+				t.Errorf("big batch %s: %+v", name, r)
+			}
+		}
+	}
+	if bigResults != len(big) || int64(results) != st.Batches.Done {
+		t.Fatalf("%d big-key results of %d (want %d); batches %+v", bigResults, results, len(big), st.Batches)
+	}
+	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, []*redis.Client{dst.Client(t, 0)}, nil, 2000)
+
+	// The copy verifies clean, big keys (digested in chunks) included.
+	run := a.verify(id, nil)
+	st = a.waitVerify(path, run, 60*time.Second)
+	if st.Verify.State != state.VerifyPassed || st.Verify.Keys.Checked != int64(n+600) {
+		t.Fatalf("verify: %+v", st.Verify)
+	}
+}
