@@ -4,6 +4,8 @@ import (
 	"context"
 	"encoding/json"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -379,5 +381,31 @@ func TestBigKeysInTheirOwnBatches(t *testing.T) {
 	st = a.waitVerify(path, run, 60*time.Second)
 	if st.Verify.State != state.VerifyPassed || st.Verify.Keys.Checked != int64(n+600) {
 		t.Fatalf("verify: %+v", st.Verify)
+	}
+}
+
+// local.settings.example.json lists every setting the app reads, and serve --local can load it.
+func TestExampleSettingsListEverySetting(t *testing.T) {
+	file := filepath.Join(testenv.RepoRoot(), "local.settings.example.json")
+	if _, err := functions.LoadSettings(file, true); err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ls struct{ Values map[string]string }
+	if err := json.Unmarshal(raw, &ls); err != nil {
+		t.Fatal(err)
+	}
+	settings := ls.Values
+	for _, name := range []string{functions.SettingStorage, functions.SettingServiceBus, functions.SettingStateContainer,
+		functions.SettingAllowInlineURLs, functions.SettingMaxDeliveries, functions.SettingPlanStepSeconds, functions.SettingPlanStepMaxKeys,
+		functions.SettingLocalFunctionKey, functions.SettingImportTarget, functions.SettingImportExisting, functions.SettingImportDBMap,
+		functions.SettingImportDBPrefix, functions.SettingImportMatch, functions.SettingImportFunctions, functions.SettingImportModules,
+		functions.SettingImportSeconds, functions.SettingImportCheckpointMs, functions.SettingImportMaxAttempts} {
+		if _, ok := settings[name]; !ok {
+			t.Errorf("%s is missing from local.settings.example.json", name)
+		}
 	}
 }
