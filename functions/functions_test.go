@@ -469,11 +469,16 @@ func TestHTTPInvocationFormWithoutForwarding(t *testing.T) {
 	if code != 400 || !strings.Contains(string(body), `"field":"nope"`) {
 		t.Fatalf("bad request via invocation: %d %s", code, body)
 	}
-	_, path := a.kickoff(map[string]any{"source": map[string]string{"setting": "SOURCE_REDIS"}, "target": map[string]string{"setting": "TARGET_REDIS"}})
+	id, path := a.kickoff(map[string]any{"source": map[string]string{"setting": "SOURCE_REDIS"}, "target": map[string]string{"setting": "TARGET_REDIS"}})
 	st := a.waitFinal(path, 60*time.Second)
 	checkCounts(t, st, 50)
 	if !strings.Contains(a.log.String(), "MigrationStatus: GET") {
 		t.Fatalf("harness did not log the invocation path")
+	}
+	// The verify route takes its id from the invocation's route parameters.
+	run := a.verify(id, `{"sample":10}`)
+	if st = a.waitVerify(path, run, 60*time.Second); st.Verify.State != state.VerifyPassed || st.Verify.Keys.Checked == 0 {
+		t.Fatalf("verify via invocation: %+v", st.Verify)
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -18,6 +19,7 @@ import (
 	"github.com/redis-migrate/redis-migrate/functions"
 	"github.com/redis-migrate/redis-migrate/shared/hostharness"
 	"github.com/redis-migrate/redis-migrate/shared/plan"
+	"github.com/redis-migrate/redis-migrate/shared/queue"
 	"github.com/redis-migrate/redis-migrate/shared/state"
 	"github.com/redis-migrate/redis-migrate/shared/testenv"
 )
@@ -407,5 +409,124 @@ func TestExampleSettingsListEverySetting(t *testing.T) {
 		if _, ok := settings[name]; !ok {
 			t.Errorf("%s is missing from local.settings.example.json", name)
 		}
+	}
+}
+
+// A delivery that recorded a key as sent off to a big-key batch (and sent it) but crashed before
+// recording the batch's result: the redelivery leaves that key to its batch, even though it is
+// not big, so every key and batch is counted once.
+func TestSpawnRecordSurvivesACrashedDelivery(t *testing.T) {
+	ctx := context.Background()
+	src, dst := testenv.StartRedis(t), testenv.StartRedis(t)
+	sc := src.Client(t, 0)
+	if err := testenv.FillBulk(ctx, sc, "bulk:", 200, 31); err != nil {
+		t.Fatal(err)
+	}
+	fields := make([]any, 0, 4000)
+	for i := 0; i < 2000; i++ {
+		fields = append(fields, "field-"+strings.Repeat("x", i%7), "value-"+strings.Repeat("y", 20)+string(rune('a'+i%26)), "f"+time.Duration(i).String(), i)
+	}
+	if err := sc.HSet(ctx, "bighash", fields...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	az := testenv.StartAzurite(t)
+	store, err := state.Open(ctx, az.ConnectionString, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	const id = "m-spawn-crash"
+	var a *app
+	var mu sync.Mutex
+	simulated := ""
+	fault := func(d hostharness.DeliveryInfo) hostharness.Fault {
+		if d.Function != "CopyBatch" || d.DeliveryCount != 1 {
+			return hostharness.Deliver
+		}
+		var m struct {
+			Batch plan.Batch `json:"batch"`
+		}
+		_ = json.Unmarshal(d.Body, &m)
+		mu.Lock()
+		defer mu.Unlock()
+		if simulated != "" || m.Batch.Big {
+			return hostharness.Deliver
+		}
+		j, hasBig := -1, false
+		for i, k := range m.Batch.Keys {
+			if string(k) == "bighash" {
+				hasBig = true
+			} else if j < 0 {
+				j = i
+			}
+		}
+		if !hasBig || j < 0 {
+			return hostharness.Deliver
+		}
+		// What the crashed delivery left behind: key j recorded and sent off (it was big then).
+		if _, err := store.RecordSpawnedBig(ctx, id, m.Batch.ID, []int{j}); err != nil {
+			t.Error(err)
+		}
+		bb := plan.Batch{ID: m.Batch.ID + "-big-" + strconv.Itoa(j), Shard: m.Batch.Shard, DB: m.Batch.DB, Keys: [][]byte{m.Batch.Keys[j]}, Big: true}
+		body, _ := json.Marshal(map[string]any{"migration": id, "batch": bb})
+		if err := a.h.Queue.Send(ctx, queue.Copy, []queue.Message{{ID: id + "." + bb.ID, Body: body}}); err != nil {
+			t.Error(err)
+		}
+		simulated = m.Batch.ID
+		return hostharness.FailBeforeCall
+	}
+	a = startApp(t, appOptions{azurite: az, settings: map[string]string{"SOURCE_REDIS": src.URL(), "TARGET_REDIS": dst.URL()}, fault: fault})
+	_, path := a.kickoff(map[string]any{"id": id, "source": map[string]string{"setting": "SOURCE_REDIS"},
+		"target": map[string]string{"setting": "TARGET_REDIS"}, "batchKeys": 25, "bigKeyBytes": 16 << 10})
+	st := a.waitFinal(path, 60*time.Second)
+	mu.Lock()
+	if simulated == "" {
+		t.Fatal("the spawning batch was never seen")
+	}
+	mu.Unlock()
+	checkCounts(t, st, 201)
+	if st.Keys.Big != 2 {
+		t.Fatalf("keys.big %d, want 2 (the big hash, and the key sent off by the crashed delivery)", st.Keys.Big)
+	}
+	r, err := store.GetResult(ctx, id, simulated)
+	if err != nil || r.Spawned != 2 || r.Delivery != 2 {
+		t.Fatalf("result of the spawning batch: %+v %v", r, err)
+	}
+	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, []*redis.Client{dst.Client(t, 0)}, nil, 2000)
+}
+
+// A verify batch that fails every delivery ends dead-lettered: the run fails, counting its keys
+// as errors, with the queue's reason.
+func TestVerifyBatchDeadLettered(t *testing.T) {
+	ctx := context.Background()
+	src, dst := testenv.StartRedis(t), testenv.StartRedis(t)
+	if err := testenv.FillBulk(ctx, src.Client(t, 0), "v:", 300, 41); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	victim := ""
+	fault := func(d hostharness.DeliveryInfo) hostharness.Fault {
+		if d.Function != "CopyBatch" || !strings.Contains(string(d.Body), `"kind":"verify"`) {
+			return hostharness.Deliver
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if victim == "" {
+			victim = d.MessageID
+		}
+		if d.MessageID == victim {
+			return hostharness.FailBeforeCall
+		}
+		return hostharness.Deliver
+	}
+	a := startApp(t, appOptions{settings: map[string]string{"SOURCE_REDIS": src.URL(), "TARGET_REDIS": dst.URL()}, fault: fault})
+	id, path := a.kickoff(map[string]any{"source": map[string]string{"setting": "SOURCE_REDIS"},
+		"target": map[string]string{"setting": "TARGET_REDIS"}, "batchKeys": 100})
+	checkCounts(t, a.waitFinal(path, 60*time.Second), 300)
+	run := a.verify(id, nil)
+	v := a.waitVerify(path, run, 60*time.Second).Verify
+	if v.State != state.VerifyFailed || v.Batches.DeadLettered != 1 || len(v.DeadLettered) != 1 ||
+		!strings.Contains(v.DeadLettered[0].Reason, "MaxDeliveryCountExceeded") || v.Keys.Errors != int64(v.DeadLettered[0].Keys) ||
+		v.Keys.Checked != 300 || v.Keys.Matching != 300-v.Keys.Errors {
+		t.Fatalf("verify with a dead-lettered batch: %+v", v)
 	}
 }

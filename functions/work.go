@@ -366,21 +366,30 @@ func (a *App) copyOne(ctx context.Context, cm *copyMessage, delivery int) (copie
 		}
 		res.BigKeys = nil
 	}
-	if len(spawned) > 0 {
-		// All of them again, not only the new ones: a delivery that crashed after recording
-		// them may not have sent them. Duplicate detection drops what did go out.
-		msgs := make([]queue.Message, 0, len(spawned))
-		for _, i := range spawned {
-			bb := bigBatch(b, i)
-			body, _ := json.Marshal(copyMessage{Migration: mig.ID, Batch: bb})
-			msgs = append(msgs, queue.Message{ID: copyMessageID(mig.ID, bb.ID), Body: body,
-				Properties: map[string]any{"migration": mig.ID, "kind": kindCopy}})
-		}
-		if err := a.sendAll(ctx, queue.Copy, msgs); err != nil {
-			return copier.Result{}, nil, fmt.Errorf("sending big-key batches: %s", redact.Error(err))
-		}
+	// All of them again, not only the new ones: a delivery that crashed after recording them
+	// may not have sent them. Duplicate detection drops what did go out.
+	if err := a.sendBig(ctx, mig.ID, b, spawned); err != nil {
+		return copier.Result{}, nil, err
 	}
 	return res, spawned, nil
+}
+
+// sendBig sends the big-key batches of b for the keys at positions idx.
+func (a *App) sendBig(ctx context.Context, id string, b plan.Batch, idx []int) error {
+	msgs := make([]queue.Message, 0, len(idx))
+	for _, i := range idx {
+		if i < 0 || i >= len(b.Keys) {
+			continue
+		}
+		bb := bigBatch(b, i)
+		body, _ := json.Marshal(copyMessage{Migration: id, Batch: bb})
+		msgs = append(msgs, queue.Message{ID: copyMessageID(id, bb.ID), Body: body,
+			Properties: map[string]any{"migration": id, "kind": kindCopy}})
+	}
+	if err := a.sendAll(ctx, queue.Copy, msgs); err != nil {
+		return fmt.Errorf("sending big-key batches: %s", redact.Error(err))
+	}
+	return nil
 }
 
 // positions finds the positions in b of the keys the copier deferred, skipping positions
@@ -405,13 +414,17 @@ func positions(b plan.Batch, big [][]byte, taken []int) []int {
 }
 
 // deadBatch is what a dead-lettered batch's result counts: every key it did not send off to a
-// big-key batch failed with reason.
+// big-key batch failed with reason. Keys it recorded as sent off are sent (again) first, since the
+// result counts their batches as to come; if that fails, nothing may be recorded yet.
 func (a *App) deadBatch(ctx context.Context, cm *copyMessage, delivery int, reason string) (state.BatchResult, error) {
 	b := cm.Batch
 	var spawned []int
 	if !b.Big {
 		var err error
 		if spawned, err = a.store.SpawnedBig(ctx, cm.Migration, b.ID); err != nil {
+			return state.BatchResult{}, err
+		}
+		if err := a.sendBig(ctx, cm.Migration, b, spawned); err != nil {
 			return state.BatchResult{}, err
 		}
 	}
