@@ -32,7 +32,7 @@ fuzz:
 
 package:         ## dist/: linux/amd64 handler, host.json, one folder per function, and a zip
 	rm -rf dist && mkdir -p dist
-	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -o dist/handler .
+	CGO_ENABLED=0 GOOS=linux GOARCH=amd64 $(GO) build -trimpath -ldflags "-s -w" -o dist/handler .
 	cp host.json dist/
 	for f in functions/*/function.json; do mkdir -p dist/$$(basename $$(dirname $$f)); cp $$f dist/$$(basename $$(dirname $$f))/; done
 	cd dist && rm -f ../redis-migrate-app.zip && zip -qr ../redis-migrate-app.zip . && mv ../redis-migrate-app.zip .
