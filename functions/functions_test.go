@@ -248,12 +248,28 @@ func TestInjectedFailuresKeepCountsExact(t *testing.T) {
 	}
 	var mu sync.Mutex
 	injected := map[string]int{}
+	replayed := make(chan struct{})
+	var replayOnce sync.Once
 	fault := func(d hostharness.DeliveryInfo) hostharness.Fault {
+		if d.Function == "PlanShard" && d.DeliveryCount == 2 && strings.HasSuffix(d.MessageID, ".step1") {
+			replayOnce.Do(func() { close(replayed) })
+		}
+		if d.Function == "PlanShard" && d.DeliveryCount == 1 && strings.HasSuffix(d.MessageID, ".step2") {
+			// Hold step 2 until step 1's replay has run: the replay then finds step 1 recorded and
+			// step 2 not, and must send step 2's message again (duplicate detection drops it).
+			// Without this, step 2 may finish first and the replay has nothing to re-send.
+			select {
+			case <-replayed:
+				time.Sleep(300 * time.Millisecond)
+			case <-time.After(10 * time.Second):
+			}
+		}
 		mu.Lock()
 		defer mu.Unlock()
-		h := 0
+		// Unsigned: a negative hash would only ever hit h%5 == 0, and some faults never happen.
+		h := uint32(0)
 		for _, c := range d.MessageID {
-			h = h*31 + int(c)
+			h = h*31 + uint32(c)
 		}
 		switch {
 		case d.Function == "PlanShard" && d.DeliveryCount == 1 && strings.HasSuffix(d.MessageID, ".step1"):
