@@ -530,3 +530,51 @@ func TestVerifyBatchDeadLettered(t *testing.T) {
 		t.Fatalf("verify with a dead-lettered batch: %+v", v)
 	}
 }
+
+// A key copied inline by a delivery that then crashed, and big by the redelivery: its own batch
+// overwrites the copy the crashed delivery left (existing fail only guards against keys that
+// were there before the migration), so it is copied, not reported as a clash.
+func TestKeyGrownBigAfterACrashedDelivery(t *testing.T) {
+	ctx := context.Background()
+	src, dst := testenv.StartRedis(t), testenv.StartRedis(t)
+	sc, dc := src.Client(t, 0), dst.Client(t, 0)
+	if err := testenv.FillBulk(ctx, sc, "bulk:", 200, 51); err != nil {
+		t.Fatal(err)
+	}
+	if err := sc.Set(ctx, "grow", "small for now", 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	done := false
+	fault := func(d hostharness.DeliveryInfo) hostharness.Fault {
+		if d.Function != "CopyBatch" || d.DeliveryCount != 1 || !strings.Contains(string(d.Body), `"Z3Jvdw=="`) { // "grow" in base64
+			return hostharness.Deliver
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if done {
+			return hostharness.Deliver
+		}
+		done = true
+		// What the crashed delivery left behind: "grow" copied while small. Then it grows.
+		if err := dc.Set(ctx, "grow", "small for now", 0).Err(); err != nil {
+			t.Error(err)
+		}
+		if err := sc.Set(ctx, "grow", strings.Repeat("big value ", 5000), 0).Err(); err != nil {
+			t.Error(err)
+		}
+		return hostharness.FailBeforeCall
+	}
+	a := startApp(t, appOptions{settings: map[string]string{"SOURCE_REDIS": src.URL(), "TARGET_REDIS": dst.URL()}, fault: fault})
+	_, path := a.kickoff(map[string]any{"source": map[string]string{"setting": "SOURCE_REDIS"},
+		"target": map[string]string{"setting": "TARGET_REDIS"}, "batchKeys": 25, "bigKeyBytes": 16 << 10})
+	st := a.waitFinal(path, 60*time.Second)
+	if !done {
+		t.Fatal("the batch holding the key was never seen")
+	}
+	checkCounts(t, st, 201)
+	if st.Keys.Big != 1 {
+		t.Fatalf("keys.big %d, want 1", st.Keys.Big)
+	}
+	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, []*redis.Client{dc}, nil, 2000)
+}

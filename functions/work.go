@@ -33,6 +33,9 @@ type copyMessage struct {
 	Run       string     `json:"run,omitempty"`
 	// TTLToleranceMs travels with a verify batch so it does not depend on which run is latest.
 	TTLToleranceMs int64 `json:"ttlToleranceMs,omitempty"`
+	// ParentDelivery is the delivery of the batch that sent this big-key batch off. After a
+	// first delivery, that batch may have copied the key inline before it grew big.
+	ParentDelivery int `json:"parentDelivery,omitempty"`
 }
 
 // Message kinds (the "kind" application property, and the body's kind for verification).
@@ -348,7 +351,7 @@ func (a *App) copyOne(ctx context.Context, cm *copyMessage, delivery int) (copie
 		}
 	}
 	existing := copier.Existing(mig.Options.Existing)
-	if existing == copier.ExistingFail && delivery > 1 {
+	if existing == copier.ExistingFail && (delivery > 1 || cm.ParentDelivery > 1) {
 		// The target was empty at kickoff; a key of this batch found there now was most likely
 		// written by an earlier delivery that failed after writing it. Overwriting it with the
 		// same source value keeps the counts exact instead of reporting our own key as a clash.
@@ -368,21 +371,21 @@ func (a *App) copyOne(ctx context.Context, cm *copyMessage, delivery int) (copie
 	}
 	// All of them again, not only the new ones: a delivery that crashed after recording them
 	// may not have sent them. Duplicate detection drops what did go out.
-	if err := a.sendBig(ctx, mig.ID, b, spawned); err != nil {
+	if err := a.sendBig(ctx, mig.ID, b, spawned, delivery); err != nil {
 		return copier.Result{}, nil, err
 	}
 	return res, spawned, nil
 }
 
-// sendBig sends the big-key batches of b for the keys at positions idx.
-func (a *App) sendBig(ctx context.Context, id string, b plan.Batch, idx []int) error {
+// sendBig sends the big-key batches of b for the keys at positions idx, from b's delivery.
+func (a *App) sendBig(ctx context.Context, id string, b plan.Batch, idx []int, delivery int) error {
 	msgs := make([]queue.Message, 0, len(idx))
 	for _, i := range idx {
 		if i < 0 || i >= len(b.Keys) {
 			continue
 		}
 		bb := bigBatch(b, i)
-		body, _ := json.Marshal(copyMessage{Migration: id, Batch: bb})
+		body, _ := json.Marshal(copyMessage{Migration: id, Batch: bb, ParentDelivery: delivery})
 		msgs = append(msgs, queue.Message{ID: copyMessageID(id, bb.ID), Body: body,
 			Properties: map[string]any{"migration": id, "kind": kindCopy}})
 	}
@@ -424,7 +427,7 @@ func (a *App) deadBatch(ctx context.Context, cm *copyMessage, delivery int, reas
 		if spawned, err = a.store.SpawnedBig(ctx, cm.Migration, b.ID); err != nil {
 			return state.BatchResult{}, err
 		}
-		if err := a.sendBig(ctx, cm.Migration, b, spawned); err != nil {
+		if err := a.sendBig(ctx, cm.Migration, b, spawned, delivery); err != nil {
 			return state.BatchResult{}, err
 		}
 	}
