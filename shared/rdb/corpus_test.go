@@ -22,6 +22,9 @@ const corpusDir = "../../../shared/rdb-corpus"
 func needCorpus(t testing.TB) {
 	t.Helper()
 	if _, err := os.Stat(filepath.Join(corpusDir, "_decoded")); err != nil {
+		if os.Getenv("REQUIRE_CORPUS") == "1" {
+			t.Fatalf("RDB corpus required (REQUIRE_CORPUS=1) but not found: %v", err)
+		}
 		t.Skip("RDB corpus not present:", err)
 	}
 }
