@@ -187,23 +187,32 @@ func Run(ctx context.Context, src, dst *redisconn.Conn, o Options) (*Report, err
 	return rep, nil
 }
 
-// sampleKeys picks up to n distinct random keys (RANDOMKEY; MATCH is applied after).
+// sampleKeys picks up to n distinct random keys (RANDOMKEY, pipelined; MATCH is applied after).
 func sampleKeys(ctx context.Context, node *redis.Client, n int, match string) ([]string, error) {
 	seen := map[string]bool{}
 	var out []string
-	for tries := 0; len(out) < n && tries < n*3; tries++ {
-		k, err := node.RandomKey(ctx).Result()
-		if err == redis.Nil {
-			break
+	for tries := 0; len(out) < n && tries < n*3; {
+		batch := min(n-len(out), 500)
+		pipe := node.Pipeline()
+		cmds := make([]*redis.StringCmd, batch)
+		for i := range cmds {
+			cmds[i] = pipe.RandomKey(ctx)
 		}
-		if err != nil {
+		if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
 			return nil, fmt.Errorf("source RANDOMKEY: %s", redact.Error(err))
 		}
-		if seen[k] || (match != "" && !Glob(match, k)) {
-			continue
+		tries += batch
+		for _, c := range cmds {
+			k, err := c.Result()
+			if err == redis.Nil {
+				return out, nil // empty database
+			}
+			if err != nil || seen[k] || (match != "" && !Glob(match, k)) || len(out) >= n {
+				continue
+			}
+			seen[k] = true
+			out = append(out, k)
 		}
-		seen[k] = true
-		out = append(out, k)
 	}
 	return out, nil
 }
