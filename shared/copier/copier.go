@@ -381,6 +381,7 @@ func (c *Copier) restore(ctx context.Context, dst redis.UniversalClient, prefix 
 		return fmt.Errorf("writing to target: %s", redact.Error(err))
 	}
 	var again []Payload
+	var near []string
 	for _, p := range sent {
 		err := p.cmd.Err()
 		switch {
@@ -389,6 +390,9 @@ func (c *Copier) restore(ctx context.Context, dst redis.UniversalClient, prefix 
 			res.Bytes += int64(len(p.d.Data))
 			if reencoded {
 				res.Fallback++
+			}
+			if p.d.ExpireAt > 0 && p.d.ExpireAt < now+nearExpiryMs {
+				near = append(near, p.key)
 			}
 		case strings.HasPrefix(err.Error(), "BUSYKEY"):
 			if c.Opts.Existing == ExistingSkip {
@@ -414,7 +418,40 @@ func (c *Copier) restore(ctx context.Context, dst redis.UniversalClient, prefix 
 			res.fail([]byte(p.key), "target refused RESTORE: "+err.Error())
 		}
 	}
+	if err := c.recountExpired(ctx, dst, near, res, reencoded); err != nil {
+		return err
+	}
 	return c.restore(ctx, dst, prefix, again, res, true)
+}
+
+// nearExpiryMs: a key this close to its expiry may expire between our clock check and the
+// target's, and RESTORE ... ABSTTL answers OK while dropping a key whose time has come.
+const nearExpiryMs = 2000
+
+// recountExpired checks that keys written close to their expiry are really there; the ones the
+// target dropped as already expired move from copied to expired, so the counts stay true.
+func (c *Copier) recountExpired(ctx context.Context, dst redis.UniversalClient, keys []string, res *Result, reencoded bool) error {
+	if len(keys) == 0 {
+		return nil
+	}
+	pipe := dst.Pipeline()
+	cmds := make([]*redis.IntCmd, len(keys))
+	for i, k := range keys {
+		cmds[i] = pipe.Exists(ctx, k)
+	}
+	if _, err := pipe.Exec(ctx); err != nil && !isReplyError(err) {
+		return fmt.Errorf("writing to target: %s", redact.Error(err))
+	}
+	for _, cmd := range cmds {
+		if cmd.Err() == nil && cmd.Val() == 0 {
+			res.Copied--
+			res.Expired++
+			if reencoded {
+				res.Fallback--
+			}
+		}
+	}
+	return nil
 }
 
 // fallback writes one refused key through Opts.Fallback (type commands); the payload may be the

@@ -277,6 +277,10 @@ func (r *Report) Compare(key string, want, got KeyState, o Options) {
 	switch {
 	case want.Err != nil || got.Err != nil:
 		r.diff(&r.Errors, key, "error", redact.Error(errors.Join(want.Err, got.Err)), o)
+	case got.Type == "none" && want.ExpireAt > 0 && want.ExpireAt <= time.Now().UnixMilli()+tol:
+		// Expiring as we look: the target may have dropped it a moment before the source.
+		r.Checked--
+		r.GoneSource++
 	case got.Type == "none":
 		r.diff(&r.Missing, key, "missing", "not in the target", o)
 	case o.PresenceOnly:
