@@ -2,8 +2,6 @@ package functions
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -165,12 +163,6 @@ func checkImportOptions(r *ImportRequest) error {
 	return checkKeyOptions(keyOptions{existing: r.Existing, match: r.Match, dbMap: r.DBMap, dbPrefix: r.DBPrefix})
 }
 
-func newImportID() string {
-	var b [4]byte
-	_, _ = rand.Read(b[:])
-	return "i-" + time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
-}
-
 // importStart is POST /api/imports: it writes (or updates) the import's record and rewrites the
 // blob's metadata (migration=<id>), which makes the host trigger ImportRdb for it; the import
 // itself runs there, since an HTTP call must answer within 230 s.
@@ -192,7 +184,7 @@ func (a *App) importStart(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	var resp *ImportResponse
 	if req.ID == "" {
-		resp, err = a.newImport(ctx, newImportID(), req)
+		resp, err = a.newImport(ctx, newID("i"), req)
 	} else {
 		var mig *state.Migration
 		mig, err = a.store.GetMigration(ctx, req.ID)

@@ -371,10 +371,11 @@ func planMessageID(id, key string, step int) string {
 	return fmt.Sprintf("%s.%s.step%d", id, key, step)
 }
 
-func newMigrationID() string {
+// newID names a migration ("m") or an import ("i"): sortable by time, unique by the random part.
+func newID(kind string) string {
 	var b [4]byte
 	_, _ = rand.Read(b[:])
-	return "m-" + time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+	return kind + "-" + time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
 }
 
 // migrationStart is POST /api/migrations.
@@ -394,7 +395,7 @@ func (a *App) migrationStart(w http.ResponseWriter, r *http.Request) {
 	}
 	id := req.ID
 	if id == "" {
-		id = newMigrationID()
+		id = newID("m")
 	}
 	// HTTP triggers must answer within 230 s: keep the preflight well inside.
 	ctx, cancel := context.WithTimeout(r.Context(), 60*time.Second)
