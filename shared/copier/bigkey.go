@@ -91,6 +91,13 @@ func (c *Copier) copyBig(ctx context.Context, src, dst redis.UniversalClient, ke
 		res.Copied++
 		res.Big++
 		res.Bytes += bytes
+		if expireAt > 0 && expireAt < c.Now().UnixMilli()+nearExpiryMs {
+			if n, err := dst.Exists(ctx, target).Result(); err == nil && n == 0 {
+				res.Copied-- // expired on arrival (PEXPIREAT in the past deletes it)
+				res.Big--
+				res.Expired++
+			}
+		}
 	}
 	return nil
 }
