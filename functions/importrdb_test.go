@@ -228,13 +228,14 @@ func TestImportRdbContinuesAfterTimeBudget(t *testing.T) {
 	src, dst := testenv.StartRedis(t), testenv.StartRedis(t)
 	data, n := makeRDB(t, src, 10000)
 	az := testenv.StartAzurite(t)
-	// Slow the import down (each checkpoint takes 25 ms more) so it needs several invocations.
+	// Slow the import down (each checkpoint takes 60 ms more) so it needs several invocations of
+	// 2 s; 2 s rather than 1 leaves a loaded CI machine time to reach its first checkpoint.
 	t.Cleanup(functions.SetImportCheckpointHook(func(string, state.ImportCheckpoint) bool {
-		time.Sleep(25 * time.Millisecond)
+		time.Sleep(60 * time.Millisecond)
 		return false
 	}))
 	a := startApp(t, appOptions{azurite: az, settings: map[string]string{"TARGET_REDIS": dst.URL(),
-		functions.SettingImportTarget: "TARGET_REDIS", functions.SettingImportCheckpointMs: "20", functions.SettingImportSeconds: "1"}})
+		functions.SettingImportTarget: "TARGET_REDIS", functions.SettingImportCheckpointMs: "20", functions.SettingImportSeconds: "2"}})
 	uploadRDB(t, az, "long.rdb", data, map[string]string{functions.MetadataMigration: "long-one"})
 	st := a.waitImport("long-one", 90*time.Second)
 	checkImported(t, st, n, int64(len(data)))

@@ -46,7 +46,9 @@ func TestCopyIntoClusterWhileItReshards(t *testing.T) {
 	if code != 0 || sum.KeysCopied != int64(n) || sum.KeysFailed != 0 {
 		t.Fatalf("exit %d summary %+v", code, sum)
 	}
-	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, testenv.ClusterMasters(ctx, t, dst.Masters[0].Addr), nil, 1)
+	// Resharding moves keys with MIGRATE, which carries TTLs as relative times: a moved key's
+	// expiry drifts by the few milliseconds the move took. That drift is the cluster's, not ours.
+	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, testenv.ClusterMasters(ctx, t, dst.Masters[0].Addr), nil, 100)
 }
 
 func lastLinesOf(s string, n int) string {

@@ -245,6 +245,13 @@ func (c *Copier) sizeUp(ctx context.Context, src, dst redis.UniversalClient, pre
 	if _, err := pipe.Exec(ctx); err != nil && !isReplyError(err) {
 		return nil, nil, fmt.Errorf("reading from source: %s", redact.Error(err))
 	}
+	for _, cmd := range cmds {
+		if err := cmd.Err(); err != nil && err != redis.Nil {
+			// MEMORY USAGE is not allowed everywhere: then every key takes the DUMP path.
+			c.noMemoryUsage.Store(true)
+			return keys, sizes, nil
+		}
+	}
 	small := keys[:0:0]
 	var smallSizes []int64
 	for i, k := range keys {
@@ -252,10 +259,6 @@ func (c *Copier) sizeUp(ctx context.Context, src, dst redis.UniversalClient, pre
 		switch {
 		case err == redis.Nil:
 			res.Missing++
-		case err != nil:
-			// MEMORY USAGE is not allowed everywhere: then every key takes the DUMP path.
-			c.noMemoryUsage.Store(true)
-			return keys, make([]int64, len(keys)), nil
 		case n >= c.Opts.BigKeyBytes && c.Opts.DeferBigKeys:
 			res.BigKeys = append(res.BigKeys, k)
 		case n >= c.Opts.BigKeyBytes:
@@ -371,7 +374,7 @@ func (c *Copier) restore(ctx context.Context, dst redis.UniversalClient, prefix 
 			args = append(args, "FREQ", d.Freq)
 		}
 		cmd := redis.NewStatusCmd(ctx, args...)
-		_ = pipe.Process(ctx, cmd)
+		_ = pipe.Process(ctx, noRetry{cmd})
 		sent = append(sent, pending{d: d, key: key, cmd: cmd})
 	}
 	if len(sent) == 0 {
@@ -423,6 +426,14 @@ func (c *Copier) restore(ctx context.Context, dst redis.UniversalClient, prefix 
 	}
 	return c.restore(ctx, dst, prefix, again, res, true)
 }
+
+// noRetry marks a RESTORE the client library must not re-send on its own after a broken
+// connection (go-redis's cluster pipeline would, regardless of MaxRetries): a RESTORE that did
+// land would come back as BUSYKEY and be reported as a clash. The batch is retried instead, by
+// a caller that knows the keys are its own.
+type noRetry struct{ *redis.StatusCmd }
+
+func (noRetry) NoRetry() bool { return true }
 
 // nearExpiryMs: a key this close to its expiry may expire between our clock check and the
 // target's, and RESTORE ... ABSTTL answers OK while dropping a key whose time has come.

@@ -33,7 +33,7 @@ type Config struct {
 	// OnProgress is called about every ProgressEvery with running totals.
 	OnProgress    func(Progress)
 	ProgressEvery time.Duration
-	// BatchAttempts is how often a batch is tried when a server fails mid-batch; default 3.
+	// BatchAttempts is how often a batch is tried when a server fails mid-batch; default 5.
 	BatchAttempts int
 }
 
@@ -162,10 +162,18 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		cfg.Workers = 8
 	}
 	if cfg.BatchAttempts <= 0 {
-		cfg.BatchAttempts = 3
+		cfg.BatchAttempts = 5
 	}
 	cfg.Copy.DeferBigKeys = true
 	cp := copier.New(cfg.Source, cfg.Target, cfg.Copy)
+	// A retried batch may find keys its failed attempt already wrote. Under --existing fail the
+	// target was empty at the start, so those are ours: the retry overwrites them instead of
+	// reporting them as clashes.
+	retryOpts := cfg.Copy
+	if retryOpts.Existing == copier.ExistingFail || retryOpts.Existing == "" {
+		retryOpts.Existing = copier.ExistingReplace
+	}
+	cps := [2]*copier.Copier{cp, copier.New(cfg.Source, cfg.Target, retryOpts)}
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -218,7 +226,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		go func() {
 			defer bigWG.Done()
 			for b := range bigQueue {
-				r := copyWithRetry(ctx, cp, b, cfg.BatchAttempts)
+				r := copyWithRetry(ctx, cps, b, cfg.BatchAttempts)
 				mu.Lock()
 				total.Add(r)
 				mu.Unlock()
@@ -231,7 +239,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		go func() {
 			defer wg.Done()
 			for b := range queue {
-				r := copyWithRetry(ctx, cp, b, cfg.BatchAttempts)
+				r := copyWithRetry(ctx, cps, b, cfg.BatchAttempts)
 				for i, k := range r.BigKeys {
 					batches.Add(1)
 					bigQueue <- plan.Batch{ID: fmt.Sprintf("%s-big-%d", b.ID, i), Shard: b.Shard, DB: b.DB, Keys: [][]byte{k}, Big: true}
@@ -302,10 +310,10 @@ func (s *Summary) fill(r copier.Result) {
 
 // copyWithRetry retries a batch whose servers failed mid-way; when every attempt fails, each of
 // its keys is reported as failed with the last error, so no key goes unaccounted.
-func copyWithRetry(ctx context.Context, cp *copier.Copier, b plan.Batch, attempts int) copier.Result {
+func copyWithRetry(ctx context.Context, cps [2]*copier.Copier, b plan.Batch, attempts int) copier.Result {
 	var last error
 	for i := 0; i < attempts; i++ {
-		r, err := cp.Copy(ctx, b)
+		r, err := cps[min(i, 1)].Copy(ctx, b)
 		if err == nil {
 			return r
 		}

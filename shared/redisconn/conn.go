@@ -24,10 +24,13 @@ import (
 
 // Options tune the clients.
 type Options struct {
-	PoolSize     int           // connections per node; default 16
-	DialTimeout  time.Duration // default 5s
-	ReadTimeout  time.Duration // default 60s: big DUMP/RESTOREs take a while
-	Role         string        // "source" or "target", for messages
+	PoolSize    int           // connections per node; default 16
+	DialTimeout time.Duration // default 5s
+	ReadTimeout time.Duration // default 60s: big DUMP/RESTOREs take a while
+	// Role is "source" or "target", for messages. A target's clients never re-send a failed
+	// pipeline by themselves: RESTOREs that did land would come back as BUSYKEY and be reported
+	// as clashes. The caller retries the whole batch instead, knowing which keys are its own.
+	Role         string
 	Credentials  CredentialsFunc
 	ReadOnlyHint bool
 }
@@ -137,6 +140,14 @@ func (c *Conn) describe(err error) error {
 	}
 }
 
+// maxRetries: -1 (none) for a target, see Options.Role.
+func (c *Conn) maxRetries() int {
+	if c.opts.Role == "target" {
+		return -1
+	}
+	return 3
+}
+
 // Masters lists the addresses of the nodes that own keys (one for a standalone server).
 func (c *Conn) Masters() []string { return append([]string(nil), c.masters...) }
 
@@ -151,7 +162,7 @@ func (c *Conn) Node(addr string, db int) *redis.Client {
 	opt := &redis.Options{
 		Addr: addr, DB: db, Username: c.Endpoint.Username, Password: c.Endpoint.Password,
 		PoolSize: c.opts.PoolSize, DialTimeout: c.opts.DialTimeout, ReadTimeout: c.opts.ReadTimeout,
-		WriteTimeout: c.opts.ReadTimeout, TLSConfig: c.tlsConf, MaxRetries: 3,
+		WriteTimeout: c.opts.ReadTimeout, TLSConfig: c.tlsConf, MaxRetries: c.maxRetries(),
 		DisableIdentity: true, Protocol: 2,
 	}
 	if c.opts.Credentials != nil {
@@ -177,7 +188,7 @@ func (c *Conn) Keys(db int) redis.UniversalClient {
 		opt := &redis.ClusterOptions{
 			Addrs: c.masters, Username: c.Endpoint.Username, Password: c.Endpoint.Password,
 			PoolSize: c.opts.PoolSize, DialTimeout: c.opts.DialTimeout, ReadTimeout: c.opts.ReadTimeout,
-			WriteTimeout: c.opts.ReadTimeout, TLSConfig: c.tlsConf, MaxRedirects: 16, MaxRetries: 3,
+			WriteTimeout: c.opts.ReadTimeout, TLSConfig: c.tlsConf, MaxRedirects: 16, MaxRetries: c.maxRetries(),
 			DisableIdentity: true, Protocol: 2,
 		}
 		if c.opts.Credentials != nil {
