@@ -352,7 +352,7 @@ func (c *Copier) restore(ctx context.Context, dst redis.UniversalClient, prefix 
 	type pending struct {
 		d   Payload
 		key string
-		cmd *redis.StatusCmd
+		cmd redisconn.Once
 	}
 	var sent []pending
 	for _, d := range items {
@@ -373,8 +373,8 @@ func (c *Copier) restore(ctx context.Context, dst redis.UniversalClient, prefix 
 		} else if d.Freq >= 0 {
 			args = append(args, "FREQ", d.Freq)
 		}
-		cmd := redis.NewStatusCmd(ctx, args...)
-		_ = pipe.Process(ctx, noRetry{cmd})
+		cmd := redisconn.NewOnce(ctx, args...)
+		_ = pipe.Process(ctx, cmd)
 		sent = append(sent, pending{d: d, key: key, cmd: cmd})
 	}
 	if len(sent) == 0 {
@@ -426,14 +426,6 @@ func (c *Copier) restore(ctx context.Context, dst redis.UniversalClient, prefix 
 	}
 	return c.restore(ctx, dst, prefix, again, res, true)
 }
-
-// noRetry marks a RESTORE the client library must not re-send on its own after a broken
-// connection (go-redis's cluster pipeline would, regardless of MaxRetries): a RESTORE that did
-// land would come back as BUSYKEY and be reported as a clash. The batch is retried instead, by
-// a caller that knows the keys are its own.
-type noRetry struct{ *redis.StatusCmd }
-
-func (noRetry) NoRetry() bool { return true }
 
 // nearExpiryMs: a key this close to its expiry may expire between our clock check and the
 // target's, and RESTORE ... ABSTTL answers OK while dropping a key whose time has come.

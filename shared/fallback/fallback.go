@@ -39,7 +39,9 @@ func New(target *redisconn.Conn) copier.FallbackFunc {
 			if replace {
 				args = append(args, "REPLACE")
 			}
-			err := dst.Do(ctx, args...).Err()
+			cmd := redisconn.NewOnce(ctx, args...)
+			_ = dst.Process(ctx, cmd)
+			err := cmd.Err()
 			switch {
 			case err == nil:
 				return nil

@@ -12,6 +12,7 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/copier"
 	"github.com/redis-migrate/redis-migrate/shared/keywriter"
 	"github.com/redis-migrate/redis-migrate/shared/rdb"
+	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 	"github.com/redis-migrate/redis-migrate/shared/verify"
 )
 
@@ -382,7 +383,9 @@ func (im *importer) module(ctx context.Context, dst redis.UniversalClient, targe
 	if im.existing == copier.ExistingReplace {
 		args = append(args, "REPLACE")
 	}
-	err := dst.Do(ctx, args...).Err()
+	cmd := redisconn.NewOnce(ctx, args...) // a re-sent RESTORE that landed would say BUSYKEY
+	_ = dst.Process(ctx, cmd)
+	err := cmd.Err()
 	if err != nil && !isReply(err) {
 		return r, fmt.Errorf("writing module value %q: %w", copier.PrintableKey([]byte(target)), err)
 	}

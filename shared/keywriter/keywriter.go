@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 )
 
 // Mode says what to do when the key already exists.
@@ -60,7 +62,7 @@ func (b *Builder) Do(ctx context.Context, cmd string, args ...any) error {
 		pipe.Del(ctx, b.tmp) // a scratch key left by an earlier crashed attempt
 	}
 	full := append([]any{cmd, b.tmp}, args...)
-	pipe.Do(ctx, full...)
+	_ = pipe.Process(ctx, redisconn.NewOnce(ctx, full...))
 	if !b.started {
 		pipe.Expire(ctx, b.tmp, scratchTTL)
 	}
@@ -75,6 +77,7 @@ func (b *Builder) Do(ctx context.Context, cmd string, args ...any) error {
 // key name. Used for stream groups and consumers, which need several command kinds.
 func (b *Builder) Pipeline(ctx context.Context, fn func(p redis.Pipeliner, tmp string)) error {
 	pipe := b.dst.TxPipeline()
+	_ = pipe.Process(ctx, redisconn.NewOnce(ctx, "EXISTS", b.tmp)) // makes the whole unit run once
 	if !b.started {
 		pipe.Del(ctx, b.tmp)
 	}
@@ -100,6 +103,7 @@ func (b *Builder) Commit(ctx context.Context, expireAtMs int64, mode Mode) error
 		return errors.New("empty value: nothing to write")
 	}
 	pipe := b.dst.TxPipeline()
+	_ = pipe.Process(ctx, redisconn.NewOnce(ctx, "EXISTS", b.tmp)) // a re-sent RENAME would fail
 	if expireAtMs > 0 {
 		pipe.PExpireAt(ctx, b.tmp, time.UnixMilli(expireAtMs))
 	} else {

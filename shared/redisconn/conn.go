@@ -389,3 +389,15 @@ func (v Version) HasFieldTTL() bool {
 	}
 	return v.Major > 7 || v.Major == 7 && v.Minor >= 4
 }
+
+// Once is a command the client library must not re-send by itself after a broken connection:
+// go-redis's cluster client retries regardless of MaxRetries, and a write that did land would run
+// twice (a RESTORE comes back as BUSYKEY, an RPUSH into a scratch key doubles its items). The
+// caller retries the whole unit of work instead.
+type Once struct{ *redis.Cmd }
+
+// NoRetry tells go-redis not to retry (a pipeline holding one is not replayed either).
+func (Once) NoRetry() bool { return true }
+
+// NewOnce builds a Once command.
+func NewOnce(ctx context.Context, args ...any) Once { return Once{redis.NewCmd(ctx, args...)} }
