@@ -75,8 +75,10 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 			_ = issue()
 			return im.writerErr(err)
 		}
-		if big == nil && !skipping {
-			im.checkpoint(im.rd.Offset(), im.rd.DB(), false) // never inside a value in parts
+		if big == nil && !skipping && !im.rd.InKeyPrefix() {
+			// Never inside a value in parts, nor between a key's expire prefix and its value
+			// (an AUX there, as KeyDB writes, would otherwise lose the key's TTL on resume).
+			im.checkpoint(im.rd.Offset(), im.rd.DB(), false)
 		}
 		e, err := im.rd.Next()
 		if err == io.EOF {

@@ -84,7 +84,6 @@ func TestUnknownOpcodes(t *testing.T) {
 		{"REDIS0011", []byte{27, 1, 'k'}, "unknown value type or non-OSS opcode 27"},
 		{"VALKEY080", []byte{23, 1, 'k'}, "unknown value type or non-OSS opcode 23"},
 		{"VALKEY080", []byte{242}, "unknown value type or non-OSS opcode 242"},
-		{"REDIS0011", []byte{opExpireTimeMs, 1, 2, 3, 4, 5, 6, 7, 8, opAux, 1, 'a', 1, 'b'}, "opcode 250 follows a key prefix"},
 		{"REDIS0011", []byte{TypeCodeModulePreGA, 1, 'k', 5}, "MODULE value (type 6"},
 	} {
 		_, err := readAllEntries(rdbFile(c.hdr, c.body), Options{})

@@ -16,6 +16,12 @@ type Reader struct {
 	curBuf curValue  // storage for cur, reused to save allocations
 	tmpl   Entry     // entry under construction
 	empty  int
+	// prefixed: a key's expire/idle/freq/meta prefix has been read into tmpl
+	// but not its value yet. Like redis-server's loader, other opcodes (AUX,
+	// SELECTDB, RESIZEDB, MODULE_AUX, FUNCTION, ...) may come in between; they
+	// are delivered as entries and the prefix stays for the next key (EOF
+	// drops it).
+	prefixed bool
 }
 
 // curValue is a key whose value is being delivered in parts.
@@ -101,6 +107,12 @@ func (r *Reader) IsValkey() bool { return r.d.valkey }
 // Offset is the number of bytes consumed so far (absolute file offset).
 func (r *Reader) Offset() int64 { return r.d.off() }
 
+// InKeyPrefix reports that a key's expire/idle/freq prefix has been read and
+// an opcode entry came before its value: Offset is then not a resume point
+// (resuming there would lose the prefix); the pending key's Entry.Offset,
+// where its prefix starts, is.
+func (r *Reader) InKeyPrefix() bool { return r.prefixed }
+
 // DB is the currently selected database.
 func (r *Reader) DB() int { return r.db }
 
@@ -139,10 +151,10 @@ func (r *Reader) next() (*Entry, error) {
 			}
 			continue // empty collection skipped
 		}
-		start := d.off()
-		r.tmpl = Entry{Kind: KindKey, Offset: start, DB: r.db, Idle: -1, Freq: -1}
+		if !r.prefixed {
+			r.tmpl = Entry{Kind: KindKey, Offset: d.off(), Idle: -1, Freq: -1}
+		}
 		e := &r.tmpl
-		prefixed := false
 		for {
 			off := d.off()
 			t, err := d.in.readByte("opcode or value type")
@@ -200,26 +212,28 @@ func (r *Reader) next() (*Entry, error) {
 				isPrefix = false
 			}
 			if isPrefix {
-				prefixed = true
+				r.prefixed = true
 				continue
 			}
 			if t >= opKeyMetaOrSlotImport || t == opREAMLRU {
-				if prefixed {
-					return nil, errAt(off, ErrCorrupt, "opcode %d follows a key prefix (expire/idle/freq) instead of a value type", t)
-				}
 				if t == opEOF {
+					r.prefixed = false // a dangling prefix is dropped, as redis-server does
 					return nil, r.finish()
 				}
-				if err := r.readOpcode(e, t, off); err != nil {
+				// Not part of a key: its own entry, at its own offset. A
+				// pending prefix (in tmpl) waits for the next key.
+				out := Entry{Kind: KindKey, Offset: off, DB: r.db, Idle: -1, Freq: -1}
+				if err := r.readOpcode(&out, t, off); err != nil {
 					return nil, err
 				}
-				out := *e
 				return &out, nil
 			}
 			ti, ok := lookupType(t, d.valkey)
 			if !ok {
 				return nil, errAt(off, ErrUnsupported, "unknown value type or non-OSS opcode %d (%s RDB %d)", t, dialect(d.valkey), d.version)
 			}
+			r.prefixed = false
+			e.DB = r.db // a SELECTDB between the prefix and the value counts
 			if err := r.startValue(e, t, ti); err != nil {
 				return nil, err
 			}
