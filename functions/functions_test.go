@@ -37,6 +37,8 @@ type appOptions struct {
 	fault    func(hostharness.DeliveryInfo) hostharness.Fault
 	hostJSON []byte
 	azurite  *testenv.Azurite
+	// eventSchema is the delivery schema of the modelled Event Grid subscription ("" = Event Grid).
+	eventSchema string
 }
 
 // startApp starts Azurite and the whole function app behind the local host harness.
@@ -66,6 +68,7 @@ func startApp(t *testing.T, o appOptions) *app {
 	h, err := hostharness.Start(context.Background(), hostharness.Options{
 		Functions: functions.Definitions(), HostJSON: hostJSON, Settings: settings,
 		NewHandler: functions.LocalHandler, Log: log, Fault: o.fault, BlobPollInterval: 200 * time.Millisecond,
+		BlobEvents: functions.BlobEvents(o.eventSchema),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -14,15 +14,16 @@ import (
 	"sync"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/azcore"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/service"
 
+	"github.com/redis-migrate/redis-migrate/shared/blobevent"
 	"github.com/redis-migrate/redis-migrate/shared/blobsrc"
 	"github.com/redis-migrate/redis-migrate/shared/copier"
 	"github.com/redis-migrate/redis-migrate/shared/hostproto"
 	"github.com/redis-migrate/redis-migrate/shared/importer"
+	"github.com/redis-migrate/redis-migrate/shared/queue"
 	"github.com/redis-migrate/redis-migrate/shared/rdb"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
 	"github.com/redis-migrate/redis-migrate/shared/state"
@@ -48,16 +49,14 @@ const (
 )
 
 const (
-	// ImportContainer is the ImportRdb trigger's container (functions/ImportRdb/function.json).
+	// ImportContainer is the container whose BlobCreated events reach ImportRdb (through the
+	// Event Grid subscription into the imports queue; infra/main.bicep).
 	ImportContainer = "rdb-imports"
-	importBinding   = "rdb"
 	// MetadataMigration is the blob metadata naming the import's migration record.
 	MetadataMigration = "migration"
-	metadataRequested = "importrequested"
+	kindImport        = "import"
 
 	importLease = 2 * time.Minute
-	// A metadata rewrite older than this was abandoned (its writer died).
-	touchGrace = time.Minute
 )
 
 func init() { registerTrigger("ImportRdb", func(a *App) triggerFunc { return a.importRdb }) }
@@ -72,79 +71,172 @@ var (
 	errLeaseLost   = errors.New("another invocation took the import over")
 )
 
-// importRdb is the blob trigger: it imports rdb-imports/{name} into the target its migration
-// record names, from the record's checkpoint when an earlier invocation was cut short. Only the
-// blob's name, Uri and properties are read from the invocation; the content is streamed from
-// storage with ranged reads.
+// importMessage is the body of an imports-queue message the app sends itself: start (POST
+// /api/imports, or a BlobCreated event turned into an import), continuation after a time budget,
+// restart. Seq orders them: MessageId <id>.import<seq> is deterministic, so a re-sent one is
+// dropped by duplicate detection, and a message older than the record's Seq is stale.
+type importMessage struct {
+	Kind      string `json:"kind"`
+	Migration string `json:"migration"`
+	Seq       int    `json:"seq"`
+}
+
+func importMessageID(id string, seq int) string { return fmt.Sprintf("%s.import%d", id, seq) }
+
+// sendImport sends import message seq of import id to the imports queue.
+func (a *App) sendImport(ctx context.Context, id string, seq int) error {
+	body, _ := json.Marshal(importMessage{Kind: kindImport, Migration: id, Seq: seq})
+	err := a.sender.Send(ctx, queue.Imports, []queue.Message{{ID: importMessageID(id, seq), Body: body,
+		Properties: map[string]any{"migration": id, "kind": kindImport}}})
+	if err != nil {
+		return fmt.Errorf("sending to the %s queue: %s", queue.Imports, redact.Error(err))
+	}
+	return nil
+}
+
+// importRdb is the imports-queue trigger. A message is either a Microsoft.Storage.BlobCreated
+// event (Event Grid schema or CloudEvents, delivered by the Event Grid subscription on the
+// storage account), which becomes an import of that blob, or one of the app's own import
+// messages, which runs the import from its checkpoint for one time budget. No blob content ever
+// passes through the host: the blob is streamed from storage with ranged reads.
 func (a *App) importRdb(ctx context.Context, inv *hostproto.Invocation, reply *hostproto.Reply) (bool, error) {
-	b, err := inv.Blob(importBinding)
+	msg, err := inv.ServiceBus(messageBinding)
 	if err != nil {
 		return false, err
 	}
-	if b.HadContent {
-		// A binding without supportsDeferredBinding: the host read the whole blob. Ignore it.
-		a.logf("ImportRdb: the host sent the blob's content; ignored (declare supportsDeferredBinding)")
+	if blobevent.Looks(msg.Body) {
+		return a.importEvent(ctx, msg, reply)
 	}
-	if a.store == nil {
-		return true, errors.New("the function app has no state storage configured (AzureWebJobsStorage)")
+	var im importMessage
+	if err := json.Unmarshal(msg.Body, &im); err != nil || im.Kind != kindImport || im.Migration == "" || im.Seq < 1 {
+		return false, fmt.Errorf("message %s is neither a BlobCreated event nor an import message; dropped", msg.MessageID)
 	}
-	container := b.Container
-	if container == "" {
-		container = ImportContainer
+	mig, err := a.store.GetMigration(ctx, im.Migration)
+	if errors.Is(err, state.ErrNotFound) {
+		return false, fmt.Errorf("import message for unknown import %s; dropped", im.Migration)
 	}
-	conn := SettingStorage
-	if b.Descriptor != nil && b.Descriptor.Connection != "" {
-		conn = b.Descriptor.Connection
+	if err != nil {
+		return true, err
 	}
-	bc, err := a.importBlobClient(conn, container, b.BlobName)
+	if mig.Kind != kindImport || mig.Import == nil {
+		return false, fmt.Errorf("import message for %s, which is not an import; dropped", im.Migration)
+	}
+	bc, err := a.importBlobClient(SettingStorage, mig.Import.Container, mig.Import.Blob)
 	if err != nil {
 		return true, err
 	}
 	src, err := blobsrc.OpenClient(ctx, bc)
 	if err != nil {
-		if bloberror.HasCode(err, bloberror.BlobNotFound) || strings.Contains(err.Error(), "BlobNotFound") {
-			reply.Log("blob %s/%s is gone; nothing to import", container, b.BlobName)
+		if blobMissing(err) {
+			_, uerr := a.updateImport(ctx, mig.ID, func(ck *state.ImportCheckpoint) (bool, error) {
+				if ck.Done || ck.Error != "" {
+					return false, nil
+				}
+				ck.Error = fmt.Sprintf("the blob %s/%s is gone", ck.Container, ck.Blob)
+				return true, nil
+			})
+			reply.Log("import %s: blob %s/%s is gone; nothing to import", mig.ID, mig.Import.Container, mig.Import.Blob)
+			return uerr != nil, uerr
+		}
+		return true, err
+	}
+	return a.runImport(ctx, mig.ID, im.Seq, msg, src, reply)
+}
+
+func blobMissing(err error) bool {
+	return bloberror.HasCode(err, bloberror.BlobNotFound) || strings.Contains(err.Error(), "BlobNotFound")
+}
+
+func normETag(e string) string { return strings.Trim(strings.TrimPrefix(e, "W/"), `"`) }
+
+// importEvent turns a BlobCreated event for the imports container into an import: it finds or
+// creates the blob version's record and sends its first import message, once per blob version
+// (Event Grid delivers at least once, and a redelivered event finds the record claimed).
+func (a *App) importEvent(ctx context.Context, msg *hostproto.ServiceBusMessage, reply *hostproto.Reply) (bool, error) {
+	ev, err := blobevent.Parse(msg.Body)
+	if err != nil {
+		return false, fmt.Errorf("message %s: %v; dropped", msg.MessageID, err)
+	}
+	if ev.Type != blobevent.TypeBlobCreated {
+		reply.Log("event %s of type %s ignored (only %s starts an import)", ev.ID, ev.Type, blobevent.TypeBlobCreated)
+		return false, nil
+	}
+	if ev.Container != ImportContainer {
+		a.logf("ImportRdb: event %s is for container %q, not %s; ignored (check the Event Grid subscription's subject filter)",
+			ev.ID, ev.Container, ImportContainer)
+		return false, nil
+	}
+	bc, err := a.importBlobClient(SettingStorage, ev.Container, ev.Blob)
+	if err != nil {
+		return true, err
+	}
+	if ev.URL != "" && !blobevent.SameAccount(ev.URL, bc.URL()) {
+		a.logf("ImportRdb: event %s is for %s, a blob in another storage account than %s reads; ignored",
+			ev.ID, redact.String(ev.URL), SettingStorage)
+		return false, nil
+	}
+	src, err := blobsrc.OpenClient(ctx, bc)
+	if err != nil {
+		if blobMissing(err) {
+			reply.Log("blob %s/%s of event %s is gone; nothing to import", ev.Container, ev.Blob, ev.ID)
 			return false, nil
 		}
 		return true, err
 	}
-	mig, err := a.importRecord(ctx, b, container, src)
-	if err != nil || mig == nil {
-		return false, err
+	if ev.ETag != "" && normETag(ev.ETag) != normETag(src.ETag) {
+		// Overwritten since: the new version raised its own event.
+		reply.Log("blob %s/%s changed since event %s; the newer version's event imports it", ev.Container, ev.Blob, ev.ID)
+		return false, nil
 	}
-	return a.runImport(ctx, mig.ID, bc, src, reply)
+	mig, err := a.importRecord(ctx, ev.Container, ev.Blob, src)
+	if err != nil || mig == nil {
+		return err != nil, err
+	}
+	im := mig.Import
+	switch {
+	case normETag(im.ETag) == normETag(src.ETag) && im.Seq > 0:
+		reply.Log("import %s of blob %s/%s is under way or done (event %s delivered again)", mig.ID, ev.Container, ev.Blob, ev.ID)
+		return false, nil
+	case normETag(im.ETag) != normETag(src.ETag) && im.Runner != "" && time.Now().Before(im.LeaseUntil):
+		return true, fmt.Errorf("import %s is running on an older version of blob %s/%s; the event is retried", mig.ID, ev.Container, ev.Blob)
+	}
+	if err := a.sendImport(ctx, mig.ID, im.Seq+1); err != nil {
+		return true, err
+	}
+	reply.Log("event %s: import %s of blob %s/%s started", ev.ID, mig.ID, ev.Container, ev.Blob)
+	return false, nil
 }
 
-// importRecord finds the migration record of a triggered blob: the one its metadata names
-// (created by POST /api/imports, or by the first invocation from the IMPORT_* defaults), or one
-// with an id derived from the blob version. nil without error: nothing to do (logged).
-func (a *App) importRecord(ctx context.Context, b *hostproto.BlobTrigger, container string, src *blobsrc.Blob) (*state.Migration, error) {
+// importRecord finds the migration record of a new blob version: the one its metadata names
+// (created by POST /api/imports, or by an earlier event from the IMPORT_* defaults), or one with
+// an id derived from the blob version. nil without error: nothing to do (logged).
+func (a *App) importRecord(ctx context.Context, container, name string, src *blobsrc.Blob) (*state.Migration, error) {
 	id := ""
-	for k, v := range b.Metadata {
+	for k, v := range src.Metadata {
 		if strings.EqualFold(k, MetadataMigration) {
 			id = strings.TrimSpace(v)
 		}
 	}
 	if id != "" && !state.ValidID(id) {
-		a.logf("ImportRdb: blob %s/%s: metadata migration=%q is not a migration id; not imported", container, b.BlobName, id)
+		a.logf("ImportRdb: blob %s/%s: metadata migration=%q is not a migration id; not imported", container, name, id)
 		return nil, nil
 	}
 	if id == "" {
-		id = defaultImportID(container, b.BlobName, src.ETag)
+		id = defaultImportID(container, name, src.ETag)
 	}
 	mig, err := a.store.GetMigration(ctx, id)
 	if errors.Is(err, state.ErrNotFound) {
-		mig, err = a.createDefaultImport(ctx, id, container, b.BlobName, src)
+		mig, err = a.createDefaultImport(ctx, id, container, name, src)
 	}
 	if err != nil || mig == nil {
 		return nil, err
 	}
-	if mig.Kind != "import" || mig.Import == nil {
-		a.logf("ImportRdb: blob %s/%s names migration %s, which is not an import; not imported", container, b.BlobName, id)
+	if mig.Kind != kindImport || mig.Import == nil {
+		a.logf("ImportRdb: blob %s/%s names migration %s, which is not an import; not imported", container, name, id)
 		return nil, nil
 	}
-	if mig.Import.Container != container || mig.Import.Blob != b.BlobName {
-		a.logf("ImportRdb: blob %s/%s names import %s, which imports %s/%s; not imported", container, b.BlobName, id,
+	if mig.Import.Container != container || mig.Import.Blob != name {
+		a.logf("ImportRdb: blob %s/%s names import %s, which imports %s/%s; not imported", container, name, id,
 			mig.Import.Container, mig.Import.Blob)
 		return nil, nil
 	}
@@ -290,38 +382,30 @@ func newRunnerID() string {
 	return hex.EncodeToString(b[:])
 }
 
-// claimImport takes the import's lease for this invocation and decides where it starts. It
-// waits (up to a lease) for another invocation that holds it, or for a metadata rewrite in
-// flight. skip is set when there is nothing to do. The blob's properties are read again before
-// an ETag that differs from the checkpoint's counts as a change: a rewrite of the metadata may
-// have landed since the invocation read them.
-func (a *App) claimImport(ctx context.Context, id, me string, bc *blob.Client, src *blobsrc.Blob) (mig *state.Migration, cur *blobsrc.Blob, skip string, err error) {
+// claimImport takes the import's lease for the invocation of message seq and decides where it
+// starts. It waits (up to a lease) for another invocation that holds it. skip is set when there is
+// nothing to do: the import is done or failed, or the message is stale (a later one claimed it).
+func (a *App) claimImport(ctx context.Context, id, me string, seq int, src *blobsrc.Blob) (mig *state.Migration, skip string, err error) {
 	giveUp := time.Now().Add(importLease + 15*time.Second)
-	fresh := false
 	for {
 		var wait string
-		recheck := false
 		mig, err = a.updateImport(ctx, id, func(im *state.ImportCheckpoint) (bool, error) {
-			wait, skip, recheck = "", "", false
+			wait, skip = "", ""
 			now := time.Now().UTC()
-			if im.TouchFrom != "" && now.Sub(im.TouchedAt) < touchGrace {
-				wait = "the blob's metadata is being rewritten to restart the import"
+			if seq < im.Seq {
+				skip = fmt.Sprintf("message %d is stale (message %d has claimed the import)", seq, im.Seq)
 				return false, nil
 			}
 			if im.Runner != "" && im.Runner != me && now.Before(im.LeaseUntil) {
 				wait = "another invocation is importing it (runner " + im.Runner + ")"
 				return false, nil
 			}
-			im.TouchFrom = ""
-			if im.ETag != src.ETag && !fresh {
-				recheck = true
-				return false, nil
-			}
-			if im.ETag != src.ETag {
+			if normETag(im.ETag) != normETag(src.ETag) {
 				if im.Offset > 0 || im.Done || im.Started || im.Error != "" || im.Result.Keys() > 0 {
 					addNote(im, fmt.Sprintf("the blob changed since the checkpoint (ETag %s, now %s): the import started over from the beginning",
 						im.ETag, src.ETag))
-					*im = state.ImportCheckpoint{Container: im.Container, Blob: im.Blob, Started: im.Started, Notes: im.Notes}
+					*im = state.ImportCheckpoint{Container: im.Container, Blob: im.Blob, Started: im.Started, Notes: im.Notes,
+						Seq: im.Seq, Continuations: im.Continuations}
 				}
 				im.ETag, im.Size = src.ETag, src.Size
 			}
@@ -333,30 +417,23 @@ func (a *App) claimImport(ctx context.Context, id, me string, bc *blob.Client, s
 				skip = "failed: " + im.Error
 				return false, nil
 			}
+			im.Seq = seq
 			im.Runner, im.LeaseUntil = me, now.Add(importLease)
 			im.Attempts++
 			im.ResumedFrom = im.Offset
 			return true, nil
 		})
-		if err == nil && recheck {
-			if src, err = blobsrc.OpenClient(ctx, bc); err != nil {
-				return nil, nil, "", err
-			}
-			fresh = true
-			continue
-		}
 		if err != nil || wait == "" {
-			return mig, src, skip, err
+			return mig, skip, err
 		}
 		if time.Now().After(giveUp) {
-			return nil, nil, "", fmt.Errorf("import %s: %s; the host retries later", id, wait)
+			return nil, "", fmt.Errorf("import %s: %s; the message is retried later", id, wait)
 		}
 		select {
 		case <-ctx.Done():
-			return nil, nil, "", ctx.Err()
+			return nil, "", ctx.Err()
 		case <-time.After(250 * time.Millisecond):
 		}
-		fresh = false
 	}
 }
 
@@ -387,13 +464,18 @@ func permanentImportError(err error) bool {
 	return strings.Contains(err.Error(), "the file has keys in db")
 }
 
-// runImport runs one invocation of an import: claim, preflight on a fresh start, stream from the
-// checkpoint, and record the outcome. retry=true answers non-2xx so the host retries the blob.
-func (a *App) runImport(ctx context.Context, id string, bc *blob.Client, src *blobsrc.Blob, reply *hostproto.Reply) (bool, error) {
+// runImport runs one invocation of an import for message seq: claim, preflight on a fresh
+// start, stream from the checkpoint, and record the outcome. retry=true answers non-2xx so the
+// host redelivers the message.
+func (a *App) runImport(ctx context.Context, id string, seq int, msg *hostproto.ServiceBusMessage, src *blobsrc.Blob, reply *hostproto.Reply) (bool, error) {
 	me := newRunnerID()
-	mig, src, skip, err := a.claimImport(ctx, id, me, bc, src)
+	mig, skip, err := a.claimImport(ctx, id, me, seq, src)
 	if err != nil {
 		return true, err
+	}
+	last := a.lastDelivery(msg)
+	failed := func(cause error, permanent bool) (bool, error) {
+		return a.importFailed(ctx, id, me, cause, permanent, last)
 	}
 	if skip != "" {
 		reply.Log("import %s: %s", id, skip)
@@ -402,23 +484,23 @@ func (a *App) runImport(ctx context.Context, id string, bc *blob.Client, src *bl
 	im := *mig.Import
 	o, err := importOptions(mig)
 	if err != nil {
-		return a.importFailed(ctx, id, me, fmt.Errorf("import options: %s", err), true)
+		return failed(fmt.Errorf("import options: %s", err), true)
 	}
 	// Its own connection, not the per-migration cache: a restart may have changed the target.
 	dst, err := a.openEndpoint(ctx, mig.Target, "target")
 	if err != nil {
-		return a.importFailed(ctx, id, me, fmt.Errorf("target: %s", redact.Error(err)), false)
+		return failed(fmt.Errorf("target: %s", redact.Error(err)), false)
 	}
 	defer dst.Close()
 	if !im.Started {
 		if err := importer.Check(ctx, dst, o); err != nil {
-			return a.importFailed(ctx, id, me, fmt.Errorf("preflight: %s", redact.Error(err)), true)
+			return failed(fmt.Errorf("preflight: %s", redact.Error(err)), true)
 		}
 		if _, err := a.updateImport(ctx, id, func(c *state.ImportCheckpoint) (bool, error) {
 			c.Started = true
 			return true, nil
 		}); err != nil {
-			return a.importFailed(ctx, id, me, err, false)
+			return failed(err, false)
 		}
 	} else if o.Existing == copier.ExistingFail {
 		// The target was empty at the first attempt; the keys found now past the checkpoint were
@@ -472,13 +554,13 @@ func (a *App) runImport(ctx context.Context, id string, bc *blob.Client, src *bl
 		cause := context.Cause(ictx)
 		switch {
 		case cause == errBudget:
-			return a.continueImport(ctx, id, me, bc, src, err)
+			return a.continueImport(ctx, id, me, seq, err, last)
 		case cause != nil:
-			return a.importFailed(ctx, id, me, fmt.Errorf("%v: %s", cause, redact.Error(err)), false)
+			return failed(fmt.Errorf("%v: %s", cause, redact.Error(err)), false)
 		case in.err == nil && permanentImportError(err):
-			return a.importFailed(ctx, id, me, fmt.Errorf("%s", redact.Error(err)), true)
+			return failed(fmt.Errorf("%s", redact.Error(err)), true)
 		}
-		return a.importFailed(ctx, id, me, fmt.Errorf("%s", redact.Error(err)), false)
+		return failed(fmt.Errorf("%s", redact.Error(err)), false)
 	}
 	notes := importNotes(sum)
 	_, err = a.updateImport(context.WithoutCancel(ctx), id, func(ck *state.ImportCheckpoint) (bool, error) {
@@ -567,7 +649,9 @@ func (a *App) renewImportLease(ctx context.Context, id, me string, cancel contex
 
 // importFailed records a failed invocation and releases the lease. A permanent failure (the file
 // or the settings) fails the import; another is retried by the host until the attempts run out.
-func (a *App) importFailed(ctx context.Context, id, me string, cause error, permanent bool) (bool, error) {
+// last is set on the message's last delivery: the host dead-letters it if this one fails too, so
+// the import is marked failed now (resumable with POST /api/imports).
+func (a *App) importFailed(ctx context.Context, id, me string, cause error, permanent, last bool) (bool, error) {
 	maxAttempts := a.intSetting(SettingImportMaxAttempts, 5)
 	msg := redact.Error(cause)
 	retry := false
@@ -580,7 +664,7 @@ func (a *App) importFailed(ctx context.Context, id, me string, cause error, perm
 		switch {
 		case permanent:
 			ck.Error = msg
-		case ck.Attempts >= maxAttempts:
+		case ck.Attempts >= maxAttempts || last:
 			ck.Error = fmt.Sprintf("%s (gave up after %d attempts; POST /api/imports {\"id\":%q} resumes from offset %d)", msg, ck.Attempts, id, ck.Offset)
 		default:
 			retry = true
@@ -593,10 +677,12 @@ func (a *App) importFailed(ctx context.Context, id, me string, cause error, perm
 	return retry, fmt.Errorf("import %s: %s", id, msg)
 }
 
-// continueImport ends an invocation whose time budget ran out: its checkpoint stands, and a
-// rewrite of the blob's metadata triggers ImportRdb again, which resumes there. The new blob
-// version starts with fresh host retries, so an import of any length goes on.
-func (a *App) continueImport(ctx context.Context, id, me string, bc *blob.Client, src *blobsrc.Blob, cause error) (bool, error) {
+// continueImport ends an invocation whose time budget ran out: its checkpoint stands, and the
+// next import message (seq+1) goes to the imports queue, where a new invocation resumes there.
+// The message is sent before the lease is released (the next invocation waits for it), so a
+// failed send leaves this invocation's own message to be retried. Each invocation starts with
+// fresh attempts, so a file of any size imports in as many invocations as it takes.
+func (a *App) continueImport(ctx context.Context, id, me string, seq int, cause error, last bool) (bool, error) {
 	ctx = context.WithoutCancel(ctx)
 	m, err := a.store.GetMigration(ctx, id)
 	if err != nil {
@@ -604,92 +690,25 @@ func (a *App) continueImport(ctx context.Context, id, me string, bc *blob.Client
 	}
 	if m.Import.Runner != me || m.Import.Offset <= m.Import.ResumedFrom {
 		// No checkpoint in a whole invocation: continuing would loop; count it as a failure.
-		return a.importFailed(ctx, id, me, fmt.Errorf("%v before any progress: %s", errBudget, redact.Error(cause)), false)
+		return a.importFailed(ctx, id, me, fmt.Errorf("%v before any progress: %s", errBudget, redact.Error(cause)), false, last)
 	}
-	err = a.retrigger(ctx, id, bc, src.ETag, func(ck *state.ImportCheckpoint) {
+	if err := a.sendImport(ctx, id, seq+1); err != nil {
+		return a.importFailed(ctx, id, me, fmt.Errorf("%v; continuing: %s", errBudget, redact.Error(err)), false, last)
+	}
+	if _, err := a.updateImport(ctx, id, func(ck *state.ImportCheckpoint) (bool, error) {
+		if ck.Runner != me {
+			return false, nil
+		}
 		ck.Runner, ck.LeaseUntil = "", time.Time{}
 		ck.Attempts = 0
 		ck.Continuations++
-	})
-	if err != nil {
-		return a.importFailed(ctx, id, me, fmt.Errorf("%v; continuing: %s", errBudget, redact.Error(err)), false)
-	}
-	a.logf("ImportRdb: import %s paused at offset %d of %d (%s); it continues in a new invocation", id, m.Import.Offset, m.Import.Size, errBudget)
-	return false, nil
-}
-
-// retrigger makes the host invoke ImportRdb for the blob again by rewriting its metadata (which
-// gives it a new ETag, hence a new trigger): metadata migration=id. prep adjusts the record in
-// the same write that announces the rewrite. The record's ETag follows the blob's when the
-// content is the one checkpointed (fromETag), so the next invocation resumes rather than
-// starting over.
-func (a *App) retrigger(ctx context.Context, id string, bc *blob.Client, fromETag string, prep func(*state.ImportCheckpoint)) error {
-	if _, err := a.updateImport(ctx, id, func(ck *state.ImportCheckpoint) (bool, error) {
-		ck.TouchFrom, ck.TouchedAt = fromETag, time.Now().UTC()
-		if prep != nil {
-			prep(ck)
-		}
 		return true, nil
 	}); err != nil {
-		return err
+		// The next message is out; it takes the import over when the lease lapses.
+		a.logf("ImportRdb: import %s: releasing the lease: %s", id, redact.Error(err))
 	}
-	newETag, terr := touchBlob(ctx, bc, fromETag, id)
-	_, err := a.updateImport(ctx, id, func(ck *state.ImportCheckpoint) (bool, error) {
-		if terr == nil && ck.ETag == fromETag {
-			ck.ETag = newETag
-		}
-		ck.TouchFrom, ck.TouchedAt = "", time.Time{}
-		return true, nil
-	})
-	if terr != nil {
-		return terr
-	}
-	return err
+	a.logf("ImportRdb: import %s paused at offset %d of %d (%s); message %d continues it", id, m.Import.Offset, m.Import.Size, errBudget, seq+1)
+	return false, nil
 }
-
-// touchBlob sets metadata migration=id (and the time of the request) on the blob version
-// fromETag, keeping its other metadata; it returns the new ETag.
-func touchBlob(ctx context.Context, bc *blob.Client, fromETag, id string) (string, error) {
-	cond := &blob.AccessConditions{ModifiedAccessConditions: &blob.ModifiedAccessConditions{IfMatch: to(azcore.ETag(fromETag))}}
-	props, err := bc.GetProperties(ctx, &blob.GetPropertiesOptions{AccessConditions: cond})
-	if err != nil {
-		return "", touchError(err)
-	}
-	md := map[string]*string{}
-	for k, v := range props.Metadata {
-		if !strings.EqualFold(k, MetadataMigration) && !strings.EqualFold(k, metadataRequested) {
-			md[k] = v
-		}
-	}
-	md[MetadataMigration] = to(id)
-	md[metadataRequested] = to(time.Now().UTC().Format(time.RFC3339Nano))
-	resp, err := bc.SetMetadata(ctx, md, &blob.SetMetadataOptions{AccessConditions: cond})
-	if err != nil {
-		return "", touchError(err)
-	}
-	if resp.ETag == nil {
-		return "", errors.New("setting the blob's metadata: no ETag in the answer")
-	}
-	return string(*resp.ETag), nil
-}
-
-func touchError(err error) error {
-	if bloberror.HasCode(err, bloberror.ConditionNotMet) {
-		return errBlobChanged
-	}
-	if bloberror.HasCode(err, bloberror.BlobNotFound) {
-		return errBlobGone
-	}
-	var re *azcore.ResponseError
-	if errors.As(err, &re) {
-		return fmt.Errorf("setting the blob's metadata: storage answered %d %s", re.StatusCode, re.ErrorCode)
-	}
-	return fmt.Errorf("setting the blob's metadata: %s", redact.Error(err))
-}
-
-var (
-	errBlobChanged = errors.New("the blob changed while the import was being restarted; try again")
-	errBlobGone    = errors.New("the blob is gone")
-)
 
 func to[T any](v T) *T { return &v }

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redis-migrate/redis-migrate/functions"
+	"github.com/redis-migrate/redis-migrate/shared/blobevent"
 	"github.com/redis-migrate/redis-migrate/shared/state"
 	"github.com/redis-migrate/redis-migrate/shared/testenv"
 )
@@ -112,9 +113,10 @@ func sameData(t *testing.T, src, dst *testenv.Server) {
 	testenv.AssertSameData(context.Background(), t, []*redis.Client{src.Client(t, 0)}, []*redis.Client{dst.Client(t, 0)}, nil, 2000)
 }
 
-// A blob dropped into rdb-imports is imported by the trigger with the IMPORT_* defaults; the
-// route then imports the same blob again under a new id, and refuses what it must.
-func TestImportRdbBlobTriggerAndRoute(t *testing.T) {
+// A blob dropped into rdb-imports raises a BlobCreated event (Event Grid schema) into the imports
+// queue and is imported with the IMPORT_* defaults; the route then imports the same blob again
+// under a new id by a message, and refuses what it must.
+func TestImportRdbEventAndRoute(t *testing.T) {
 	src, dst := testenv.StartRedis(t), testenv.StartRedis(t)
 	data, n := makeRDB(t, src, 3000)
 	az := testenv.StartAzurite(t)
@@ -221,9 +223,9 @@ func TestImportRdbInterruptedResumes(t *testing.T) {
 	sameData(t, src, dst)
 }
 
-// An invocation that runs out of its time budget (IMPORT_INVOCATION_SECONDS) hands over: the
-// blob's metadata is rewritten, the new blob version triggers ImportRdb, and it goes on from the
-// checkpoint, without using up the host's retries.
+// An invocation that runs out of its time budget (IMPORT_INVOCATION_SECONDS) hands over: it sends
+// the next import message to the imports queue, and the invocation it triggers goes on from the
+// checkpoint, without using up the host's retries. The blob itself is never touched.
 func TestImportRdbContinuesAfterTimeBudget(t *testing.T) {
 	src, dst := testenv.StartRedis(t), testenv.StartRedis(t)
 	data, n := makeRDB(t, src, 10000)
@@ -289,13 +291,14 @@ func TestImportRdbRouteResumesFailedImport(t *testing.T) {
 	sameData(t, src, dst)
 }
 
-// An RDB written by Valkey 8 (VALKEY080 magic) imports into Redis 7.0 through the function.
+// An RDB written by Valkey 8 (VALKEY080 magic) imports into Redis 7.0 through the function; the
+// event arrives in the CloudEvents 1.0 schema.
 func TestImportRdbValkey8IntoRedis70(t *testing.T) {
 	src := testenv.StartValkey(t)
 	dst := testenv.StartRedis(t)
 	data, n := makeRDB(t, src, 500)
 	az := testenv.StartAzurite(t)
-	a := startApp(t, appOptions{azurite: az, settings: map[string]string{
+	a := startApp(t, appOptions{azurite: az, eventSchema: blobevent.SchemaCloudEvents, settings: map[string]string{
 		"TARGET_REDIS": dst.URL(), functions.SettingImportTarget: "TARGET_REDIS"}})
 	uploadRDB(t, az, "valkey.rdb", data, map[string]string{functions.MetadataMigration: "from-valkey"})
 	st := a.waitImport("from-valkey", 60*time.Second)

@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 
 	"github.com/redis-migrate/redis-migrate/shared/blobsrc"
 	"github.com/redis-migrate/redis-migrate/shared/importer"
@@ -163,9 +162,9 @@ func checkImportOptions(r *ImportRequest) error {
 	return checkKeyOptions(keyOptions{existing: r.Existing, match: r.Match, dbMap: r.DBMap, dbPrefix: r.DBPrefix})
 }
 
-// importStart is POST /api/imports: it writes (or updates) the import's record and rewrites the
-// blob's metadata (migration=<id>), which makes the host trigger ImportRdb for it; the import
-// itself runs there, since an HTTP call must answer within 230 s.
+// importStart is POST /api/imports: it writes (or updates) the import's record and sends its
+// import message to the imports queue, the same message a BlobCreated event leads to; the import
+// itself runs in ImportRdb, since an HTTP call must answer within 230 s.
 func (a *App) importStart(w http.ResponseWriter, r *http.Request) {
 	body, ok := readBody(w, r)
 	if !ok {
@@ -210,8 +209,6 @@ func (a *App) importRequestError(w http.ResponseWriter, err error) {
 	case errors.As(err, &ce):
 		a.logf("ImportStart: refused: %s", ce.msg)
 		writeError(w, http.StatusConflict, ce.msg, ce.field)
-	case errors.Is(err, errBlobChanged):
-		writeError(w, http.StatusConflict, err.Error(), "blob")
 	default:
 		a.requestErrorOf("ImportStart", w, err)
 	}
@@ -225,7 +222,7 @@ func (a *App) openImportBlob(ctx context.Context, b *BlobRef, field string) (*bl
 	}
 	src, err := blobsrc.OpenClient(ctx, bc)
 	if err != nil {
-		if bloberror.HasCode(err, bloberror.BlobNotFound) || strings.Contains(err.Error(), "BlobNotFound") {
+		if blobMissing(err) {
 			return nil, fieldErrf(field, "%s: there is no blob %s in storage (upload the RDB file there first)", field, b)
 		}
 		return nil, err
@@ -276,24 +273,32 @@ func (a *App) newImport(ctx context.Context, id string, req *ImportRequest) (*Im
 	if err := a.store.CreateMigration(ctx, mig); err != nil {
 		return nil, err
 	}
-	if err := a.triggerImport(ctx, mig, src, nil); err != nil {
+	if err := a.kickImport(ctx, mig.ID, 1, nil); err != nil {
 		return nil, err
 	}
 	a.logf("ImportStart: import %s of blob %s (%d bytes) into %s", id, req.Blob, src.Size, mig.Target.Describe())
 	return &ImportResponse{ID: id, State: state.StateCopying, Blob: req.Blob.String(), Size: src.Size}, nil
 }
 
-// triggerImport rewrites the blob's metadata so ImportRdb runs for it; a failure is recorded.
-func (a *App) triggerImport(ctx context.Context, mig *state.Migration, src *blobsrc.Blob, prep func(*state.ImportCheckpoint)) error {
-	bc, err := a.importBlobClient(SettingStorage, mig.Import.Container, mig.Import.Blob)
+// kickImport applies prep to the record (if any), then sends import message seq; a failure to
+// send is recorded in the import's status.
+func (a *App) kickImport(ctx context.Context, id string, seq int, prep func(*state.ImportCheckpoint)) error {
+	var err error
+	if prep != nil {
+		_, err = a.updateImport(ctx, id, func(ck *state.ImportCheckpoint) (bool, error) {
+			prep(ck)
+			return true, nil
+		})
+	}
 	if err == nil {
-		err = a.retrigger(ctx, mig.ID, bc, src.ETag, prep)
+		err = a.sendImport(ctx, id, seq)
 	}
 	if err != nil {
-		_, _ = a.updateImport(context.WithoutCancel(ctx), mig.ID, func(ck *state.ImportCheckpoint) (bool, error) {
-			if ck.Error == "" && !ck.Done {
-				ck.Error = "kickoff failed: " + redact.Error(err)
+		_, _ = a.updateImport(context.WithoutCancel(ctx), id, func(ck *state.ImportCheckpoint) (bool, error) {
+			if ck.Done || ck.Error != "" {
+				return false, nil
 			}
+			ck.Error = "kickoff failed: " + redact.Error(err)
 			return true, nil
 		})
 	}
@@ -373,7 +378,7 @@ func (a *App) restartImport(ctx context.Context, mig *state.Migration, req *Impo
 	} else if im.Offset > 0 {
 		resp.Note = fmt.Sprintf("resumes from the checkpoint at offset %d (%d keys done)", im.Offset, im.Result.Keys())
 	}
-	err = a.triggerImport(ctx, mig, src, func(ck *state.ImportCheckpoint) {
+	err = a.kickImport(ctx, id, im.Seq+1, func(ck *state.ImportCheckpoint) {
 		ck.Error, ck.LastError, ck.Attempts = "", "", 0
 		addNote(ck, fmt.Sprintf("restarted by POST /api/imports at %s", time.Now().UTC().Format(time.RFC3339)))
 	})

@@ -26,6 +26,14 @@ import (
 
 func init() { cli.Register("serve", runServe) }
 
+// BlobEvents is the Event Grid subscription the app relies on (infra/main.bicep creates it):
+// Microsoft.Storage.BlobCreated of the imports container, delivered into the imports queue in
+// the given schema (blobevent.SchemaEventGrid or SchemaCloudEvents; "" = Event Grid schema).
+// `serve --local` and the tests model it with the host harness.
+func BlobEvents(schema string) []hostharness.BlobEventSubscription {
+	return []hostharness.BlobEventSubscription{{Connection: SettingStorage, Container: ImportContainer, Queue: queue.Imports, Schema: schema}}
+}
+
 // OpenStore opens the state store the way the host reads AzureWebJobsStorage: a connection
 // string (UseDevelopmentStorage=true included), or identity-based access through
 // AzureWebJobsStorage__blobServiceUri / __accountName (+ __clientId / __credential).
@@ -238,7 +246,7 @@ func serveLocal(ctx context.Context, env *cli.Env, port int, settingsFile, hostJ
 		hostJSON = b
 	}
 	h, err := hostharness.Start(ctx, hostharness.Options{Functions: Definitions(), HostJSON: hostJSON, Settings: settings,
-		Port: port, NewHandler: LocalHandler, Log: env.Stderr})
+		Port: port, NewHandler: LocalHandler, Log: env.Stderr, BlobEvents: BlobEvents("")})
 	if err != nil {
 		return err
 	}

@@ -30,6 +30,8 @@ type Blob struct {
 	Name   string
 	Size   int64
 	ETag   string
+	// Metadata is the blob's user metadata (x-ms-meta-*), as read when it was opened.
+	Metadata map[string]string
 }
 
 // Open opens a blob by URL. A URL with a SAS (sig=) is used as is; otherwise a storage
@@ -78,7 +80,12 @@ func OpenClient(ctx context.Context, c *blob.Client) (*Blob, error) {
 	if err != nil {
 		return nil, fmt.Errorf("blob %s: %s", redact.String(c.URL()), describe(err))
 	}
-	b := &Blob{client: c, Name: c.URL()}
+	b := &Blob{client: c, Name: c.URL(), Metadata: map[string]string{}}
+	for k, v := range props.Metadata {
+		if v != nil {
+			b.Metadata[k] = *v
+		}
+	}
 	if props.ContentLength != nil {
 		b.Size = *props.ContentLength
 	}

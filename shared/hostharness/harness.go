@@ -9,9 +9,10 @@
 //     POST /<Function> with the host's Data/Metadata encoding (values serialized twice,
 //     DeliveryCount, MessageId, ...), completes on 2xx, abandons (redelivers) otherwise,
 //     dead-letters after the max delivery count, honouring maxConcurrentCalls.
-//   - Blob triggers: polls the container in the binding's storage account and invokes the
-//     function with the blob's name, Uri and properties and a deferred-binding descriptor, never
-//     the content; receipts are kept by ETag, failures retried up to poisonBlobThreshold.
+//   - Event Grid: for each BlobEventSubscription, lists the container and sends a
+//     Microsoft.Storage.BlobCreated event (Event Grid or CloudEvents schema) into the Service Bus
+//     queue it names when a blob version is written, as an Event Grid subscription into a queue
+//     does. Blob triggers are not emulated: the app has none (see README, "Importing an RDB").
 //
 // The harness never calls the app's Go code directly; tests and `serve --local` use it alike.
 package hostharness
@@ -74,7 +75,9 @@ type Options struct {
 	Log        io.Writer // harness log lines; default stderr (redacted)
 	// Fault is the test-only fault hook, consulted before each queue delivery.
 	Fault func(DeliveryInfo) Fault
-	// BlobPollInterval is how often blob-trigger containers are listed; default 2s.
+	// BlobEvents are the Event Grid subscriptions to model (storage -> Service Bus queue).
+	BlobEvents []BlobEventSubscription
+	// BlobPollInterval is how often their containers are listed; default 2s.
 	BlobPollInterval time.Duration
 }
 
@@ -96,7 +99,6 @@ type Harness struct {
 	log        io.Writer
 	cancel     context.CancelFunc
 	wg         sync.WaitGroup
-	blobs      *blobState
 }
 
 // Setting returns an app setting as the handler sees it.
@@ -171,10 +173,14 @@ func Start(ctx context.Context, o Options) (*Harness, error) {
 				go h.pump(runCtx, f)
 			}
 		case "blobTrigger":
-			if err := h.startBlobTrigger(runCtx, f); err != nil {
-				h.Close()
-				return nil, err
-			}
+			h.logf("%s: blob triggers are not emulated (a custom handler gets the whole blob, or an undocumented "+
+				"deferred-binding descriptor); deliver blob events through Service Bus instead", f.name)
+		}
+	}
+	for _, sub := range o.BlobEvents {
+		if err := h.startBlobEvents(runCtx, sub); err != nil {
+			h.Close()
+			return nil, err
 		}
 	}
 	h.logf("host harness: %d functions, API at %s/%s/", len(h.functions), h.URL, h.host.routePrefix)
@@ -262,12 +268,10 @@ type hostConfig struct {
 	forwarding         bool
 	routePrefix        string
 	maxConcurrentCalls int
-	poisonThreshold    int
-	blobParallelism    int
 }
 
 func parseHostJSON(b []byte) (hostConfig, error) {
-	c := hostConfig{forwarding: true, routePrefix: "api", maxConcurrentCalls: 16, poisonThreshold: 5, blobParallelism: 1}
+	c := hostConfig{forwarding: true, routePrefix: "api", maxConcurrentCalls: 16}
 	if b == nil {
 		return c, nil
 	}
@@ -282,10 +286,6 @@ func parseHostJSON(b []byte) (hostConfig, error) {
 			ServiceBus *struct {
 				MaxConcurrentCalls int `json:"maxConcurrentCalls"`
 			} `json:"serviceBus"`
-			Blobs *struct {
-				MaxDegreeOfParallelism int `json:"maxDegreeOfParallelism"`
-				PoisonBlobThreshold    int `json:"poisonBlobThreshold"`
-			} `json:"blobs"`
 		} `json:"extensions"`
 	}
 	if err := json.Unmarshal(b, &hj); err != nil {
@@ -299,14 +299,6 @@ func parseHostJSON(b []byte) (hostConfig, error) {
 	}
 	if sb := hj.Extensions.ServiceBus; sb != nil && sb.MaxConcurrentCalls > 0 {
 		c.maxConcurrentCalls = sb.MaxConcurrentCalls
-	}
-	if bl := hj.Extensions.Blobs; bl != nil {
-		if bl.MaxDegreeOfParallelism > 0 {
-			c.blobParallelism = bl.MaxDegreeOfParallelism
-		}
-		if bl.PoisonBlobThreshold > 0 {
-			c.poisonThreshold = bl.PoisonBlobThreshold
-		}
 	}
 	return c, nil
 }
@@ -324,9 +316,8 @@ type function struct {
 	authLevel string
 	// Service Bus
 	queue string
-	// Blob
-	container, pattern, connection string
-	deferred                       bool
+	// bindings is how many bindings the function has (forwarding needs exactly two).
+	bindings int
 }
 
 func loadFunctions(fsys fs.FS, settings map[string]string) ([]*function, error) {
@@ -351,7 +342,7 @@ func loadFunctions(fsys fs.FS, settings map[string]string) ([]*function, error) 
 		if b, ok := fj.Disabled.(bool); ok && b {
 			continue
 		}
-		f := &function{name: path.Dir(p)}
+		f := &function{name: path.Dir(p), bindings: len(fj.Bindings)}
 		for _, b := range fj.Bindings {
 			typ, _ := b["type"].(string)
 			dir, _ := b["direction"].(string)
@@ -385,17 +376,6 @@ func loadFunctions(fsys fs.FS, settings map[string]string) ([]*function, error) 
 			f.queue = str("queueName")
 			if f.queue == "" {
 				return nil, fmt.Errorf("%s: serviceBusTrigger without queueName", p)
-			}
-		case "blobTrigger":
-			pathExpr := str("path")
-			c, pat, _ := strings.Cut(pathExpr, "/")
-			f.container, f.pattern = c, pat
-			f.connection = str("connection")
-			if f.connection == "" {
-				f.connection = "AzureWebJobsStorage"
-			}
-			if props, ok := f.trigger["properties"].(map[string]any); ok {
-				f.deferred, _ = props["supportsDeferredBinding"].(bool)
 			}
 		case "":
 			return nil, fmt.Errorf("%s: no trigger binding", p)

@@ -16,6 +16,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob"
 	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/blockblob"
 
+	"github.com/redis-migrate/redis-migrate/shared/blobevent"
 	"github.com/redis-migrate/redis-migrate/shared/hostharness"
 	"github.com/redis-migrate/redis-migrate/shared/hostproto"
 	"github.com/redis-migrate/redis-migrate/shared/queue"
@@ -63,8 +64,7 @@ var testFunctions = fstest.MapFS{
 	"Enqueue/function.json": {Data: []byte(`{"bindings":[{"type":"httpTrigger","direction":"in","name":"req","authLevel":"anonymous","methods":["post"],"route":"enqueue"},{"type":"http","direction":"out","name":"res"}]}`)},
 	"Work/function.json":    {Data: []byte(`{"bindings":[{"type":"serviceBusTrigger","direction":"in","name":"msg","queueName":"%WORK_QUEUE%","connection":"SB"}]}`)},
 	"WorkDLQ/function.json": {Data: []byte(`{"bindings":[{"type":"serviceBusTrigger","direction":"in","name":"msg","queueName":"work/$DeadLetterQueue","connection":"SB"}]}`)},
-	"ImportRdb/function.json": {Data: []byte(`{"bindings":[{"type":"blobTrigger","direction":"in","name":"rdb","path":"rdb-imports/{name}","connection":"AzureWebJobsStorage",
-		"dataType":"binary","properties":{"supportsDeferredBinding":true}}]}`)},
+	"ImportRdb/function.json": {Data: []byte(`{"bindings":[{"type":"serviceBusTrigger","direction":"in","name":"msg","queueName":"imports","connection":"SB"}]}`)},
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -80,8 +80,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // Service Bus deliveries carry the host's Metadata and double encoding, are redelivered on
 // failure with DeliveryCount+1, and reach the dead-letter queue's function after the maximum.
-// A blob landing in the container triggers the blob function with a deferred-binding reference,
-// name and Uri (never the content), once per blob version.
+// A blob landing in the container raises one BlobCreated event per blob version into the queue
+// of the modelled Event Grid subscription (never the content); a metadata change raises none.
 func TestHarnessDeliversLikeTheHost(t *testing.T) {
 	az := testenv.StartAzurite(t)
 	rec := &recorder{calls: map[string][][]byte{}, fail: func(name string, _ *hostproto.Invocation) bool { return name == "Work" }}
@@ -92,6 +92,7 @@ func TestHarnessDeliversLikeTheHost(t *testing.T) {
 			return rec.handler(s), func() {}, nil
 		},
 		Log: io.Discard, BlobPollInterval: 100 * time.Millisecond,
+		BlobEvents: []hostharness.BlobEventSubscription{{Connection: "AzureWebJobsStorage", Container: "rdb-imports", Queue: "imports"}},
 	})
 	if err != nil {
 		t.Fatal(err)
@@ -141,22 +142,36 @@ func TestHarnessDeliversLikeTheHost(t *testing.T) {
 		Metadata: map[string]*string{"migration": to.Ptr("m-1")}}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "blob trigger", func() bool { return len(rec.get("ImportRdb")) >= 1 })
-	time.Sleep(400 * time.Millisecond) // more polls must not trigger the same version again
+	waitFor(t, "blob event", func() bool { return len(rec.get("ImportRdb")) >= 1 })
+	// A metadata change is not a BlobCreated; more polls must not raise the same version again.
+	if _, err := bc.ServiceClient().NewContainerClient("rdb-imports").NewBlobClient("dir/dump.rdb").SetMetadata(context.Background(),
+		map[string]*string{"migration": to.Ptr("m-2")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(500 * time.Millisecond)
 	calls := rec.get("ImportRdb")
 	if len(calls) != 1 {
-		t.Fatalf("blob triggered %d times", len(calls))
+		t.Fatalf("%d events for one blob version", len(calls))
 	}
 	if bytes.Contains(calls[0], []byte("UkVESVMwMDEx")) || bytes.Contains(calls[0], []byte("REDIS0011")) {
 		t.Fatalf("the invocation carries the blob content: %.200s", calls[0])
 	}
 	inv, _ = hostproto.Decode(bytes.NewReader(calls[0]))
-	b, err := inv.Blob("rdb")
+	m, err := inv.ServiceBus("msg")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if b.Descriptor == nil || b.Container != "rdb-imports" || b.BlobName != "dir/dump.rdb" || b.Name != "dir/dump.rdb" ||
-		b.ContentLength != int64(len(content)) || b.Metadata["migration"] != "m-1" || !strings.HasSuffix(b.URI, "/rdb-imports/dir/dump.rdb") {
-		t.Fatalf("blob trigger: %+v", b)
+	ev, err := blobevent.Parse(m.Body)
+	if err != nil {
+		t.Fatalf("%v: %s", err, m.Body)
 	}
+	if ev.Type != blobevent.TypeBlobCreated || ev.Container != "rdb-imports" || ev.Blob != "dir/dump.rdb" || ev.Size != int64(len(content)) ||
+		!strings.HasSuffix(ev.URL, "/devstoreaccount1/rdb-imports/dir/dump.rdb") || ev.ETag == "" || m.MessageID != ev.ID {
+		t.Fatalf("event: %+v (message %s)", ev, m.MessageID)
+	}
+	// Overwriting the blob is a new version: a second event.
+	if _, err := bc.UploadBuffer(context.Background(), "rdb-imports", "dir/dump.rdb", append(content, 'x'), nil); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "second blob event", func() bool { return len(rec.get("ImportRdb")) == 2 })
 }

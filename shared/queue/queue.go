@@ -8,6 +8,11 @@ import "context"
 const (
 	Plan = "plan"
 	Copy = "copy"
+	// Imports receives BlobCreated events of the imports container (through an Event Grid
+	// subscription) and the import messages ImportRdb and POST /api/imports send.
+	Imports = "imports"
+	// Sync is reserved for the online mode's SyncShard.
+	Sync = "sync"
 )
 
 // Message is one queue message. ID becomes the Service Bus MessageId, so duplicate detection

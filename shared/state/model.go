@@ -114,10 +114,9 @@ type ImportCheckpoint struct {
 	// Runner holds the import until LeaseUntil (renewed while it runs): one invocation at a time.
 	Runner     string    `json:"runner,omitempty"`
 	LeaseUntil time.Time `json:"leaseUntil"`
-	// TouchFrom is set while the blob's metadata is being rewritten (to trigger ImportRdb again)
-	// from that ETag: the new ETag is the same content, recorded once the write returns.
-	TouchFrom string    `json:"touchFrom,omitempty"`
-	TouchedAt time.Time `json:"touchedAt"`
+	// Seq is the sequence number of the latest imports-queue message that claimed the import
+	// (start, continuation or restart: MessageId <id>.import<seq>); an older message is stale.
+	Seq int `json:"seq,omitempty"`
 }
 
 // ShardProgress is the planning progress of one source shard and database.
