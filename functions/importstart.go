@@ -9,7 +9,6 @@ import (
 	"strings"
 	"time"
 
-
 	"github.com/redis-migrate/redis-migrate/shared/blobsrc"
 	"github.com/redis-migrate/redis-migrate/shared/importer"
 	"github.com/redis-migrate/redis-migrate/shared/redact"

@@ -61,9 +61,9 @@ func (r *recorder) get(name string) [][]byte {
 }
 
 var testFunctions = fstest.MapFS{
-	"Enqueue/function.json": {Data: []byte(`{"bindings":[{"type":"httpTrigger","direction":"in","name":"req","authLevel":"anonymous","methods":["post"],"route":"enqueue"},{"type":"http","direction":"out","name":"res"}]}`)},
-	"Work/function.json":    {Data: []byte(`{"bindings":[{"type":"serviceBusTrigger","direction":"in","name":"msg","queueName":"%WORK_QUEUE%","connection":"SB"}]}`)},
-	"WorkDLQ/function.json": {Data: []byte(`{"bindings":[{"type":"serviceBusTrigger","direction":"in","name":"msg","queueName":"work/$DeadLetterQueue","connection":"SB"}]}`)},
+	"Enqueue/function.json":   {Data: []byte(`{"bindings":[{"type":"httpTrigger","direction":"in","name":"req","authLevel":"anonymous","methods":["post"],"route":"enqueue"},{"type":"http","direction":"out","name":"res"}]}`)},
+	"Work/function.json":      {Data: []byte(`{"bindings":[{"type":"serviceBusTrigger","direction":"in","name":"msg","queueName":"%WORK_QUEUE%","connection":"SB"}]}`)},
+	"WorkDLQ/function.json":   {Data: []byte(`{"bindings":[{"type":"serviceBusTrigger","direction":"in","name":"msg","queueName":"work/$DeadLetterQueue","connection":"SB"}]}`)},
 	"ImportRdb/function.json": {Data: []byte(`{"bindings":[{"type":"serviceBusTrigger","direction":"in","name":"msg","queueName":"imports","connection":"SB"}]}`)},
 }
 
