@@ -31,6 +31,8 @@ type Env struct {
 	// StderrIsTerminal turns the progress bar on.
 	StderrIsTerminal bool
 	Getenv           func(string) string
+	// Cutover, when closed, asks a running sync to cut over (as SIGINT does); tests use it.
+	Cutover <-chan struct{}
 }
 
 // usageError marks errors that exit with ExitUsage.
@@ -56,6 +58,7 @@ func commands() []command {
 		{"copy", "copy every key from a source Redis to a target Redis", runCopy},
 		{"import", "import an RDB file (local or in Azure Blob storage) into a target Redis", runImportCommand},
 		{"verify", "compare a target with its source key by key", runVerifyCommand},
+		{"sync", "keep a target in step with a live source, then cut over", runSync},
 		// Looked up at call time: the functions package registers it (it imports this one).
 		{"serve", "serve the Azure Functions custom handler (or the whole app locally with --local)",
 			func(ctx context.Context, env *Env, args []string) error { return runServe(ctx, env, args) }},

@@ -218,12 +218,14 @@ func (c *Cluster) Client(t TB) *redis.ClusterClient {
 
 // StartCluster starts three redis-servers in cluster mode and joins them with
 // `redis-cli --cluster create`, waiting until every node reports cluster_state:ok.
-func StartCluster(t TB) *Cluster {
+// Extra arguments go to every node.
+func StartCluster(t TB, extra ...string) *Cluster {
 	t.Helper()
 	cl := &Cluster{}
 	for i := 0; i < 3; i++ {
-		cl.Masters = append(cl.Masters, StartRedis(t, "--cluster-enabled", "yes",
-			"--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"))
+		args := append([]string{"--cluster-enabled", "yes",
+			"--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"}, extra...)
+		cl.Masters = append(cl.Masters, StartRedis(t, args...))
 	}
 	args := append([]string{"--cluster", "create"}, cl.Addrs()...)
 	args = append(args, "--cluster-replicas", "0", "--cluster-yes")

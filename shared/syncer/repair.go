@@ -1,0 +1,267 @@
+package syncer
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redis-migrate/redis-migrate/shared/plan"
+	"github.com/redis-migrate/redis-migrate/shared/redact"
+	"github.com/redis-migrate/redis-migrate/shared/verify"
+)
+
+// repairLoop runs a repair pass over the shards with a gap, one round at a time, while capture
+// and the appliers go on. A gap that arrives during a round is covered by the next round.
+func (s *Syncer) repairLoop() {
+	defer s.wg.Done()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-s.repairCh:
+		}
+		// A repair needs the initial copy done (its values may predate the gap).
+		for !s.allInitialDone() {
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+		var round []*shard
+		for _, sh := range s.shards {
+			sh.mu.Lock()
+			if sh.needRepair {
+				sh.needRepair, sh.repairing = false, true
+				round = append(round, sh)
+			}
+			sh.mu.Unlock()
+		}
+		if len(round) == 0 {
+			continue
+		}
+		start := time.Now()
+		fixed, err := s.repair(s.ctx, round)
+		if s.ctx.Err() != nil {
+			return
+		}
+		var names []string
+		for _, sh := range round {
+			names = append(names, sh.addr)
+			sh.mu.Lock()
+			sh.repairing = false
+			if err != nil {
+				sh.needRepair = true
+			} else if !sh.needRepair {
+				sh.gapOpen, sh.gapReason, sh.repairedAt = false, "", time.Now()
+			}
+			sh.mu.Unlock()
+			if err == nil {
+				sh.repairs.Add(1)
+			}
+		}
+		if err != nil {
+			s.cfg.Log(fmt.Sprintf("repair of %s stopped: %s; retrying", strings.Join(names, ", "), redact.Error(err)))
+			select {
+			case <-s.ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		} else {
+			s.cfg.Log(fmt.Sprintf("repair of %s done in %.1fs: %d keys differed and were re-copied or deleted",
+				strings.Join(names, ", "), time.Since(start).Seconds(), fixed))
+		}
+		for _, sh := range s.shards {
+			sh.mu.Lock()
+			again := sh.needRepair
+			sh.mu.Unlock()
+			if again {
+				select {
+				case s.repairCh <- struct{}{}:
+				default:
+				}
+				break
+			}
+		}
+	}
+}
+
+func (s *Syncer) allInitialDone() bool {
+	for _, sh := range s.shards {
+		if !sh.initialDone.Load() {
+			return false
+		}
+	}
+	return true
+}
+
+// repair scans the round's source shards and queues every key whose type, value or expiry
+// differs in the target; then it scans the target and queues every key of ours the source no
+// longer has (the appliers delete it). Queued keys go through the same dirty set as changes, so
+// a key is still never copied by two workers at once.
+func (s *Syncer) repair(ctx context.Context, round []*shard) (int64, error) {
+	var fixed int64
+	dbs := s.cfg.Copy.DBMap.Sources()
+	for _, sh := range round {
+		for _, db := range dbs {
+			node := s.cfg.Source.Node(sh.addr, db)
+			cur := plan.Cursor{Addr: sh.addr, DB: db}
+			for !cur.Done {
+				bs, next, _, err := plan.Step(ctx, node, cur, s.cfg.Plan, plan.Limits{MaxKeys: 5000})
+				if err != nil {
+					return fixed, err
+				}
+				for _, b := range bs {
+					n, err := s.repairBatch(ctx, sh.addr, db, b.Keys)
+					if err != nil {
+						return fixed, err
+					}
+					fixed += n
+				}
+				cur = next
+			}
+		}
+	}
+	n, err := s.repairTarget(ctx, round[0].addr)
+	return fixed + n, err
+}
+
+// waitRoom keeps a repair from filling the dirty set: changes come first.
+func (s *Syncer) waitRoom(ctx context.Context) error {
+	for s.dirty.len() > s.cfg.MaxPending/2 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return nil
+}
+
+func (s *Syncer) repairBatch(ctx context.Context, addr string, db int, keys [][]byte) (int64, error) {
+	if err := s.waitRoom(ctx); err != nil {
+		return 0, err
+	}
+	tdb := s.cfg.Copy.DBMap.Target[db]
+	prefix := s.cfg.Copy.DBMap.Prefix[db]
+	names := make([]string, len(keys))
+	tnames := make([]string, len(keys))
+	for i, k := range keys {
+		names[i], tnames[i] = string(k), prefix+string(k)
+	}
+	src := s.cfg.Source.Keys(db)
+	want, err := verify.ReadStates(ctx, s.cfg.Source, src, names, 1000)
+	if err != nil {
+		return 0, fmt.Errorf("source: %s", redact.Error(err))
+	}
+	got, err := verify.ReadStates(ctx, s.cfg.Target, s.cfg.Target.Keys(tdb), tnames, 1000)
+	if err != nil {
+		return 0, fmt.Errorf("target: %s", redact.Error(err))
+	}
+	var n int64
+	tol := s.cfg.TTLTolerance.Milliseconds()
+	for i := range names {
+		w, g := want[i], got[i]
+		if w.Err == nil && g.Err == nil && w.Type == g.Type && w.Digest == g.Digest &&
+			(w.ExpireAt == g.ExpireAt || (w.ExpireAt > 0 && g.ExpireAt > 0 && abs(w.ExpireAt-g.ExpireAt) <= tol)) {
+			continue
+		}
+		n++
+		s.repairFix.Add(1)
+		s.changed(addr, db, names[i])
+	}
+	return n, nil
+}
+
+func abs(x int64) int64 {
+	if x < 0 {
+		return -x
+	}
+	return x
+}
+
+// repairTarget queues the target's keys (under the mapped names) that the source lacks.
+func (s *Syncer) repairTarget(ctx context.Context, attribute string) (int64, error) {
+	m := s.cfg.Copy.DBMap
+	type origin struct {
+		db     int
+		prefix string
+	}
+	byTarget := map[int][]origin{}
+	for _, db := range m.Sources() {
+		byTarget[m.Target[db]] = append(byTarget[m.Target[db]], origin{db, m.Prefix[db]})
+	}
+	var fixed int64
+	for tdb, origins := range byTarget {
+		sort.Slice(origins, func(i, j int) bool { return len(origins[i].prefix) > len(origins[j].prefix) })
+		for _, addr := range s.cfg.Target.Masters() {
+			node := s.cfg.Target.Node(addr, tdb)
+			var cursor uint64
+			for {
+				keys, next, err := node.Scan(ctx, cursor, "", 1000).Result()
+				if err != nil {
+					return fixed, fmt.Errorf("target SCAN: %s", redact.Error(err))
+				}
+				bySrc := map[int][]string{}
+				for _, k := range keys {
+					if strings.Contains(k, "}redis-migrate:tmp:") {
+						continue // a copier's scratch key
+					}
+					for _, o := range origins {
+						name, ok := strings.CutPrefix(k, o.prefix)
+						if !ok {
+							continue
+						}
+						if s.cfg.Plan.Match == "" || verify.Glob(s.cfg.Plan.Match, name) {
+							bySrc[o.db] = append(bySrc[o.db], name)
+						}
+						break
+					}
+				}
+				for db, names := range bySrc {
+					if err := s.waitRoom(ctx); err != nil {
+						return fixed, err
+					}
+					pipe := s.cfg.Source.Keys(db).Pipeline()
+					cmds := make([]*redis.IntCmd, len(names))
+					for i, k := range names {
+						cmds[i] = pipe.Exists(ctx, k)
+					}
+					if _, err := pipe.Exec(ctx); err != nil {
+						return fixed, fmt.Errorf("source: %s", redact.Error(err))
+					}
+					for i, k := range names {
+						if cmds[i].Val() == 0 {
+							fixed++
+							s.repairFix.Add(1)
+							s.changed(s.shardOf(db, k, attribute), db, k)
+						}
+					}
+				}
+				if cursor = next; cursor == 0 {
+					break
+				}
+			}
+		}
+	}
+	return fixed, nil
+}
+
+// shardOf finds the source master of a key (a cluster's slot owner), or def.
+func (s *Syncer) shardOf(db int, key, def string) string {
+	if len(s.shards) == 1 || !s.cfg.Source.Cluster {
+		return def
+	}
+	if cc, ok := s.cfg.Source.Keys(db).(*redis.ClusterClient); ok {
+		if c, err := cc.MasterForKey(context.Background(), key); err == nil {
+			if _, ok := s.index[c.Options().Addr]; ok {
+				return c.Options().Addr
+			}
+		}
+	}
+	return def
+}
