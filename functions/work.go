@@ -36,6 +36,11 @@ type copyMessage struct {
 	// ParentDelivery is the delivery of the batch that sent this big-key batch off. After a
 	// first delivery, that batch may have copied the key inline before it grew big.
 	ParentDelivery int `json:"parentDelivery,omitempty"`
+	// Key and Step name the plan step that cut a copy batch, so its result can roll the step up
+	// (state.RollStep). Resume is set on the batches the n-th resume sent again.
+	Key    string `json:"key,omitempty"`
+	Step   int    `json:"step,omitempty"`
+	Resume int    `json:"resume,omitempty"`
 }
 
 // Message kinds (the "kind" application property, and the body's kind for verification).
@@ -48,6 +53,16 @@ const (
 // copyMessageID is the Service Bus MessageId of a batch: the deterministic batch id, prefixed
 // with the migration id because duplicate detection spans the whole queue.
 func copyMessageID(id, batch string) string { return id + "." + batch }
+
+// resumeSuffix makes the ids of the messages the n-th resume sends: the original ids are likely
+// still in the queue's duplicate-detection window (the messages were lost, not forgotten), so a
+// resend under them would be dropped. Results stay exact because they are create-if-absent.
+func resumeSuffix(n int) string {
+	if n <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(".r%d", n)
+}
 
 // messageBinding is the name of the message binding in the Service Bus function.json files.
 const messageBinding = "msg"
@@ -63,8 +78,11 @@ type shardScope struct {
 	name    string // for logs: the shard key, with the run for a verification
 	get     func(ctx context.Context) (*state.ShardProgress, error)
 	update  func(ctx context.Context, fn func(*state.ShardProgress) (bool, error)) (*state.ShardProgress, error)
-	message func(b plan.Batch) queue.Message
+	message func(b plan.Batch, step int) queue.Message
 	next    func(next plan.Cursor) queue.Message
+	// manifests: each step's batches are written to a step manifest before they are sent (a
+	// copy), so replays and resumes send the same batches and results roll up by step.
+	manifests bool
 	// sample, when set, replaces the SCAN step (a sampling verification).
 	sample func(ctx context.Context, src *redisconn.Conn, cur plan.Cursor, p *state.ShardProgress) ([]plan.Batch, plan.Cursor, int, error)
 }
@@ -78,10 +96,11 @@ func (a *App) scopeOf(mig *state.Migration, pm *planMessage) shardScope {
 			update: func(ctx context.Context, fn func(*state.ShardProgress) (bool, error)) (*state.ShardProgress, error) {
 				return a.store.UpdateShard(ctx, id, key, fn)
 			},
-			message: func(b plan.Batch) queue.Message {
-				body, _ := json.Marshal(copyMessage{Migration: id, Batch: b})
+			message: func(b plan.Batch, step int) queue.Message {
+				body, _ := json.Marshal(copyMessage{Migration: id, Batch: b, Key: key, Step: step})
 				return queue.Message{ID: copyMessageID(id, b.ID), Body: body, Properties: map[string]any{"migration": id, "kind": kindCopy}}
 			},
+			manifests: true,
 			next: func(next plan.Cursor) queue.Message {
 				body, _ := json.Marshal(planMessage{Migration: id, Key: key, Cursor: next})
 				return queue.Message{ID: planMessageID(id, key, next.Step), Body: body, Properties: map[string]any{"migration": id, "kind": kindPlan}}
@@ -101,7 +120,7 @@ func (a *App) scopeOf(mig *state.Migration, pm *planMessage) shardScope {
 		update: func(ctx context.Context, fn func(*state.ShardProgress) (bool, error)) (*state.ShardProgress, error) {
 			return a.store.UpdateVerifyShard(ctx, id, run, key, fn)
 		},
-		message: func(b plan.Batch) queue.Message { return verifyBatchMessage(id, run, tol, b) },
+		message: func(b plan.Batch, _ int) queue.Message { return verifyBatchMessage(id, run, tol, b) },
 		next: func(next plan.Cursor) queue.Message {
 			body, _ := json.Marshal(planMessage{Migration: id, Key: key, Cursor: next, Kind: kindVerify, Run: run})
 			return queue.Message{ID: verifyPlanMessageID(id, run, key, next.Step), Body: body,
@@ -200,18 +219,38 @@ func (a *App) planStep(ctx context.Context, pm *planMessage, reply *hostproto.Re
 	var batches []plan.Batch
 	var next plan.Cursor
 	var scanned int
-	if sc.sample != nil {
-		batches, next, scanned, err = sc.sample(ctx, src, cur, prog)
-	} else {
-		opts := plan.Options{Match: mig.Options.Match, Type: mig.Options.Type, BatchKeys: mig.Options.BatchKeys}
-		batches, next, scanned, err = plan.Step(ctx, src.Node(cur.Addr, cur.DB), cur, opts, plan.Limits{MaxKeys: a.stepKeys, MaxTime: a.stepTime})
+	var man *state.StepManifest
+	if sc.manifests {
+		// An earlier delivery (or a crashed one) cut this step already: send what it cut.
+		if man, err = a.store.GetStep(ctx, mig.ID, pm.Key, cur.Step); err != nil && !errors.Is(err, state.ErrNotFound) {
+			return true, err
+		}
 	}
-	if err != nil {
-		return true, err
+	if man != nil {
+		batches, next, scanned = man.Batches, man.Next, man.Scanned
+	} else {
+		if sc.sample != nil {
+			batches, next, scanned, err = sc.sample(ctx, src, cur, prog)
+		} else {
+			opts := plan.Options{Match: mig.Options.Match, Type: mig.Options.Type, BatchKeys: mig.Options.BatchKeys}
+			batches, next, scanned, err = plan.Step(ctx, src.Node(cur.Addr, cur.DB), cur, opts, plan.Limits{MaxKeys: a.stepKeys, MaxTime: a.stepTime})
+		}
+		if err != nil {
+			return true, err
+		}
+		if sc.manifests {
+			// The first manifest written stands: a concurrent delivery of the step sends its batches.
+			man, _, err = a.store.CreateStep(ctx, mig.ID, &state.StepManifest{Key: pm.Key, Step: cur.Step, Cursor: cur, Next: next,
+				Scanned: scanned, Batches: batches})
+			if err != nil {
+				return true, err
+			}
+			batches, next, scanned = man.Batches, man.Next, man.Scanned
+		}
 	}
 	msgs := make([]queue.Message, 0, len(batches))
 	for _, b := range batches {
-		msgs = append(msgs, sc.message(b))
+		msgs = append(msgs, sc.message(b, cur.Step))
 	}
 	if err := a.sendAll(ctx, queue.Copy, msgs); err != nil {
 		return true, fmt.Errorf("sending batches: %s", redact.Error(err))
@@ -281,6 +320,7 @@ func (a *App) copyBatch(ctx context.Context, inv *hostproto.Invocation, reply *h
 	}
 	if done {
 		reply.Log("batch %s already recorded (delivery %d)", cm.Batch.ID, msg.DeliveryCount)
+		a.rollStep(ctx, &cm)
 		return false, nil
 	}
 	res, spawned, err := a.copyOne(ctx, &cm, msg.DeliveryCount)
@@ -298,15 +338,27 @@ func (a *App) copyBatch(ctx context.Context, inv *hostproto.Invocation, reply *h
 		Keys: len(cm.Batch.Keys) - len(spawned), Result: res, Delivery: msg.DeliveryCount, Spawned: len(spawned)}); err != nil {
 		return true, err
 	}
+	a.rollStep(ctx, &cm)
 	reply.Log("batch %s: %d copied, %d skipped, %d missing, %d expired, %d failed, %d big keys sent to batches of their own",
 		cm.Batch.ID, res.Copied, res.Skipped, res.Missing, res.Expired, res.Failed, len(spawned))
 	return false, nil
 }
 
+// rollStep rolls the batch's plan step up if this result was its last one. A failure here
+// loses nothing: status and resume roll up the complete steps they find.
+func (a *App) rollStep(ctx context.Context, cm *copyMessage) {
+	if cm.Key == "" || cm.Kind == kindVerify {
+		return
+	}
+	if _, err := a.store.RollStep(context.WithoutCancel(ctx), cm.Migration, cm.Key, cm.Step); err != nil {
+		a.logf("CopyBatch: rolling up step %s/%d of %s: %s", cm.Key, cm.Step, cm.Migration, redact.Error(err))
+	}
+}
+
 // bigBatch is the batch that copies key i of b in chunks. Its id follows the key's position in
 // b, so whichever delivery of b finds the key big, it sends the same message.
 func bigBatch(b plan.Batch, i int) plan.Batch {
-	return plan.Batch{ID: fmt.Sprintf("%s-big-%d", b.ID, i), Shard: b.Shard, DB: b.DB, Keys: [][]byte{b.Keys[i]}, Big: true}
+	return plan.Batch{ID: state.BigBatchID(b.ID, i), Shard: b.Shard, DB: b.DB, Keys: [][]byte{b.Keys[i]}, Big: true}
 }
 
 // copyOne copies a batch and sends its big keys off; it returns the positions of the keys sent
@@ -327,6 +379,11 @@ func (a *App) copyOne(ctx context.Context, cm *copyMessage, delivery int) (copie
 	dbMap, err := dbMapOf(mig.Options)
 	if err != nil {
 		return copier.Result{}, nil, err
+	}
+	if cm.Resume > 0 || mig.Resumes > 0 {
+		// After a resume any batch may run twice, even at once (a message thought lost was only
+		// late): each delivery treats keys found in the target as its own, like a redelivery.
+		delivery = max(delivery, 2)
 	}
 	b := cm.Batch
 	// Keys an earlier delivery sent off stay sent off, even if they shrank since: their own
@@ -371,28 +428,35 @@ func (a *App) copyOne(ctx context.Context, cm *copyMessage, delivery int) (copie
 	}
 	// All of them again, not only the new ones: a delivery that crashed after recording them
 	// may not have sent them. Duplicate detection drops what did go out.
-	if err := a.sendBig(ctx, mig.ID, b, spawned, delivery); err != nil {
+	if err := a.sendBig(ctx, cm, spawned, delivery); err != nil {
 		return copier.Result{}, nil, err
 	}
 	return res, spawned, nil
 }
 
-// sendBig sends the big-key batches of b for the keys at positions idx, from b's delivery.
-func (a *App) sendBig(ctx context.Context, id string, b plan.Batch, idx []int, delivery int) error {
+// sendBig sends the big-key batches of cm's batch for the keys at positions idx, from its
+// delivery; they belong to the same plan step, and a resumed batch's carry the resume's ids.
+func (a *App) sendBig(ctx context.Context, cm *copyMessage, idx []int, delivery int) error {
+	msgs := bigMessages(cm, idx, delivery)
+	if err := a.sendAll(ctx, queue.Copy, msgs); err != nil {
+		return fmt.Errorf("sending big-key batches: %s", redact.Error(err))
+	}
+	return nil
+}
+
+func bigMessages(cm *copyMessage, idx []int, delivery int) []queue.Message {
+	id, b := cm.Migration, cm.Batch
 	msgs := make([]queue.Message, 0, len(idx))
 	for _, i := range idx {
 		if i < 0 || i >= len(b.Keys) {
 			continue
 		}
 		bb := bigBatch(b, i)
-		body, _ := json.Marshal(copyMessage{Migration: id, Batch: bb, ParentDelivery: delivery})
-		msgs = append(msgs, queue.Message{ID: copyMessageID(id, bb.ID), Body: body,
+		body, _ := json.Marshal(copyMessage{Migration: id, Batch: bb, ParentDelivery: delivery, Key: cm.Key, Step: cm.Step, Resume: cm.Resume})
+		msgs = append(msgs, queue.Message{ID: copyMessageID(id, bb.ID) + resumeSuffix(cm.Resume), Body: body,
 			Properties: map[string]any{"migration": id, "kind": kindCopy}})
 	}
-	if err := a.sendAll(ctx, queue.Copy, msgs); err != nil {
-		return fmt.Errorf("sending big-key batches: %s", redact.Error(err))
-	}
-	return nil
+	return msgs
 }
 
 // positions finds the positions in b of the keys the copier deferred, skipping positions
@@ -427,7 +491,7 @@ func (a *App) deadBatch(ctx context.Context, cm *copyMessage, delivery int, reas
 		if spawned, err = a.store.SpawnedBig(ctx, cm.Migration, b.ID); err != nil {
 			return state.BatchResult{}, err
 		}
-		if err := a.sendBig(ctx, cm.Migration, b, spawned, delivery); err != nil {
+		if err := a.sendBig(ctx, cm, spawned, delivery); err != nil {
 			return state.BatchResult{}, err
 		}
 	}
@@ -458,7 +522,9 @@ func (a *App) recordDead(ctx context.Context, cm *copyMessage, delivery int, rea
 	}
 	if err != nil {
 		a.logf("CopyBatch: recording dead-lettered batch %s: %s", cm.Batch.ID, redact.Error(err))
+		return
 	}
+	a.rollStep(ctx, cm)
 }
 
 // copyDeadLetter consumes the copy queue's dead-letter queue: a batch that got there without
@@ -498,6 +564,7 @@ func (a *App) copyDeadLetter(ctx context.Context, inv *hostproto.Invocation, rep
 	if err != nil {
 		return true, err
 	}
+	a.rollStep(ctx, &cm)
 	reply.Log("dead-lettered %s batch %s recorded=%v", cmp.Or(cm.Kind, kindCopy), cm.Batch.ID, created)
 	return false, nil
 }

@@ -79,6 +79,10 @@ type Migration struct {
 	// counts the runs started, so each gets a new id.
 	Verify     *VerifyRun `json:"verify,omitempty"`
 	VerifyRuns int        `json:"verifyRuns,omitempty"`
+	// Resumes counts the resume requests (POST /api/migrations/{id}/resume) that sent work
+	// again; ResumedAt is the latest. Messages a resume sends carry the count in their ids.
+	Resumes   int       `json:"resumes,omitempty"`
+	ResumedAt time.Time `json:"resumedAt"`
 }
 
 // ImportCheckpoint is where an RDB import stands, updated with UpdateMigration as the stream is
@@ -385,14 +389,7 @@ type resultSummary struct {
 func (s *Store) listResults(ctx context.Context, id string) ([]resultSummary, error) {
 	var out []resultSummary
 	err := s.listMeta(ctx, resultPrefix(id), func(batch string, md metadata) {
-		out = append(out, resultSummary{
-			batch: batch,
-			res: copier.Result{Copied: md.num("copied"), Skipped: md.num("skipped"), Missing: md.num("missing"),
-				Expired: md.num("expired"), Failed: md.num("failed"), Fallback: md.num("fallback"), Bytes: md.num("bytes"), Big: md.num("big")},
-			dead:     md.has("deadlettered"),
-			finished: md.num("finished"),
-			spawned:  md.num("spawned"),
-		})
+		out = append(out, summaryOf(batch, md))
 	})
 	if err != nil {
 		return nil, err

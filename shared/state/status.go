@@ -5,8 +5,6 @@ import (
 	"math"
 	"sync"
 	"time"
-
-	"github.com/redis-migrate/redis-migrate/shared/copier"
 )
 
 // Migration states reported by status.
@@ -16,6 +14,10 @@ const (
 	StateCompleted             = "completed"
 	StateCompletedWithFailures = "completed-with-failures"
 	StateFailed                = "failed"
+	// StateStalled: planning or copying, but nothing recorded for longer than the store's stall
+	// bound (SetStallAfter): the work in flight was lost (a local host killed, messages
+	// dead-lettered or expired). POST /api/migrations/{id}/resume sends it again.
+	StateStalled = "stalled"
 )
 
 // Status is what MigrationStatus answers.
@@ -48,6 +50,15 @@ type Status struct {
 	// the background and the next call sees it).
 	AsOf  time.Time `json:"asOf"`
 	Stale bool      `json:"stale,omitempty"`
+	// LastProgressAt is the latest recorded progress: a plan step, a batch result, an import
+	// checkpoint, or a resume. StallAfterSeconds is the bound after which a planning or copying
+	// migration without progress is reported as stalled.
+	LastProgressAt    time.Time `json:"lastProgressAt"`
+	StallAfterSeconds float64   `json:"stallAfterSeconds,omitempty"`
+	// Resumes counts POST /api/migrations/{id}/resume requests that sent work again.
+	Resumes int `json:"resumes,omitempty"`
+	// Steps says how many plan steps are rolled up and how many are still read result by result.
+	Steps *StepCounts `json:"steps,omitempty"`
 }
 
 // Final reports whether no later event can change the status: every batch is accounted for.
@@ -170,6 +181,9 @@ func (s *Store) recordChanged(ctx context.Context, id string, prev *Status) bool
 	if err != nil {
 		return false
 	}
+	if m.Resumes != prev.Resumes {
+		return true
+	}
 	if prev.Import != nil && m.Import != nil && !m.Import.UpdatedAt.Equal(prev.Import.UpdatedAt) {
 		return true
 	}
@@ -229,13 +243,13 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 		return nil, err
 	}
 	var shards []ShardProgress
-	var results []resultSummary
+	var results *totals
 	var verify *VerifyStatus
 	var shardErr, resErr, verifyErr error
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); shards, shardErr = s.Shards(ctx, m) }()
-	go func() { defer wg.Done(); results, resErr = s.listResults(ctx, id) }()
+	go func() { defer wg.Done(); results, resErr = s.batchTotals(ctx, id) }()
 	if m.Verify != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); verify, verifyErr = s.computeVerify(ctx, m) }()
@@ -266,23 +280,16 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 			st.UpdatedAt = p.UpdatedAt
 		}
 	}
-	var total copier.Result
-	var withFailures []resultSummary
-	var lastFinish int64
-	for _, r := range results {
-		total.Add(r.res)
-		st.Batches.Done++
-		// Big-key batches a batch sent are sent batches too: the copy is not over until each
-		// has its own result.
-		st.Batches.Sent += r.spawned
-		if r.dead {
-			st.Batches.DeadLettered++
-		}
-		if (r.res.Failed > 0 || r.dead) && len(withFailures) < MaxFailuresShown {
-			withFailures = append(withFailures, r)
-		}
-		lastFinish = max(lastFinish, r.finished)
-	}
+	total := results.res
+	total.Failures = nil
+	st.Batches.Done = results.done
+	// Big-key batches a batch sent are sent batches too: the copy is not over until each has
+	// its own result.
+	st.Batches.Sent += results.spawned
+	st.Batches.DeadLettered = results.dead
+	st.Steps = results.steps
+	st.Resumes = m.Resumes
+	lastFinish := results.lastFinish
 	if m.Import != nil {
 		total.Add(m.Import.Result)
 		st.Keys.Scanned += m.Import.Scanned
@@ -301,8 +308,13 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 	st.Keys.Big = total.Big
 	st.Bytes = total.Bytes
 	st.Batches.Pending = max(0, st.Batches.Sent-st.Batches.Done)
+	if results.steps != nil {
+		// Counted step by step: a result that is not one of a step's batches does not stand in
+		// for one that is.
+		st.Batches.Pending = max(st.Batches.Pending, results.pending)
+	}
 
-	if err := s.fillFailures(ctx, st, withFailures); err != nil {
+	if err := s.fillFailures(ctx, st, results.failing); err != nil {
 		return nil, err
 	}
 	if m.Import != nil {
@@ -336,6 +348,16 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 	default:
 		st.State = StateCompleted
 	}
+	st.LastProgressAt = st.UpdatedAt
+	if m.ResumedAt.After(st.LastProgressAt) {
+		st.LastProgressAt = m.ResumedAt
+	}
+	if stall := s.stallAfter(); stall > 0 && m.Kind == "copy" {
+		st.StallAfterSeconds = stall.Seconds()
+		if (st.State == StatePlanning || st.State == StateCopying) && time.Since(st.LastProgressAt) > stall {
+			st.State = StateStalled
+		}
+	}
 
 	end := time.Now()
 	if st.State == StateCompleted || st.State == StateCompletedWithFailures || st.State == StateFailed {
@@ -347,7 +369,7 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 	if elapsed > 0 {
 		st.KeysPerSecond = math.Round(float64(done)/elapsed*10) / 10
 	}
-	if st.State == StatePlanning || st.State == StateCopying {
+	if st.State == StatePlanning || st.State == StateCopying || st.State == StateStalled {
 		want := max(st.Keys.Estimated, st.Keys.Scanned)
 		if im := m.Import; im != nil && im.Offset > 0 && im.Size > im.Offset && elapsed > 0 {
 			// An import knows its bytes, not its keys: the rest of the file at the rate so far.
@@ -364,31 +386,53 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 	return st, nil
 }
 
-// fillFailures reads the few results that have failures, for their key names and reasons.
-func (s *Store) fillFailures(ctx context.Context, st *Status, rs []resultSummary) error {
-	full := make([]*BatchResult, len(rs))
-	errs := make([]error, len(rs))
+// fillFailures reads the few results and rollups that have failures, for their key names and
+// reasons.
+func (s *Store) fillFailures(ctx context.Context, st *Status, refs []failRef) error {
+	type named struct {
+		dead     []DeadLetter
+		failures []Failure
+	}
+	full := make([]named, len(refs))
+	errs := make([]error, len(refs))
 	var wg sync.WaitGroup
-	for i, r := range rs {
+	for i, ref := range refs {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			full[i], errs[i] = s.GetResult(ctx, st.ID, r.batch)
+			if ref.rollup != "" {
+				var r StepRollup
+				if _, errs[i] = s.getJSON(ctx, ref.rollup, &r); errs[i] == nil {
+					full[i].dead, full[i].failures = r.DeadLetters, r.Failures
+				}
+				return
+			}
+			r, err := s.GetResult(ctx, st.ID, ref.batch)
+			if errs[i] = err; err != nil {
+				return
+			}
+			if r.DeadLettered {
+				full[i].dead = []DeadLetter{{Batch: r.Batch, Keys: r.Keys, Reason: r.Reason}}
+			}
+			for _, f := range r.Result.Failures {
+				full[i].failures = append(full[i].failures, Failure{Batch: r.Batch, Key: f.Key, Reason: f.Reason})
+			}
 		}()
 	}
 	wg.Wait()
-	for i, r := range full {
+	for i, n := range full {
 		if errs[i] != nil {
 			return errs[i]
 		}
-		if r.DeadLettered && len(st.DeadLettered) < MaxFailuresShown {
-			st.DeadLettered = append(st.DeadLettered, DeadLetter{Batch: r.Batch, Keys: r.Keys, Reason: r.Reason})
-		}
-		for _, f := range r.Result.Failures {
-			if len(st.Failures) >= MaxFailuresShown {
-				break
+		for _, d := range n.dead {
+			if len(st.DeadLettered) < MaxFailuresShown {
+				st.DeadLettered = append(st.DeadLettered, d)
 			}
-			st.Failures = append(st.Failures, Failure{Batch: r.Batch, Key: f.Key, Reason: f.Reason})
+		}
+		for _, f := range n.failures {
+			if len(st.Failures) < MaxFailuresShown {
+				st.Failures = append(st.Failures, f)
+			}
 		}
 	}
 	return nil

@@ -80,6 +80,27 @@ type Store struct {
 
 	mu       sync.Mutex
 	inflight map[string][]chan statusResult // status aggregations running, by migration
+	stall    time.Duration                  // see SetStallAfter
+}
+
+// DefaultStallAfter is how long a planning or copying migration may go without recorded
+// progress before status reports it as stalled.
+const DefaultStallAfter = 10 * time.Minute
+
+// SetStallAfter sets the stall bound (0 or less: DefaultStallAfter).
+func (s *Store) SetStallAfter(d time.Duration) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stall = d
+}
+
+func (s *Store) stallAfter() time.Duration {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.stall <= 0 {
+		return DefaultStallAfter
+	}
+	return s.stall
 }
 
 // Open connects with a connection string (UseDevelopmentStorage=true is accepted) and creates
