@@ -1,5 +1,5 @@
 // Package functions is the Azure Functions face of redis-migrate: it adapts the custom-handler
-// invocations of MigrationStart, MigrationStatus, MigrationVerify, PlanShard, CopyBatch, the dead-letter
+// invocations of MigrationStart, MigrationStatus, MigrationVerify, MigrationResume, PlanShard, CopyBatch, the dead-letter
 // recorders, ImportStart and ImportRdb to the engine (plan, copier, importer) and to the state
 // kept in Blob storage. The bindings live
 // in <Name>/function.json beside this file and are embedded, so the binary can serve or emulate
@@ -42,6 +42,9 @@ const (
 	SettingPlanStepMaxKeys  = "PLAN_STEP_MAX_KEYS"
 	SettingHandlerPort      = "FUNCTIONS_CUSTOMHANDLER_PORT"
 	SettingLocalFunctionKey = "LOCAL_FUNCTION_KEY"
+	// SettingStallSeconds: a planning or copying migration with no recorded progress for this
+	// long is reported as stalled (default 600).
+	SettingStallSeconds = "STALL_SECONDS"
 )
 
 // Config is what an App is built from.
@@ -87,6 +90,9 @@ func New(cfg Config) *App {
 	a.maxDeliveries = a.intSetting(SettingMaxDeliveries, 10)
 	a.stepTime = time.Duration(a.intSetting(SettingPlanStepSeconds, 20)) * time.Second
 	a.stepKeys = a.intSetting(SettingPlanStepMaxKeys, 200000)
+	if a.store != nil {
+		a.store.SetStallAfter(time.Duration(a.intSetting(SettingStallSeconds, int(state.DefaultStallAfter/time.Second))) * time.Second)
+	}
 	a.conns = newConnCache(a)
 	a.triggers = map[string]triggerFunc{
 		"PlanShard":      a.planShard,
@@ -130,11 +136,13 @@ func (a *App) Handler() http.Handler {
 	mux.HandleFunc("POST /api/migrations", a.migrationStart)
 	mux.HandleFunc("GET /api/migrations/{id}", a.migrationStatus)
 	mux.HandleFunc("POST /api/migrations/{id}/verify", a.migrationVerify)
+	mux.HandleFunc("POST /api/migrations/{id}/resume", a.migrationResume)
 	mux.HandleFunc("POST /api/imports", a.importStart)
 	// The same functions invoked the classic way (Data.req / Outputs.res), for hosts that do not forward.
 	mux.HandleFunc("POST /MigrationStart", a.httpInvocation(a.migrationStart, "", "req", "res"))
 	mux.HandleFunc("POST /MigrationStatus", a.httpInvocation(a.migrationStatus, "id", "req", "res"))
 	mux.HandleFunc("POST /MigrationVerify", a.httpInvocation(a.migrationVerify, "id", "req", "res"))
+	mux.HandleFunc("POST /MigrationResume", a.httpInvocation(a.migrationResume, "id", "req", "res"))
 	mux.HandleFunc("POST /ImportStart", a.httpInvocation(a.importStart, "", "req", "res"))
 	mux.HandleFunc("POST /{function}", a.invoke)
 	return mux

@@ -54,6 +54,7 @@ const (
 	DropReply                   // call the handler, then treat the invocation as failed (a crash after the work)
 	DeliverTwice                // deliver, and after it succeeds deliver the same message again
 	DuplicateNow                // enqueue a second copy before delivering, so both may run at once (a lost lock)
+	Lose                        // complete the message without calling the handler: it is lost (a local host killed, a message purged or expired)
 )
 
 // DeliveryInfo describes a delivery to the fault hook.

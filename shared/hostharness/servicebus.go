@@ -37,6 +37,11 @@ func (h *Harness) deliver(ctx context.Context, f *function, d *queue.Delivery) {
 		h.Queue.Abandon(d, "injected failure")
 		return
 	}
+	if fault == Lose {
+		h.logf("%s: message %s delivery %d: lost (injected)", f.name, d.ID, d.DeliveryCount)
+		h.Queue.Complete(d)
+		return
+	}
 	if fault == DuplicateNow {
 		h.logf("%s: message %s delivery %d: a second copy is delivered concurrently (injected)", f.name, d.ID, d.DeliveryCount)
 		h.Queue.Duplicate(d)
