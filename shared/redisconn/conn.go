@@ -401,3 +401,21 @@ func (Once) NoRetry() bool { return true }
 
 // NewOnce builds a Once command.
 func NewOnce(ctx context.Context, args ...any) Once { return Once{redis.NewCmd(ctx, args...)} }
+
+// TLSConfig is the TLS configuration the endpoint's connections use (nil without TLS), for a
+// connection opened outside go-redis (the replication link of shared/replica).
+func (c *Conn) TLSConfig() *tls.Config {
+	if c.tlsConf == nil {
+		return nil
+	}
+	return c.tlsConf.Clone()
+}
+
+// Credentials returns the user name and password a new connection authenticates with (a fresh
+// Entra ID token when the endpoint uses one).
+func (c *Conn) Credentials(ctx context.Context) (string, string, error) {
+	if c.opts.Credentials != nil {
+		return c.opts.Credentials(ctx)
+	}
+	return c.Endpoint.Username, c.Endpoint.Password, nil
+}
