@@ -397,6 +397,8 @@ func TestBadRequests(t *testing.T) {
 		{"dbPrefix", ok + `,"dbPrefix":"3:x:"}`, "dbPrefix", "does not map"},
 		{"db merge", ok + `,"dbMap":"0:0,1:0"}`, "dbMap", "collide"},
 		{"type", ok + `,"type":"str ing"}`, "type", "type"},
+		{"type rubbish", ok + `,"type":"rubbish"}`, "type", "want one of string, list"},
+		{"duplicate key", ok + `,"match":"a*","match":"b*"}`, "match", "duplicate field"},
 		{"id", ok + `,"id":"Bad_ID"}`, "id", "lower-case"},
 		{"host without entra", `{"source":{"setting":"SOURCE_REDIS"},"target":{"host":"x.redis.azure.net:10000"}}`, "target.entra", "Entra"},
 		{"entra without object id", `{"source":{"setting":"SOURCE_REDIS"},"target":{"host":"x.redis.azure.net:10000","entra":{"clientId":"c"}}}`, "target.entra.objectId", "object id"},

@@ -378,6 +378,7 @@ func TestImportRdbBadRequestsAndCorruptBlobs(t *testing.T) {
 		{"not an object", `[1]`, "", "JSON object"},
 		{"empty", ``, "", "empty body"},
 		{"unknown field", ok + `,"workers":3}`, "workers", "unknown field"},
+		{"duplicate key", ok + `,"existing":"skip"}`, "existing", "duplicate field"},
 		{"missing blob", `{"target":{"setting":"TARGET_REDIS"}}`, "blob", "required"},
 		{"missing target", `{"blob":"rdb-imports/dump.rdb"}`, "target", "required"},
 		{"blob type", `{"blob":5,"target":{"setting":"TARGET_REDIS"}}`, "blob", "rdb-imports/<name>"},

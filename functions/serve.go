@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"net"
@@ -137,12 +136,8 @@ func registerSettingSecrets(s map[string]string) {
 			registerURLSecret(v)
 		}
 		if strings.Contains(v, ";") && strings.Contains(v, "=") {
-			state.RegisterSecrets(v)
-			for _, part := range strings.Split(v, ";") {
-				if pk, pv, ok := strings.Cut(part, "="); ok && strings.Contains(strings.ToLower(pk), "key") {
-					redact.Register(pv)
-				}
-			}
+			// Values of secret keys only: SharedAccessKeyName=root must not mask "root".
+			redact.RegisterConnectionString(v)
 		}
 		lk := strings.ToLower(k)
 		secretName := strings.Contains(lk, "key") || strings.Contains(lk, "secret") || strings.Contains(lk, "password") || strings.Contains(lk, "token")
@@ -154,22 +149,14 @@ func registerSettingSecrets(s map[string]string) {
 }
 
 func runServe(ctx context.Context, env *cli.Env, args []string) error {
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
+	fs := cli.NewFlagSet(env, "serve", "                     the Azure Functions custom handler (port from FUNCTIONS_CUSTOMHANDLER_PORT)\n"+
+		"       redis-migrate serve --local [--port P] [--settings FILE]   the whole app on http://127.0.0.1:P/api/")
 	local := fs.Bool("local", false, "serve the whole function app locally (host harness) instead of being the custom handler")
 	port := fs.Int("port", 7071, "with --local: the port of http://127.0.0.1:PORT/api/...")
 	settingsFile := fs.String("settings", "", "with --local: app settings in local.settings.json format (default local.settings.json)")
 	hostJSON := fs.String("host-json", "", "with --local: host.json to honour (default ./host.json if present, else built-in defaults)")
-	fs.Usage = func() {
-		fmt.Fprintln(env.Stderr, "usage: redis-migrate serve                      the Azure Functions custom handler (port from FUNCTIONS_CUSTOMHANDLER_PORT)")
-		fmt.Fprintln(env.Stderr, "       redis-migrate serve --local [--port P] [--settings FILE]   the whole app on http://127.0.0.1:P/api/")
-		fs.PrintDefaults()
-	}
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return err
-		}
-		return err
+	if _, err := fs.ParseArgs(args); err != nil {
+		return err // -h: usage printed; a bad flag: printed once by the caller, then the usage
 	}
 	if *local {
 		return serveLocal(ctx, env, *port, *settingsFile, *hostJSON)

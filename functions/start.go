@@ -196,6 +196,10 @@ func parseObject(body []byte, emptyHint string, known []string) (json.RawMessage
 	if dec.More() {
 		return nil, nil, fieldErrf("", "invalid JSON: data after the object")
 	}
+	// A key given twice, at any depth, is refused before anything reads the body.
+	if err := checkDuplicateKeys(whole); err != nil {
+		return nil, nil, err
+	}
 	// Field names first, so an unknown field is named by its path.
 	if err := checkFields(whole, "", known); err != nil {
 		return nil, nil, err
@@ -250,7 +254,6 @@ func parseStartRequest(body []byte) (*StartRequest, error) {
 }
 
 var (
-	typeRE     = regexp.MustCompile(`^[A-Za-z0-9_-]{1,64}$`)
 	guidLikeRE = regexp.MustCompile(`^[A-Za-z0-9-]{1,64}$`)
 )
 
@@ -337,8 +340,8 @@ func checkStartRequest(r *StartRequest) error {
 			return err
 		}
 	}
-	if r.Type != "" && !typeRE.MatchString(r.Type) {
-		return fieldErrf("type", "type %q: want a Redis type name (string, list, set, zset, hash, stream)", r.Type)
+	if err := config.CheckKeyType(r.Type); err != nil {
+		return fieldErrf("type", "type: %v", err)
 	}
 	if r.BatchKeys < 0 || r.BatchKeys > 10000 {
 		return fieldErrf("batchKeys", "batchKeys %d: want 1..10000", r.BatchKeys)

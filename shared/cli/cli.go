@@ -120,6 +120,11 @@ func exitCode(env *Env, name string, err error) int {
 		return ExitOK
 	case errors.As(err, &ue):
 		fmt.Fprintf(env.Stderr, "redis-migrate %s: %s\n", name, redact.Error(err))
+		var fe flagError
+		if errors.As(err, &fe) {
+			fmt.Fprintln(env.Stderr)
+			fe.fs.PrintUsage()
+		}
 		return ExitUsage
 	default:
 		fmt.Fprintf(env.Stderr, "redis-migrate %s: %s\n", name, redact.Error(err))
@@ -137,12 +142,54 @@ func printUsage(w io.Writer) {
 	fmt.Fprintln(w, "Run 'redis-migrate <command> -h' for a command's options.")
 }
 
-// parseInterspersed parses flags that may come before or after positional arguments.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
+// FlagSet is a command's flags. The flag package's own printing is off: a bad flag is reported
+// once, as "redis-migrate CMD: <error>", followed by the usage; -h prints the usage only.
+type FlagSet struct {
+	*flag.FlagSet
+	env          *Env
+	name, header string
+}
+
+// NewFlagSet makes the flags of command name; usage is the synopsis after
+// "usage: redis-migrate NAME ".
+func NewFlagSet(env *Env, name, usage string) *FlagSet {
+	fs := &FlagSet{FlagSet: flag.NewFlagSet(name, flag.ContinueOnError), env: env, name: name, header: usage}
+	fs.SetOutput(io.Discard)
+	fs.FlagSet.Usage = func() {} // printed by Parse's caller, after the error
+	return fs
+}
+
+func newFlagSet(env *Env, name, usage string) *FlagSet { return NewFlagSet(env, name, usage) }
+
+// PrintUsage writes the synopsis and every flag to stderr.
+func (fs *FlagSet) PrintUsage() {
+	fmt.Fprintf(fs.env.Stderr, "usage: redis-migrate %s %s\n\noptions:\n", fs.name, fs.header)
+	fs.SetOutput(fs.env.Stderr)
+	fs.PrintDefaults()
+	fs.SetOutput(io.Discard)
+}
+
+// flagError is a bad flag: exitCode prints it once, then the usage.
+type flagError struct {
+	err error
+	fs  *FlagSet
+}
+
+func (f flagError) Error() string { return f.err.Error() }
+func (f flagError) Unwrap() error { return f.err }
+
+// ParseArgs parses flags that may come before or after positional arguments. -h prints the
+// usage and returns flag.ErrHelp; a bad flag returns an error that exits with ExitUsage and
+// prints the message once, then the usage.
+func (fs *FlagSet) ParseArgs(args []string) ([]string, error) {
 	var positional []string
 	for {
 		if err := fs.Parse(args); err != nil {
-			return nil, err
+			if errors.Is(err, flag.ErrHelp) {
+				fs.PrintUsage()
+				return nil, err
+			}
+			return nil, usageError{flagError{err, fs}}
 		}
 		args = fs.Args()
 		if len(args) == 0 {
@@ -156,15 +203,7 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	}
 }
 
-func newFlagSet(env *Env, name, usage string) *flag.FlagSet {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(env.Stderr)
-	fs.Usage = func() {
-		fmt.Fprintf(env.Stderr, "usage: redis-migrate %s %s\n\noptions:\n", name, usage)
-		fs.PrintDefaults()
-	}
-	return fs
-}
+func parseInterspersed(fs *FlagSet, args []string) ([]string, error) { return fs.ParseArgs(args) }
 
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

@@ -58,6 +58,9 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 	if f.source == "" || f.target == "" {
 		return usagef("--source and --target are required")
 	}
+	if err := config.CheckKeyType(f.scanType); err != nil {
+		return usagef("--type: %v", err)
+	}
 	if f.workers < 1 || f.workers > 256 {
 		return usagef("--workers %d: want 1..256", f.workers)
 	}

@@ -37,6 +37,9 @@ func runVerifyCommand(ctx context.Context, env *Env, args []string) error {
 	if *source == "" || *target == "" {
 		return usagef("--source and --target are required")
 	}
+	if err := config.CheckKeyType(*typ); err != nil {
+		return usagef("--type: %v", err)
+	}
 	if *full && *sample > 0 {
 		return usagef("--full and --sample exclude each other")
 	}

@@ -1,0 +1,50 @@
+package functions
+
+import (
+	"errors"
+	"strings"
+	"testing"
+)
+
+// Request bodies that say something other than what they mean are refused, naming the field:
+// unknown or mis-cased key types, and a JSON key given twice at any level.
+func TestRequestDecodersRefuseAmbiguousInput(t *testing.T) {
+	start := `{"source":{"setting":"SOURCE_REDIS"},"target":{"setting":"TARGET_REDIS"}`
+	imp := `{"blob":"rdb-imports/dump.rdb","target":{"setting":"TARGET_REDIS"}`
+	for _, c := range []struct {
+		name  string
+		parse func([]byte) error
+		body  string
+		field string
+		msg   string
+	}{
+		{"start type rubbish", parseStart, start + `,"type":"rubbish"}`, "type", "want one of string, list, set, zset, hash, stream"},
+		{"start type String", parseStart, start + `,"type":"String"}`, "type", `lower-case: "string"`},
+		{"start top-level duplicate", parseStart, start + `,"type":"hash","type":"string"}`, "type", "duplicate field"},
+		{"start nested duplicate", parseStart, `{"source":{"setting":"SOURCE_REDIS","setting":"OTHER"},"target":{"setting":"TARGET_REDIS"}}`, "source.setting", "duplicate field"},
+		{"start entra duplicate", parseStart, `{"source":{"setting":"SOURCE_REDIS"},"target":{"host":"x.redis.azure.net:10000","entra":{"objectId":"a","objectId":"b"}}}`, "target.entra.objectId", "duplicate field"},
+		{"start duplicate source", parseStart, `{"source":{"setting":"A"},"target":{"setting":"TARGET_REDIS"},"source":{"setting":"B"}}`, "source", "duplicate field"},
+		{"import duplicate", parseImport, imp + `,"existing":"fail","existing":"replace"}`, "existing", "duplicate field"},
+		{"import blob duplicate", parseImport, `{"blob":{"container":"rdb-imports","name":"a","name":"b"},"target":{"setting":"TARGET_REDIS"}}`, "blob.name", "duplicate field"},
+		{"verify duplicate", parseVerify, `{"sample":5,"sample":10}`, "sample", "duplicate field"},
+	} {
+		err := c.parse([]byte(c.body))
+		var fe *fieldError
+		if !errors.As(err, &fe) || fe.field != c.field || !strings.Contains(fe.msg, c.msg) {
+			t.Errorf("%s: got %v; want field %q with %q", c.name, err, c.field, c.msg)
+		}
+	}
+	// Valid types and bodies without duplicates still pass these checks.
+	for _, typ := range []string{"string", "list", "set", "zset", "hash", "stream"} {
+		if err := parseStart([]byte(start + `,"type":"` + typ + `"}`)); err != nil {
+			t.Errorf("type %s: %v", typ, err)
+		}
+	}
+	if err := checkDuplicateKeys([]byte(`{"a":[{"x":1},{"x":2}],"b":{"x":1},"x":[1,[2,{"x":3}]]}`)); err != nil {
+		t.Errorf("same key in different objects: %v", err)
+	}
+}
+
+func parseStart(b []byte) error  { _, err := parseStartRequest(b); return err }
+func parseImport(b []byte) error { _, err := parseImportRequest(b); return err }
+func parseVerify(b []byte) error { _, err := parseVerifyRequest(b); return err }
