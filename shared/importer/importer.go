@@ -326,6 +326,16 @@ func (im *importer) finish(b *batch) {
 	}
 }
 
+// checkpointDue reports whether the checkpoint interval has passed.
+func (im *importer) checkpointDue() bool {
+	if im.o.Checkpoint == nil {
+		return false
+	}
+	im.mu.Lock()
+	defer im.mu.Unlock()
+	return time.Since(im.lastCkpt) >= im.o.CheckpointEvery
+}
+
 // checkpoint reports the position of the first batch not yet folded (called by the reader
 // between batches, so the next batch's start is known).
 func (im *importer) checkpoint(next int64, db int, force bool) {

@@ -78,6 +78,14 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 		if big == nil && !skipping && !im.rd.InKeyPrefix() {
 			// Never inside a value in parts, nor between a key's expire prefix and its value
 			// (an AUX there, as KeyDB writes, would otherwise lose the key's TTL on resume).
+			// A checkpoint that is due sends the batch being filled off first: with most keys
+			// filtered out (match, dbMap) it could otherwise hold the checkpoint back for a
+			// long stretch of the file.
+			if cur != nil && im.checkpointDue() {
+				if err := issue(); err != nil {
+					return im.writerErr(err)
+				}
+			}
 			im.checkpoint(im.rd.Offset(), im.rd.DB(), false)
 		}
 		e, err := im.rd.Next()
