@@ -165,6 +165,8 @@ func closingVerify(ctx context.Context, src, dst *redisconn.Conn, cfg engine.Con
 	return verify.Run(ctx, src, dst, verify.Options{
 		DBMap: cfg.Copy.DBMap, Match: cfg.Plan.Match, Type: cfg.Plan.Type, Sample: sample, Workers: cfg.Workers,
 		PresenceOnly: cfg.Copy.Existing == copier.ExistingSkip,
+		// A target that may have held keys of its own: keys only there are named, not failed.
+		AllowExtra: cfg.Copy.Existing != copier.ExistingFail,
 	})
 }
 

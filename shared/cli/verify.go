@@ -23,6 +23,7 @@ func runVerifyCommand(ctx context.Context, env *Env, args []string) error {
 	dbMapS := fs.String("db-map", "", "source-to-target databases as given to copy, e.g. `0:0,3:0`")
 	dbPrefix := fs.String("db-prefix", "", "key prefix per source db as given to copy, e.g. `3:legacy:`")
 	workers := fs.Int("workers", 8, "parallel checkers")
+	compare := fs.String("compare", verify.CompareDump, "how values are compared: `dump` (DUMP payloads, decoded where they differ; digests for big keys) or digest (in-server digests of every key)")
 	jsonOut := fs.Bool("json", false, "print the report as JSON on stdout")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -42,6 +43,9 @@ func runVerifyCommand(ctx context.Context, env *Env, args []string) error {
 	}
 	if *full && *sample > 0 {
 		return usagef("--full and --sample exclude each other")
+	}
+	if *compare != verify.CompareDump && *compare != verify.CompareDigest {
+		return usagef("--compare %q: want dump or digest", *compare)
 	}
 	if *sample < 0 {
 		return usagef("--sample %d: want a positive count", *sample)
@@ -71,7 +75,7 @@ func runVerifyCommand(ctx context.Context, env *Env, args []string) error {
 		return usageError{err}
 	}
 	defer dst.Close()
-	rep, err := verify.Run(ctx, src, dst, verify.Options{DBMap: m, Match: *match, Type: *typ, Sample: *sample, TTLTolerance: *tol, Workers: *workers})
+	rep, err := verify.Run(ctx, src, dst, verify.Options{DBMap: m, Match: *match, Type: *typ, Sample: *sample, TTLTolerance: *tol, Workers: *workers, Compare: *compare})
 	if err != nil {
 		return err
 	}
@@ -92,10 +96,18 @@ func printVerify(w io.Writer, what string, rep *verify.Report) {
 		fmt.Fprintf(w, "; %d gone from the source meanwhile", rep.GoneSource)
 	}
 	fmt.Fprintln(w)
+	switch {
+	case !rep.ExtraChecked:
+		fmt.Fprintf(w, "%s: keys that exist only in the target are not looked for by a sample (a full verification scans the target)\n", what)
+	case rep.Extra > 0 && rep.ExtraAllowed:
+		fmt.Fprintf(w, "%s: the target holds %d keys the source does not have (kept: the target was not empty)\n", what, rep.Extra)
+	case rep.Extra > 0:
+		fmt.Fprintf(w, "%s: the target holds %d keys the source does not have\n", what, rep.Extra)
+	}
 	for _, d := range rep.Differences {
 		fmt.Fprintf(w, "%s: DIFFERENT %s key %q: %s\n", what, d.Kind, d.Key, d.Detail)
 	}
-	if n := rep.Differing() - int64(len(rep.Differences)); n > 0 {
+	if n := rep.Listed() - int64(len(rep.Differences)); n > 0 {
 		fmt.Fprintf(w, "%s: ... and %d more differing keys\n", what, n)
 	}
 	if rep.Ok() {

@@ -98,3 +98,24 @@ func EncodeDump(v Value, targetRDBVersion int) ([]byte, error) {
 	}
 	return BuildDump(t, b, uint16(targetRDBVersion)), nil
 }
+
+// DumpType is the value type a DUMP payload holds, read from its first byte and its version
+// trailer (which decides Valkey or Redis meaning of the codes); false when the payload is too
+// short or the code unknown. Nothing but those bytes is examined.
+func DumpType(payload []byte) (ValueType, bool) {
+	n := len(payload)
+	if n < 11 {
+		return 0, false
+	}
+	ver := int(binary.LittleEndian.Uint16(payload[n-10:]))
+	valkey := ver >= ValkeyVersion80
+	t := payload[0]
+	if t == opKeyMetaOrSlotImport && !valkey {
+		return 0, false // key metadata first: the type follows it
+	}
+	ti, ok := lookupType(t, valkey)
+	if !ok {
+		return 0, false
+	}
+	return ti.vt, true
+}

@@ -44,6 +44,14 @@ type Server struct {
 // URL returns the redis:// URL of the server.
 func (s *Server) URL() string { return "redis://" + s.Addr }
 
+// Pid is the server's process id (the benchmarks read its CPU time from /proc).
+func (s *Server) Pid() int {
+	if s.cmd == nil || s.cmd.Process == nil {
+		return 0
+	}
+	return s.cmd.Process.Pid
+}
+
 // Client returns a client for database db; it is closed when the test ends.
 func (s *Server) Client(t TB, db int) *redis.Client {
 	c := redis.NewClient(&redis.Options{Addr: s.Addr, DB: db, MaxRetries: 2, ReadTimeout: 2 * time.Minute})

@@ -1,8 +1,10 @@
 // Package verify proves a migration: for each source key (all of them, or a random sample) it
 // checks that the target holds the key, under its mapped name and database, with the same type,
-// the same value and the same expiry. Values are compared by digests computed inside each server
-// (a Lua script, chunk by chunk for big keys), so no value travels twice and DEBUG (blocked on
-// Azure Managed Redis) is not needed.
+// the same value and the same expiry; in full mode it also scans the target for keys the source
+// does not have. Values are compared first by their DUMP payloads (equal bytes from servers that
+// write the same encoding prove equal values); keys whose payloads differ, and big keys, are
+// decided by digests computed inside each server (a Lua script, chunk by chunk for big keys), so
+// DEBUG (blocked on Azure Managed Redis) is never needed.
 package verify
 
 import (
@@ -15,6 +17,7 @@ import (
 
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -43,40 +46,68 @@ type Options struct {
 	// PresenceOnly checks that keys exist in the target and nothing more: after a copy with
 	// --existing skip the target's own values win, so only presence is a promise.
 	PresenceOnly bool
+	// Compare is CompareDump (default: DUMP payloads, digests where they differ) or
+	// CompareDigest (digests of every key).
+	Compare string
+	// BigKeyBytes is the MEMORY USAGE from which a key is not DUMPed for the comparison but
+	// digested in chunks. Default 8 MiB.
+	BigKeyBytes int64
+	// AllowExtra reports keys found only in the target (full mode) without counting them as
+	// differences: a copy into a target that held keys of its own (--existing skip or replace).
+	AllowExtra bool
 }
 
 // Difference is one key that does not match.
 type Difference struct {
 	Key    string `json:"key"`
-	Kind   string `json:"kind"` // missing, type, value, ttl, error
+	Kind   string `json:"kind"` // missing, type, value, ttl, error, extra
 	Detail string `json:"detail"`
 }
 
 // Report is the outcome; it marshals to the --json output.
 type Report struct {
-	Mode        string       `json:"mode"`
-	Checked     int64        `json:"keys_checked"`
-	Matching    int64        `json:"keys_matching"`
-	Missing     int64        `json:"keys_missing"`
-	TypeDiff    int64        `json:"keys_type_different"`
-	ValueDiff   int64        `json:"keys_value_different"`
-	TTLDiff     int64        `json:"keys_ttl_different"`
-	Errors      int64        `json:"keys_error"`
-	GoneSource  int64        `json:"keys_gone_from_source"`
+	Mode       string `json:"mode"`
+	Checked    int64  `json:"keys_checked"`
+	Matching   int64  `json:"keys_matching"`
+	Missing    int64  `json:"keys_missing"`
+	TypeDiff   int64  `json:"keys_type_different"`
+	ValueDiff  int64  `json:"keys_value_different"`
+	TTLDiff    int64  `json:"keys_ttl_different"`
+	Errors     int64  `json:"keys_error"`
+	GoneSource int64  `json:"keys_gone_from_source"`
+	// Extra counts keys found only in the target (full mode scans it; a sample cannot).
+	Extra        int64 `json:"keys_extra"`
+	ExtraChecked bool  `json:"extra_keys_checked"`
+	ExtraAllowed bool  `json:"extra_keys_allowed,omitempty"` // counted, not a difference
+	// DigestKeys counts the keys decided by in-server digests (payloads differed, big keys, or
+	// DUMP unusable); the rest were decided by equal DUMP payloads.
+	DigestKeys  int64        `json:"keys_by_digest"`
 	TargetKeys  int64        `json:"target_keys"`
 	SourceKeys  int64        `json:"source_keys"`
 	Seconds     float64      `json:"seconds"`
 	Differences []Difference `json:"differences,omitempty"`
 }
 
-// Ok is true when no checked key differs.
+// Ok is true when no checked key differs (and, unless allowed, the target has no extra key).
 func (r *Report) Ok() bool {
-	return r.Missing+r.TypeDiff+r.ValueDiff+r.TTLDiff+r.Errors == 0
+	return r.Differing() == 0
 }
 
-// Differing counts the keys that do not match.
+// Differing counts the keys that do not match, extra keys included unless allowed.
 func (r *Report) Differing() int64 {
-	return r.Missing + r.TypeDiff + r.ValueDiff + r.TTLDiff + r.Errors
+	n := r.Missing + r.TypeDiff + r.ValueDiff + r.TTLDiff + r.Errors
+	if !r.ExtraAllowed {
+		n += r.Extra
+	}
+	return n
+}
+
+// Listed counts the keys that Differences may name (extra keys always, even when allowed).
+func (r *Report) Listed() int64 {
+	if r.ExtraAllowed {
+		return r.Differing() + r.Extra
+	}
+	return r.Differing()
 }
 
 // Run verifies target against source.
@@ -87,7 +118,8 @@ func Run(ctx context.Context, src, dst *redisconn.Conn, o Options) (*Report, err
 	if o.Sample > 0 {
 		rep.Mode = fmt.Sprintf("sample of %d", o.Sample)
 	}
-	v := &verifier{src: src, dst: dst, o: o, rep: rep}
+	v := &verifier{src: src, dst: dst, o: o, rep: rep, found: map[int]int64{}}
+	rep.ExtraAllowed = o.AllowExtra
 
 	type job struct {
 		db   int
@@ -183,6 +215,12 @@ func Run(ctx context.Context, src, dst *redisconn.Conn, o Options) (*Report, err
 	if err := <-errCh; err != nil {
 		return rep, err
 	}
+	if o.Sample == 0 {
+		if err := v.scanExtras(ctx); err != nil {
+			return rep, err
+		}
+		rep.ExtraChecked = true
+	}
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, nil
 }
@@ -220,8 +258,10 @@ func sampleKeys(ctx context.Context, node *redis.Client, n int, match string) ([
 type verifier struct {
 	src, dst *redisconn.Conn
 	o        Options
+	noDump   atomic.Bool // a side refused MEMORY USAGE: digests for every key
 	mu       sync.Mutex
 	rep      *Report
+	found    map[int]int64 // by target db: checked keys present on both sides
 }
 
 // KeyState is one side's view of a key.
@@ -239,6 +279,26 @@ func (v *verifier) check(ctx context.Context, db int, keys []string) error {
 	for i, k := range keys {
 		tkeys[i] = prefix + k
 	}
+	if v.o.Compare != CompareDigest && !v.noDump.Load() {
+		err := v.checkDumps(ctx, db, tdb, keys, tkeys)
+		if !errors.Is(err, errNoMemoryUsage) {
+			return err
+		}
+		v.noDump.Store(true)
+	}
+	return v.checkDigests(ctx, db, tdb, keys, tkeys)
+}
+
+// record compares one key (caller holds mu) and counts it as found when both sides have it.
+func (v *verifier) record(tdb int, key string, want, got KeyState) {
+	if want.Type != "none" && got.Type != "none" && want.Err == nil && got.Err == nil {
+		v.found[tdb]++
+	}
+	v.rep.Compare(key, want, got, v.o)
+}
+
+// checkDigests decides keys by in-server digests of both sides.
+func (v *verifier) checkDigests(ctx context.Context, db, tdb int, keys, tkeys []string) error {
 	// Both sides at once: a big key's digest takes as long on each.
 	var srcStates []KeyState
 	var srcErr error
@@ -257,8 +317,9 @@ func (v *verifier) check(ctx context.Context, db int, keys []string) error {
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	v.rep.DigestKeys += int64(len(keys))
 	for i := range keys {
-		v.rep.Compare(tkeys[i], srcStates[i], dstStates[i], v.o)
+		v.record(tdb, tkeys[i], srcStates[i], dstStates[i])
 	}
 	return nil
 }
@@ -319,6 +380,12 @@ func (o Options) WithDefaults() Options {
 	}
 	if o.MaxReported <= 0 {
 		o.MaxReported = 50
+	}
+	if o.Compare == "" {
+		o.Compare = CompareDump
+	}
+	if o.BigKeyBytes <= 0 {
+		o.BigKeyBytes = 8 << 20
 	}
 	return o
 }
