@@ -73,7 +73,8 @@ func binary(r *testenv.Runner) string {
 // Run is one timed run of the binary.
 type Run struct {
 	Seconds float64
-	PeakRSS int64 // bytes
+	PeakRSS int64         // bytes
+	CPU     time.Duration // the binary's own user + system time (its rusage)
 	Summary map[string]any
 	Stderr  string
 }
@@ -86,6 +87,9 @@ func runBinary(r *testenv.Runner, args ...string) Run {
 	start := time.Now()
 	err := cmd.Run()
 	run := Run{Seconds: time.Since(start).Seconds(), Stderr: errb.String()}
+	if cmd.ProcessState != nil {
+		run.CPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+	}
 	if err != nil {
 		r.Fatalf("redis-migrate %s: %v\n%s", strings.Join(args, " "), err, errb.String())
 	}
@@ -113,40 +117,15 @@ func nativeLoad(r *testenv.Runner, bin, rdbFile string) float64 {
 	}
 	s := testenv.StartServer(r, bin, "--dir", dir, "--dbfilename", "dump.rdb")
 	defer s.Stop()
+	return loadSeconds(r, s)
+}
+
+// loadSeconds is the load time a server's log reports.
+func loadSeconds(r *testenv.Runner, s *testenv.Server) float64 {
 	m := regexp.MustCompile(`DB loaded from disk: ([0-9.]+) seconds`).FindStringSubmatch(s.ServerLog())
 	if m == nil {
 		r.Fatalf("no load time in the server log")
 	}
 	secs, _ := strconv.ParseFloat(m[1], 64)
 	return secs
-}
-
-func benchCopy(ctx context.Context, r *testenv.Runner, keys int) []Row {
-	src, dst := testenv.StartRedis(r), testenv.StartRedis(r)
-	sc := src.Client(r, 0)
-	fmt.Fprintf(os.Stderr, "bench copy: generating %d mixed keys...\n", keys)
-	if err := testenv.FillBulk(ctx, sc, "", keys, 7); err != nil {
-		r.Fatalf("fill: %v", err)
-	}
-	if err := sc.Save(ctx).Err(); err != nil {
-		r.Fatalf("save: %v", err)
-	}
-	bin, _ := testenv.RedisServerBinary()
-	native := nativeLoad(r, bin, filepath.Join(src.Dir, "dump.rdb"))
-	// The closing verification is measured by the verify suite; here only the copy counts.
-	run := runBinary(r, "copy", "--source", src.URL(), "--target", dst.URL(), "--no-verify")
-	copied := num(run.Summary, "keys_copied")
-	if int(copied) != keys {
-		r.Fatalf("copy moved %v of %d keys", copied, keys)
-	}
-	kps := copied / run.Seconds
-	mbps := num(run.Summary, "bytes") / run.Seconds / 1e6
-	fmt.Fprintf(os.Stderr, "bench copy: %.0f keys/s, %.1f MB/s, peak RSS %.0f MB; native load %.0f keys/s\n",
-		kps, mbps, float64(run.PeakRSS)/1e6, float64(keys)/native)
-	return []Row{
-		{"copy, 200k mixed keys (process wall time, without the closing verification)", "keys/s", fmt.Sprintf("%.0f", kps), "target >= 100,000; RedisShake v4 scan ~30,000"},
-		{"copy, 200k mixed keys", "MB/s (DUMP payload bytes)", fmt.Sprintf("%.1f", mbps), ""},
-		{"copy, 200k mixed keys", "peak RSS of the copier", fmt.Sprintf("%.0f MB", float64(run.PeakRSS)/1e6), "target < 200 MB"},
-		{"native redis-server RDB load, same data", "keys/s", fmt.Sprintf("%.0f", float64(keys)/native), "~170,000 (the practical ceiling)"},
-	}
 }

@@ -1,0 +1,167 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redis-migrate/redis-migrate/shared/testenv"
+)
+
+// The copy suite is issue 11's table: one run of each way through the 200k mixed dataset, with
+// keys/s, the ratio to redis-server's native RDB load measured in the same run, the CPU time per
+// key of the tool (its rusage) and of each server (/proc/<pid>/stat before and after), and the
+// tool's peak RSS.
+
+// measured is one row of the table.
+type measured struct {
+	label, ref        string
+	keys              float64
+	secs              float64
+	tool, src, dst    time.Duration
+	hasSrc, hasDst    bool
+	peak              int64
+	native            float64 // keys/s of the native load
+	noTool, extraNote bool
+}
+
+func (m measured) row() Row {
+	kps := m.keys / m.secs
+	cpu := "tool " + usPerKey(m.tool, m.keys)
+	if m.noTool {
+		cpu = "tool -"
+	}
+	if m.hasSrc {
+		cpu += " / source " + usPerKey(m.src, m.keys)
+	} else {
+		cpu += " / source -"
+	}
+	if m.hasDst {
+		cpu += " / target " + usPerKey(m.dst, m.keys)
+	} else {
+		cpu += " / target -"
+	}
+	v := fmt.Sprintf("%.0f keys/s, %.2fx native; CPU us/key: %s", kps, kps/m.native, cpu)
+	if m.peak > 0 {
+		v += "; peak RSS " + mb(m.peak)
+	}
+	return Row{m.label, "keys/s, x native, CPU per key, peak RSS", v, m.ref}
+}
+
+func benchCopy(ctx context.Context, r *testenv.Runner, keys int) []Row {
+	src, dst := testenv.StartRedis(r), testenv.StartRedis(r)
+	sc := src.Client(r, 0)
+	fmt.Fprintf(os.Stderr, "bench copy: generating %d mixed keys...\n", keys)
+	if err := testenv.FillBulk(ctx, sc, "", keys, 7); err != nil {
+		r.Fatalf("fill: %v", err)
+	}
+	if err := sc.Save(ctx).Err(); err != nil {
+		r.Fatalf("save: %v", err)
+	}
+	rdbFile := filepath.Join(src.Dir, "dump.rdb")
+	bin, _ := testenv.RedisServerBinary()
+	secs, loadCPU := nativeLoadCPU(r, bin, rdbFile)
+	nkps := float64(keys) / secs
+	n := float64(keys)
+	rows := []measured{{label: "redis-server native RDB load (the ceiling for a writer)", ref: "~200,000 keys/s, 1.00x",
+		keys: n, secs: secs, dst: loadCPU, hasDst: true, noTool: true}}
+
+	// The floor of any copy on the source: DUMP + PEXPIRETIME of every key, raw pipelines.
+	names := make([]string, keys)
+	for i := range names {
+		names[i] = "k:" + strconv.Itoa(i)
+	}
+	m := meterCPU(src.Pid())
+	start := time.Now()
+	floor(ctx, r, sc, names)
+	f := measured{label: "DUMP + PEXPIRETIME of every key, raw pipelines of 256 keys (the source's floor)", ref: "goal: copy's source CPU per key no higher",
+		keys: n, secs: time.Since(start).Seconds(), src: m.used()[0], hasSrc: true, noTool: true}
+	rows = append(rows, f)
+
+	run := func(label, ref string, wantKeys string, withSrc bool, args ...string) Run {
+		pids := []int{dst.Pid()}
+		if withSrc {
+			pids = append(pids, src.Pid())
+		}
+		m := meterCPU(pids...)
+		if os.Getenv("BENCH_CMDSTATS") != "" {
+			sc.ConfigResetStat(ctx)
+			dst.Client(r, 0).ConfigResetStat(ctx)
+		}
+		out := runBinary(r, args...)
+		if os.Getenv("BENCH_CMDSTATS") != "" {
+			fmt.Fprintf(os.Stderr, "%s source:\n%s\ntarget:\n%s\n", label, sc.Info(ctx, "commandstats").Val(), dst.Client(r, 0).Info(ctx, "commandstats").Val())
+		}
+		used := m.used()
+		got := num(out.Summary, wantKeys)
+		if int(got) != keys {
+			r.Fatalf("%s: %s = %v, want %d\n%s", label, wantKeys, got, keys, out.Stderr)
+		}
+		row := measured{label: label, ref: ref, keys: n, secs: out.Seconds, tool: out.CPU, dst: used[0], hasDst: true, peak: out.PeakRSS}
+		if withSrc {
+			row.src, row.hasSrc = used[1], true
+		}
+		rows = append(rows, row)
+		fmt.Fprintf(os.Stderr, "bench copy: %s: %s\n", label, row.row().Value)
+		return out
+	}
+	flush := func() {
+		if err := dst.Client(r, 0).FlushAll(ctx).Err(); err != nil {
+			r.Fatalf("flush: %v", err)
+		}
+	}
+	run("copy --no-verify", "~80,000 keys/s, 0.41x; 6.7 / 10.8 / 8.5 us; goal tool <= 3 us, source <= floor",
+		"keys_copied", true, "copy", "--source", src.URL(), "--target", dst.URL(), "--no-verify")
+	run("verify --full (after the copy)", "~29,000 keys/s, 0.15x; goal >= copy's keys/s",
+		"keys_matching", true, "verify", "--source", src.URL(), "--target", dst.URL(), "--full")
+	flush()
+	run("import --no-verify", "~108,000 keys/s, 0.55x; 12.0 / - / 8.5 us; goal tool <= 5 us",
+		"keys_copied", false, "import", rdbFile, "--target", dst.URL(), "--no-verify")
+	flush()
+	run("import (default: full verification against the file)", "~20,000 keys/s, 0.10x; goal >= copy's keys/s",
+		"keys_copied", false, "import", rdbFile, "--target", dst.URL())
+	out := make([]Row, 0, len(rows))
+	for _, m := range rows {
+		m.native = nkps
+		out = append(out, m.row())
+	}
+	return out
+}
+
+// floor DUMPs and reads the expiry of every key in pipelines of 256 keys, as the copier's reads.
+func floor(ctx context.Context, r *testenv.Runner, c *redis.Client, names []string) {
+	for i := 0; i < len(names); i += 256 {
+		p := c.Pipeline()
+		for _, k := range names[i:min(i+256, len(names))] {
+			p.Dump(ctx, k)
+			p.PExpireTime(ctx, k)
+		}
+		if _, err := p.Exec(ctx); err != nil {
+			r.Fatalf("floor: %v", err)
+		}
+	}
+}
+
+// nativeLoadCPU starts a fresh redis-server on rdbFile and returns the load time its log reports
+// and the CPU time the server used up to then (its startup included, a few milliseconds).
+func nativeLoadCPU(r *testenv.Runner, bin, rdbFile string) (float64, time.Duration) {
+	dir := r.TempDir()
+	if err := os.Link(rdbFile, filepath.Join(dir, "dump.rdb")); err != nil {
+		data, err := os.ReadFile(rdbFile)
+		if err != nil {
+			r.Fatalf("read rdb: %v", err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "dump.rdb"), data, 0o644); err != nil {
+			r.Fatalf("write rdb: %v", err)
+		}
+	}
+	s := testenv.StartServer(r, bin, "--dir", dir, "--dbfilename", "dump.rdb")
+	defer s.Stop()
+	cpu := procCPU(s.Pid())
+	return loadSeconds(r, s), cpu
+}
