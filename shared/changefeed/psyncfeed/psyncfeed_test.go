@@ -163,7 +163,11 @@ func sortedKeys(m map[string]int) []string {
 // A scripted set of writes: every written key is reported (with its db), reads and PUBLISH
 // are not, FLUSHDB is Flushed, SWAPDB a gap; all of it before the barrier that follows.
 func TestChangesOfScriptedWrites(t *testing.T) {
-	s := testenv.StartRedis(t, "--repl-diskless-sync-delay", "0")
+	t.Run("redis", func(t *testing.T) { scriptedWrites(t, testenv.StartRedis(t, "--repl-diskless-sync-delay", "0")) })
+	t.Run("valkey", func(t *testing.T) { scriptedWrites(t, testenv.StartValkey(t, "--repl-diskless-sync-delay", "0")) })
+}
+
+func scriptedWrites(t *testing.T, s *testenv.Server) {
 	ctx := context.Background()
 	c0, c2 := s.Client(t, 0), s.Client(t, 2)
 	c0.Set(ctx, "before", "1", 0)
