@@ -253,6 +253,7 @@ func runSync(ctx context.Context, env *Env, args []string) error {
 		}
 	}
 
+	saveState() // a run killed during its initial copy resumes with a repair pass, not a copy
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, os.Interrupt, syscall.SIGTERM)
 	defer signal.Stop(sigs)
@@ -288,9 +289,7 @@ wait:
 			break wait
 		case <-tick.C:
 			line.update(st, time.Since(start))
-			if st.Initial.KeysScanned > 0 || st.Phase != "initial-copy" {
-				saveState()
-			}
+			saveState()
 		}
 	}
 	if !cutover {
@@ -390,6 +389,7 @@ func cutoverRun(ctx context.Context, env *Env, sy *syncer.Syncer, src, dst *redi
 		defer cancel()
 	}
 	T, err := sy.WaitCaughtUp(wctx, after, 0)
+	logf(fmt.Sprintf("caught up as of %s, %.1fs after the cutover began", T.UTC().Format(time.RFC3339Nano), time.Since(began).Seconds()))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, err
@@ -414,6 +414,7 @@ func cutoverRun(ctx context.Context, env *Env, sy *syncer.Syncer, src, dst *redi
 			if rep.Ok() {
 				break
 			}
+			logf(fmt.Sprintf("verification %d: %d keys differ (%.1fs after the cutover began); looking again after the next barrier", attempt+1, rep.Differing(), time.Since(began).Seconds()))
 			// Keys that changed while they were compared: wait for the next applied barrier and
 			// look again.
 			if T2, err := sy.WaitCaughtUp(ctx, time.Now(), 0); err == nil {

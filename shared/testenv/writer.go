@@ -23,6 +23,9 @@ type WriterOptions struct {
 	FlushAfter int64
 	// BigList is the length the big list is kept around (LPUSH + LTRIM); default 5000.
 	BigList int
+	// NoShortTTL leaves out the keys that expire within a second (for comparisons taken while
+	// the source is paused).
+	NoShortTTL bool
 }
 
 // Writer runs a mixed load against a source while a test migrates it: SET, INCR, DEL,
@@ -153,7 +156,11 @@ func (w *Writer) one(ctx context.Context, p redis.Pipeliner, r *rand.Rand, bigLi
 		p.Persist(ctx, w.key("s", r))
 	case 6:
 		// Keys that expire while the test runs.
-		p.Set(ctx, w.key("e", r), "short", time.Duration(200+r.Intn(800))*time.Millisecond)
+		ttl := time.Duration(200+r.Intn(800)) * time.Millisecond
+		if w.o.NoShortTTL {
+			ttl = time.Hour
+		}
+		p.Set(ctx, w.key("e", r), "short", ttl)
 	case 7:
 		n := r.Intn(w.o.Keys)
 		a := fmt.Sprintf("%s{%d}:s:%d", w.o.Prefix, n%97, n)

@@ -424,7 +424,7 @@ func ReadStates(ctx context.Context, conn *redisconn.Conn, c redis.UniversalClie
 		} else {
 			exps[i] = pipe.PTTL(ctx, k)
 		}
-		digs[i] = pipe.EvalSha(ctx, digestScript.Hash(), []string{k}, "0", chunk)
+		digs[i] = evalDigest(ctx, pipe, newTTL, k, "0", chunk)
 	}
 	now := time.Now().UnixMilli()
 	if _, err := pipe.Exec(ctx); err != nil && !isReplyErr(err) {
@@ -455,7 +455,7 @@ func ReadStates(ctx context.Context, conn *redisconn.Conn, c redis.UniversalClie
 		digest := newDigest(typ)
 		digest.add(part)
 		for next != "" {
-			r, err := digestScript.Run(ctx, c, []string{k}, next, chunk).Slice()
+			r, err := evalDigest(ctx, c, newTTL, k, next, chunk).Slice()
 			if err != nil {
 				st.Err = err
 				break
@@ -471,6 +471,15 @@ func ReadStates(ctx context.Context, conn *redisconn.Conn, c redis.UniversalClie
 		st.Digest = typ + ":" + digest.sum()
 	}
 	return out, nil
+}
+
+// evalDigest runs the digest script read-only where the server knows EVALSHA_RO (7.0+), so it
+// also runs while writes are paused (CLIENT PAUSE WRITE blocks plain EVALSHA).
+func evalDigest(ctx context.Context, c redis.Scripter, ro bool, key, cursor string, chunk int) *redis.Cmd {
+	if ro {
+		return c.EvalShaRO(ctx, digestScript.Hash(), []string{key}, cursor, chunk)
+	}
+	return c.EvalSha(ctx, digestScript.Hash(), []string{key}, cursor, chunk)
 }
 
 func parseChunk(res []any) (typ, next, part string, n int64) {
