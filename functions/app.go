@@ -44,7 +44,8 @@ const (
 	SettingLocalFunctionKey = "LOCAL_FUNCTION_KEY"
 	// SettingStallSeconds: a planning or copying migration with no recorded progress for this
 	// long is reported as stalled (default 600).
-	SettingStallSeconds = "STALL_SECONDS"
+	SettingStallSeconds     = "STALL_SECONDS"
+	SettingEndpointSettings = "REDIS_ENDPOINT_SETTINGS"
 )
 
 // Config is what an App is built from.

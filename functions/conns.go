@@ -29,12 +29,34 @@ func fieldErrf(field, format string, args ...any) *fieldError {
 
 var settingNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]{0,127}$`)
 
-// settingRefused keeps requests from pointing an endpoint at the app's own secrets.
+// endpointSettingSuffix names the app settings a request may point an endpoint at, by
+// convention; REDIS_ENDPOINT_SETTINGS lists any others. Every other setting and environment
+// variable (storage keys, IDENTITY_HEADER, ...) stays unreadable through the API.
+const endpointSettingSuffix = "_REDIS"
+
+// settingRefused keeps the app's own settings out even when a list names them.
 func settingRefused(name string) bool {
 	u := strings.ToUpper(name)
 	for _, p := range []string{"AZUREWEBJOBS", "WEBSITE_", "FUNCTIONS_", "APPSETTING_", "SERVICEBUSCONNECTION",
 		"APPLICATIONINSIGHTS", "AZURE_CLIENT_SECRET", "IDENTITY_", "MSI_", strings.ToUpper(SettingLocalFunctionKey)} {
 		if strings.HasPrefix(u, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// endpointSetting says whether a request may name setting as a Redis endpoint: its name ends
+// in _REDIS, or REDIS_ENDPOINT_SETTINGS lists it. The value is not read before this passes.
+func (a *App) endpointSetting(name string) bool {
+	if settingRefused(name) {
+		return false
+	}
+	if strings.HasSuffix(name, endpointSettingSuffix) && len(name) > len(endpointSettingSuffix) {
+		return true
+	}
+	for _, n := range strings.Split(a.getenv(SettingEndpointSettings), ",") {
+		if strings.TrimSpace(n) == name {
 			return true
 		}
 	}
@@ -47,10 +69,11 @@ func (a *App) resolveEndpoint(ref state.EndpointRef, field string) (*config.Endp
 	switch {
 	case ref.Setting != "":
 		if !settingNameRE.MatchString(ref.Setting) {
-			return nil, fieldErrf(field+".setting", "%s.setting: %q is not an app setting name", field, ref.Setting)
+			return nil, fieldErrf(field+".setting", "%s.setting: not an app setting name (letters, digits and '_')", field)
 		}
-		if settingRefused(ref.Setting) {
-			return nil, fieldErrf(field+".setting", "%s.setting: app setting %s cannot hold a Redis endpoint", field, ref.Setting)
+		if !a.endpointSetting(ref.Setting) {
+			return nil, fieldErrf(field+".setting", "%s.setting: app setting %s is not a Redis endpoint setting: "+
+				"name it <NAME>%s (e.g. SOURCE_REDIS) or list it in %s", field, ref.Setting, endpointSettingSuffix, SettingEndpointSettings)
 		}
 		v := strings.TrimSpace(a.getenv(ref.Setting))
 		if v == "" {
@@ -59,7 +82,12 @@ func (a *App) resolveEndpoint(ref state.EndpointRef, field string) (*config.Endp
 		registerURLSecret(v)
 		ep, err := config.ParseEndpoint(v)
 		if err != nil {
-			return nil, fieldErrf(field+".setting", "%s.setting: app setting %s: %s", field, ref.Setting, redact.Error(err))
+			// Never the value, nor any part of it: only the setting's name and its shape.
+			shape := config.URLShape(err)
+			if shape == "" {
+				shape = "not a usable connection URL"
+			}
+			return nil, fieldErrf(field+".setting", "%s.setting: app setting %s does not hold a Redis URL: %s", field, ref.Setting, shape)
 		}
 		return ep, nil
 	case ref.URL != "":

@@ -376,7 +376,8 @@ func TestCopierFailureOnLastDeliveryRecordsReason(t *testing.T) {
 
 func TestBadRequests(t *testing.T) {
 	src, dst := testenv.StartRedis(t), testenv.StartRedis(t)
-	a := startApp(t, appOptions{settings: map[string]string{"SOURCE_REDIS": src.URL(), "TARGET_REDIS": dst.URL(), "EMPTY_SETTING": ""}})
+	a := startApp(t, appOptions{settings: map[string]string{"SOURCE_REDIS": src.URL(), "TARGET_REDIS": dst.URL(), "EMPTY_REDIS": "",
+		"REDIS_ENDPOINT_SETTINGS": "LEGACY_CACHE, AzureWebJobsStorage", "LEGACY_CACHE": "not a url at all"}})
 	ok := `{"source":{"setting":"SOURCE_REDIS"},"target":{"setting":"TARGET_REDIS"}`
 	cases := []struct {
 		name, body, field, msg string
@@ -404,9 +405,11 @@ func TestBadRequests(t *testing.T) {
 		{"entra without object id", `{"source":{"setting":"SOURCE_REDIS"},"target":{"host":"x.redis.azure.net:10000","entra":{"clientId":"c"}}}`, "target.entra.objectId", "object id"},
 		{"bad host", `{"source":{"setting":"SOURCE_REDIS"},"target":{"host":"a/b:x","entra":{"objectId":"o"}}}`, "target.host", "host:port"},
 		{"inline url refused", `{"source":{"url":"redis://:hunter2-secret@127.0.0.1:1"},"target":{"setting":"TARGET_REDIS"}}`, "source.url", "ALLOW_INLINE_URLS"},
-		{"missing setting", `{"source":{"setting":"NO_SUCH_SETTING"},"target":{"setting":"TARGET_REDIS"}}`, "source.setting", "NO_SUCH_SETTING is not set"},
-		{"empty setting", `{"source":{"setting":"SOURCE_REDIS"},"target":{"setting":"EMPTY_SETTING"}}`, "target.setting", "EMPTY_SETTING is not set"},
-		{"app secret as endpoint", `{"source":{"setting":"AzureWebJobsStorage"},"target":{"setting":"TARGET_REDIS"}}`, "source.setting", "cannot hold"},
+		{"missing setting", `{"source":{"setting":"NO_SUCH_REDIS"},"target":{"setting":"TARGET_REDIS"}}`, "source.setting", "NO_SUCH_REDIS is not set"},
+		{"not an endpoint setting", `{"source":{"setting":"NO_SUCH_SETTING"},"target":{"setting":"TARGET_REDIS"}}`, "source.setting", "NO_SUCH_SETTING is not a Redis endpoint setting"},
+		{"empty setting", `{"source":{"setting":"SOURCE_REDIS"},"target":{"setting":"EMPTY_REDIS"}}`, "target.setting", "EMPTY_REDIS is not set"},
+		{"listed setting, not a URL", `{"source":{"setting":"LEGACY_CACHE"},"target":{"setting":"TARGET_REDIS"}}`, "source.setting", "LEGACY_CACHE does not hold a Redis URL"},
+		{"app secret as endpoint", `{"source":{"setting":"AzureWebJobsStorage"},"target":{"setting":"TARGET_REDIS"}}`, "source.setting", "not a Redis endpoint setting"},
 		{"same server", `{"source":{"setting":"SOURCE_REDIS"},"target":{"setting":"SOURCE_REDIS"}}`, "target", "same server"},
 		{"oversize", ok + `,"match":"` + strings.Repeat("x", 70<<10) + `"}`, "body", "larger than"},
 	}
@@ -506,16 +509,18 @@ func TestNoSecretsInAnyOutput(t *testing.T) {
 		"SOURCE_REDIS":      "redis://:" + password + "@" + src.Addr,
 		"TARGET_REDIS":      "redis://default:" + password + "@" + dst.Addr,
 		"WRONG_PASS_REDIS":  "redis://:" + password + "-wrong@" + dst.Addr,
-		"BROKEN_URL":        "redis://:" + password + "@host:notaport",
+		"BROKEN_REDIS":      "redis://:" + password + "@host:notaport",
 		"SOME_SAS_SETTING":  sas,
+		"SAS_REDIS":         sas,
 		"ALLOW_INLINE_URLS": "true",
 	}})
 	var outputs []string
 	collect := func(code int, body []byte) { outputs = append(outputs, fmt.Sprintf("%d %s", code, body)) }
 	for _, body := range []string{
 		`{"source":{"setting":"WRONG_PASS_REDIS"},"target":{"setting":"TARGET_REDIS"}}`,
-		`{"source":{"setting":"BROKEN_URL"},"target":{"setting":"TARGET_REDIS"}}`,
+		`{"source":{"setting":"BROKEN_REDIS"},"target":{"setting":"TARGET_REDIS"}}`,
 		`{"source":{"setting":"SOME_SAS_SETTING"},"target":{"setting":"TARGET_REDIS"}}`,
+		`{"source":{"setting":"SAS_REDIS"},"target":{"setting":"TARGET_REDIS"}}`,
 		`{"source":{"url":"redis://:` + password + `@127.0.0.1:1"},"target":{"setting":"TARGET_REDIS"}}`,
 		`{"source":{"url":"redis://:` + password + `@` + src.Addr + `?bogus=1"},"target":{"setting":"TARGET_REDIS"}}`,
 	} {

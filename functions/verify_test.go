@@ -403,7 +403,7 @@ func TestExampleSettingsListEverySetting(t *testing.T) {
 	settings := ls.Values
 	for _, name := range []string{functions.SettingStorage, functions.SettingServiceBus, functions.SettingStateContainer,
 		functions.SettingAllowInlineURLs, functions.SettingMaxDeliveries, functions.SettingPlanStepSeconds, functions.SettingPlanStepMaxKeys,
-		functions.SettingStallSeconds, functions.SettingLocalFunctionKey, functions.SettingImportTarget, functions.SettingImportExisting, functions.SettingImportDBMap,
+		functions.SettingStallSeconds, functions.SettingLocalFunctionKey, functions.SettingEndpointSettings, functions.SettingImportTarget, functions.SettingImportExisting, functions.SettingImportDBMap,
 		functions.SettingImportDBPrefix, functions.SettingImportMatch, functions.SettingImportFunctions, functions.SettingImportModules,
 		functions.SettingImportSeconds, functions.SettingImportCheckpointMs, functions.SettingImportMaxAttempts} {
 		if _, ok := settings[name]; !ok {

@@ -3,6 +3,8 @@ package config
 import (
 	"strings"
 	"testing"
+
+	"github.com/redis-migrate/redis-migrate/shared/redact"
 )
 
 func TestParseEndpoint(t *testing.T) {
@@ -64,5 +66,41 @@ func TestDBMap(t *testing.T) {
 		if _, err := ParseDBMap(bad); err == nil {
 			t.Errorf("ParseDBMap(%q) accepted", bad)
 		}
+	}
+}
+
+// A password with characters that break a URL is never printed and the error says how to
+// encode it; the value-free shape (for app settings) holds no part of the input.
+func TestParseEndpointNeverEchoesMalformedSecrets(t *testing.T) {
+	cases := map[string]string{
+		"redis://:pa ss word@host:6379":          "percent-encode",
+		"rediss://:abc/def+ghi=@cache.net:10000": "percent-encode",
+		"rediss://user:a?b#c@cache.net:10000":    "percent-encode",
+		"redis://:secretvalue@host:notaport":     "bad port",
+		"eyJhbGciOiJIUzI1NiJ9.payload-token":     "scheme",
+		"sk-live-abcdefghijklmnop":               "scheme",
+	}
+	for in, want := range cases {
+		_, err := ParseEndpoint(in)
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("ParseEndpoint(%q) = %v, want error with %q", in, err, want)
+			continue
+		}
+		shape := URLShape(err)
+		if shape == "" {
+			t.Errorf("ParseEndpoint(%q): no shape", in)
+		}
+		for _, part := range []string{"pa ss", "def+ghi", "a?b#c", "secretvalue", "eyJhbGci", "payload-token", "sk-live", "notaport", "cache.net"} {
+			if strings.Contains(shape, part) {
+				t.Errorf("shape of %q repeats %q: %s", in, part, shape)
+			}
+			if strings.Contains(in, part) && part != "cache.net" && part != "notaport" && strings.Contains(redact.Error(err), part) {
+				t.Errorf("error of %q repeats %q: %s", in, part, redact.Error(err))
+			}
+		}
+	}
+	// The password of a URL that does not parse is registered: other messages mask it too.
+	if got := redact.String("dial: pa ss word"); strings.Contains(got, "pa ss word") {
+		t.Errorf("unparsed password not registered: %q", got)
 	}
 }

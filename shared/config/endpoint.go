@@ -3,6 +3,7 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"net"
 	"net/url"
@@ -71,20 +72,57 @@ func (e *Endpoint) String() string {
 	return strings.Replace(s, "%2A%2A%2A", "***", 1)
 }
 
+// URLError is a connection URL that could not be used. Error() shows the URL with its
+// password masked, for a URL the user typed; Shape says what is wrong without any part of the
+// value, for a URL read from an app setting, whose value must never be echoed.
+type URLError struct {
+	safe   string // the URL with the password masked; "" when it cannot be shown safely
+	detail string // the problem, may quote a non-secret part (a port, an option value)
+	Shape  string // the problem, value-free
+}
+
+func (e *URLError) Error() string {
+	if e.safe == "" {
+		return "invalid connection URL: " + e.detail
+	}
+	return "invalid connection URL " + e.safe + ": " + e.detail
+}
+
+// encodeHint tells how to write characters that end the password part of a URL early.
+const encodeHint = "percent-encode special characters in the user name and password " +
+	"(/ as %2F, ? as %3F, # as %23, @ as %40, : as %3A, space as %20, % as %25)"
+
+const urlForm = "want redis[s]://[user:password@]host[:port][/db]"
+
 // ParseEndpoint parses a connection URL. Errors describe the problem without echoing the URL's
-// secret parts; the password is registered with the redact package.
+// secret parts; the password is registered with the redact package, even when the URL does
+// not parse, before anything can print it.
 func ParseEndpoint(raw string) (*Endpoint, error) {
 	raw = strings.TrimSpace(raw)
 	if raw == "" {
-		return nil, fmt.Errorf("empty connection URL (want redis://host:port or rediss://host:port)")
+		return nil, &URLError{detail: "empty (" + urlForm + ")", Shape: "empty (" + urlForm + ")"}
+	}
+	registerUserinfo(raw)
+	if misSplitUserinfo(raw) {
+		// A '/', '?' or '#' inside the password ends the authority early: the URL parses, but
+		// with part of the password as the path. Never print it.
+		msg := "the part before '@' holds '/', '?' or '#'; " + encodeHint
+		return nil, &URLError{detail: msg, Shape: msg}
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		// url.Parse's error repeats the whole input, password included: do not wrap it.
-		return nil, fmt.Errorf("invalid connection URL %q: not a URL (want redis://[user:password@]host:port[/db])", redact.String(raw))
+		msg := "not a URL (" + urlForm + "; " + encodeHint + ")"
+		if strings.Contains(err.Error(), "invalid port") {
+			msg = "bad port (want 1-65535)"
+		}
+		return nil, &URLError{detail: msg, Shape: msg}
 	}
-	if p, ok := u.User.Password(); ok {
-		redact.Register(p)
+	bad := func(shape, detail string) error {
+		if detail == "" {
+			detail = shape
+		}
+		return &URLError{safe: safeURL(u), detail: detail, Shape: shape}
 	}
 	e := &Endpoint{Topology: TopologyAuto}
 	switch strings.ToLower(u.Scheme) {
@@ -92,17 +130,19 @@ func ParseEndpoint(raw string) (*Endpoint, error) {
 	case "rediss":
 		e.TLS = true
 	default:
-		return nil, fmt.Errorf("invalid connection URL %s: scheme %q is not redis:// or rediss://", safeURL(u), u.Scheme)
+		// Not a URL of ours (perhaps a key or token pasted by mistake): show none of it.
+		msg := "the scheme is not redis:// or rediss:// (" + urlForm + ")"
+		return nil, &URLError{detail: msg, Shape: msg}
 	}
 	e.Host = u.Hostname()
 	if e.Host == "" {
-		return nil, fmt.Errorf("invalid connection URL %s: no host", safeURL(u))
+		return nil, bad("no host ("+urlForm+")", "")
 	}
 	e.Port = 6379
 	if ps := u.Port(); ps != "" {
 		p, err := strconv.Atoi(ps)
 		if err != nil || p <= 0 || p > 65535 {
-			return nil, fmt.Errorf("invalid connection URL %s: bad port %q", safeURL(u), ps)
+			return nil, bad("bad port (want 1-65535)", fmt.Sprintf("bad port %q", ps))
 		}
 		e.Port = p
 	}
@@ -118,7 +158,7 @@ func ParseEndpoint(raw string) (*Endpoint, error) {
 	if path := strings.Trim(u.Path, "/"); path != "" {
 		db, err := strconv.Atoi(path)
 		if err != nil || db < 0 || db > 1000 {
-			return nil, fmt.Errorf("invalid connection URL %s: database %q is not a number", safeURL(u), path)
+			return nil, bad("the database (the path) is not a number 0-1000", fmt.Sprintf("database %q is not a number", path))
 		}
 		e.DB, e.DBSet = db, true
 	}
@@ -133,7 +173,7 @@ func ParseEndpoint(raw string) (*Endpoint, error) {
 		case "tls-insecure-skip-verify", "insecure-skip-verify":
 			b, err := strconv.ParseBool(v)
 			if err != nil {
-				return nil, fmt.Errorf("invalid connection URL %s: %s=%q is not true/false", safeURL(u), name, v)
+				return nil, bad(name+" is not true/false", fmt.Sprintf("%s=%q is not true/false", name, v))
 			}
 			e.InsecureSkipVerify = b
 		case "topology":
@@ -141,11 +181,11 @@ func ParseEndpoint(raw string) (*Endpoint, error) {
 			case TopologyAuto, TopologyStandalone, TopologyCluster:
 				e.Topology = Topology(v)
 			default:
-				return nil, fmt.Errorf("invalid connection URL %s: topology=%q (want auto, standalone or cluster)", safeURL(u), v)
+				return nil, bad("topology: want auto, standalone or cluster", fmt.Sprintf("topology=%q (want auto, standalone or cluster)", v))
 			}
 		case "auth":
 			if v != "entra" && v != "password" {
-				return nil, fmt.Errorf("invalid connection URL %s: auth=%q (want entra or password)", safeURL(u), v)
+				return nil, bad("auth: want entra or password", fmt.Sprintf("auth=%q (want entra or password)", v))
 			}
 			e.Entra = v == "entra"
 		case "client-id":
@@ -153,20 +193,69 @@ func ParseEndpoint(raw string) (*Endpoint, error) {
 		case "db":
 			db, err := strconv.Atoi(v)
 			if err != nil || db < 0 {
-				return nil, fmt.Errorf("invalid connection URL %s: db=%q is not a number", safeURL(u), v)
+				return nil, bad("db is not a number", fmt.Sprintf("db=%q is not a number", v))
 			}
 			e.DB, e.DBSet = db, true
 		default:
-			return nil, fmt.Errorf("invalid connection URL %s: unknown option %q", safeURL(u), name)
+			return nil, bad("an unknown option (known: tls-server-name, tls-ca-file, tls-insecure-skip-verify, topology, auth, client-id, db)",
+				fmt.Sprintf("unknown option %q", name))
 		}
 	}
 	if (e.ServerName != "" || e.CAFile != "" || e.InsecureSkipVerify) && !e.TLS {
-		return nil, fmt.Errorf("invalid connection URL %s: TLS options need the rediss:// scheme", safeURL(u))
+		return nil, bad("TLS options need the rediss:// scheme", "")
 	}
 	if e.Entra && e.Password != "" {
-		return nil, fmt.Errorf("invalid connection URL %s: auth=entra takes no password (the token is fetched from Entra ID)", safeURL(u))
+		return nil, bad("auth=entra takes no password (the token is fetched from Entra ID)", "")
 	}
 	return e, nil
+}
+
+// userinfo is what lies between "://" and the last '@' of raw: the user name and password,
+// whatever characters they hold ("" when there is no '@').
+func userinfo(raw string) (string, bool) {
+	i := strings.Index(raw, "://")
+	if i < 0 {
+		return "", false
+	}
+	rest := raw[i+3:]
+	at := strings.LastIndex(rest, "@")
+	if at < 0 {
+		return "", false
+	}
+	return rest[:at], true
+}
+
+// registerUserinfo registers the password (or a lone user part, the old password-only form)
+// in raw and its decoded form, so nothing prints it even when the URL is malformed.
+func registerUserinfo(raw string) {
+	ui, ok := userinfo(raw)
+	if !ok {
+		return
+	}
+	secret := ui
+	if _, pw, found := strings.Cut(ui, ":"); found {
+		secret = pw
+	}
+	redact.Register(secret)
+	if dec, err := url.PathUnescape(secret); err == nil {
+		redact.Register(dec)
+	}
+}
+
+// misSplitUserinfo reports a '/', '?' or '#' before the last '@': url.Parse would end the
+// host part there and take the rest of the password for a path, query or fragment.
+func misSplitUserinfo(raw string) bool {
+	ui, ok := userinfo(raw)
+	return ok && strings.ContainsAny(ui, "/?#")
+}
+
+// URLShape is err's value-free description when it is a URL error, else "".
+func URLShape(err error) string {
+	var ue *URLError
+	if errors.As(err, &ue) {
+		return ue.Shape
+	}
+	return ""
 }
 
 func safeURL(u *url.URL) string {
