@@ -539,7 +539,7 @@ func TestImportBadInput(t *testing.T) {
 		{"not-rdb", []string{notRDB}, ExitUsage, "not an RDB file"},
 		{"empty", []string{empty}, ExitUsage, "RDB header"},
 		{"future-version", []string{badVersion}, ExitUsage, "unsupported RDB version 42"},
-		{"truncated", []string{truncated}, ExitError, "truncated.rdb: rdb: offset"},
+		{"truncated", []string{truncated}, ExitUsage, "truncated.rdb: rdb: offset"},
 		{"no-file", []string{}, ExitUsage, "exactly one RDB file"},
 		{"two-files", []string{good, good}, ExitUsage, "exactly one RDB file"},
 		{"bad-functions", []string{good, "--functions", "maybe"}, ExitUsage, "--functions"},
