@@ -60,7 +60,7 @@ func TestCopyBigKeyRespectsExistingSkip(t *testing.T) {
 	sc.RPush(ctx, "list", "a", "b", "c")
 	sc.Set(ctx, "other", "x", 0)
 	dc.Set(ctx, "list", "target's own", 0)
-	code, sum, _ := runJSON(t, "copy", "--source", src.URL(), "--target", dst.URL(), "--big-key-bytes", "1", "--existing", "skip")
+	code, sum, _ := runJSON(t, "copy", "--source", src.URL(), "--target", dst.URL(), "--big-key-bytes", "1", "--existing", "skip", "--keep-target-values")
 	if code != 0 || sum.KeysSkipped != 1 || sum.KeysCopied != 1 {
 		t.Fatalf("exit %d summary %+v", code, sum)
 	}

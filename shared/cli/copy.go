@@ -24,6 +24,9 @@ type copyFlags struct {
 	noVerify, verifyFull                                       bool
 	verifySample                                               int
 	bigKeyBytes                                                int64
+	stateFile                                                  string
+	keepTarget                                                 bool
+	retryWait                                                  time.Duration
 }
 
 func runCopy(ctx context.Context, env *Env, args []string) error {
@@ -45,6 +48,9 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 	fs.BoolVar(&f.noVerify, "no-verify", false, "skip the verification that follows the copy")
 	fs.IntVar(&f.verifySample, "verify-sample", 10000, "keys the closing verification checks (random sample)")
 	fs.BoolVar(&f.verifyFull, "verify-full", false, "verify every key after the copy instead of a sample")
+	fs.StringVar(&f.stateFile, "state", "", "record finished plan steps in this `file`; a rerun with it resumes after them")
+	fs.BoolVar(&f.keepTarget, "keep-target-values", false, "with --existing skip: the target's own values are wanted, so the closing verification checks only that keys exist")
+	fs.DurationVar(&f.retryWait, "retry-wait", 60*time.Second, "how long a server may stay away (restarting, LOADING, BUSY) while batches wait for it; then the copy stops")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		if err.Error() == "flag: help requested" {
@@ -73,6 +79,12 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 	existing, err := copier.ParseExisting(f.existing)
 	if err != nil {
 		return usagef("--%v", err)
+	}
+	if f.keepTarget && existing != copier.ExistingSkip {
+		return usagef("--keep-target-values goes with --existing skip")
+	}
+	if f.retryWait < time.Second {
+		return usagef("--retry-wait %s: want at least 1s", f.retryWait)
 	}
 	dbMap, err := config.ParseDBMap(f.dbMap)
 	if err != nil {
@@ -114,6 +126,8 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 		ExplicitDBMap: f.dbMap != "" || srcEP.DBSet,
 		AllowDBMerge:  f.allowMerge,
 		Workers:       f.workers,
+		StateFile:     f.stateFile,
+		RetryWait:     f.retryWait,
 	}
 	if f.dryRun {
 		r, err := engine.Plan(ctx, cfg)
@@ -138,15 +152,28 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 		return err
 	}
 	ok := sum.Ok()
+	verifiedAll := false
 	if !f.noVerify {
-		rep, err := closingVerify(ctx, src, dst, cfg, f.verifySample, f.verifyFull)
+		rep, err := closingVerify(ctx, src, dst, cfg, f.verifySample, f.verifyFull, f.keepTarget)
 		if err != nil {
 			sum.Notes = append(sum.Notes, "verification could not run: "+err.Error())
 			ok = false
 		} else {
 			sum.Verify = rep
 			ok = ok && rep.Ok()
+			verifiedAll = f.verifyFull && rep.Ok() && !f.keepTarget
+			if !rep.Ok() && existing == copier.ExistingSkip {
+				sum.Notes = append(sum.Notes, "keys kept by --existing skip differ from the source: rerun with --existing replace to overwrite "+
+					"them (add --match to narrow it), or with --keep-target-values if the target's values are the ones wanted")
+			}
 			defer printVerify(env.Stderr, "verify", rep)
+		}
+	}
+	if sum.TargetRestarts > 0 {
+		if verifiedAll {
+			sum.Notes = append(sum.Notes, "the full verification found every key in the target after its restart: nothing was lost")
+		} else {
+			ok = false
 		}
 	}
 	reportSummary(env, "copy", sum, f.jsonOut)
@@ -157,14 +184,15 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 }
 
 // closingVerify checks the copy's result: a random sample (or every key), with the same db map,
-// prefixes and match. After --existing skip only presence is checked: the target's values win.
-func closingVerify(ctx context.Context, src, dst *redisconn.Conn, cfg engine.Config, sample int, full bool) (*verify.Report, error) {
+// prefixes and match. After --existing skip a kept key that differs from the source is reported
+// (it may be a stale copy from an interrupted run); only --keep-target-values checks presence alone.
+func closingVerify(ctx context.Context, src, dst *redisconn.Conn, cfg engine.Config, sample int, full, keepTarget bool) (*verify.Report, error) {
 	if full {
 		sample = 0
 	}
 	return verify.Run(ctx, src, dst, verify.Options{
 		DBMap: cfg.Copy.DBMap, Match: cfg.Plan.Match, Type: cfg.Plan.Type, Sample: sample, Workers: cfg.Workers,
-		PresenceOnly: cfg.Copy.Existing == copier.ExistingSkip,
+		PresenceOnly: keepTarget,
 		// A target that may have held keys of its own: keys only there are named, not failed.
 		AllowExtra: cfg.Copy.Existing != copier.ExistingFail,
 	})

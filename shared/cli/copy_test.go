@@ -108,13 +108,18 @@ func TestCopyExistingModes(t *testing.T) {
 		t.Fatalf("refused copy wrote keys: target has %d", n)
 	}
 
-	// skip: the target's keys stay, and are counted.
-	code, sum, _ := runJSON(t, "copy", "--source", src.URL(), "--target", dst.URL(), "--existing", "skip")
-	if code != 0 || sum.KeysCopied != 98 || sum.KeysSkipped != 2 {
+	// skip: the target's keys stay, and are counted; the closing verification names the kept
+	// keys that differ from the source (exit 1) unless the target's values are the ones wanted.
+	code, sum, errs := runJSON(t, "copy", "--source", src.URL(), "--target", dst.URL(), "--existing", "skip", "--verify-full")
+	if code != ExitFailures || sum.KeysCopied != 98 || sum.KeysSkipped != 2 || !strings.Contains(errs, `"k1"`) || !strings.Contains(errs, "--existing replace") {
 		t.Fatalf("existing=skip: exit %d summary %+v", code, sum)
 	}
 	if v := dc.Get(ctx, "k1").Val(); v != "target" {
 		t.Fatalf("skip overwrote k1: %q", v)
+	}
+	code, sum, _ = runJSON(t, "copy", "--source", src.URL(), "--target", dst.URL(), "--existing", "skip", "--keep-target-values")
+	if code != 0 || sum.KeysSkipped != 100 {
+		t.Fatalf("existing=skip --keep-target-values: exit %d summary %+v", code, sum)
 	}
 
 	// replace: every key now holds the source's value.

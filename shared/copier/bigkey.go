@@ -10,7 +10,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redis-migrate/redis-migrate/shared/keywriter"
-	"github.com/redis-migrate/redis-migrate/shared/redact"
 )
 
 // Chunk sizes of the big-key path: elements per read, bytes per string range.
@@ -34,7 +33,10 @@ func (c *Copier) copyBig(ctx context.Context, src, dst redis.UniversalClient, ke
 	}
 	before := c.Now()
 	if _, err := pipe.Exec(ctx); err != nil && !isReplyError(err) {
-		return fmt.Errorf("reading from source: %s", redact.Error(err))
+		return sourceErr(err)
+	}
+	if err := typ.Err(); isSourceBusy(err) {
+		return sourceErr(err)
 	}
 	if typ.Val() == "none" {
 		res.Missing++
@@ -65,8 +67,8 @@ func (c *Copier) copyBig(ctx context.Context, src, dst redis.UniversalClient, ke
 	bytes, err := copyChunks(ctx, src, b, k, typ.Val())
 	if err != nil {
 		b.Abort(ctx)
-		if isNetErr(err) {
-			return fmt.Errorf("big key copy: %s", redact.Error(err))
+		if isNetErr(err) || isSourceBusy(err) {
+			return &ServerError{Err: fmt.Errorf("big key copy: %w", err)} // either side
 		}
 		res.fail([]byte(target), "chunked copy of a big "+typ.Val()+": "+err.Error())
 		return nil
@@ -83,8 +85,8 @@ func (c *Copier) copyBig(ctx context.Context, src, dst redis.UniversalClient, ke
 	switch err := b.Commit(ctx, expireAt, mode); {
 	case errors.Is(err, keywriter.ErrExists):
 		c.existing(res, []byte(target))
-	case err != nil && isNetErr(err):
-		return fmt.Errorf("big key copy: %s", redact.Error(err))
+	case err != nil && (isNetErr(err) || IsBusyReply(err)):
+		return targetErr(fmt.Errorf("big key copy: %w", err))
 	case err != nil:
 		res.fail([]byte(target), err.Error())
 	default:

@@ -60,6 +60,9 @@ type Options struct {
 	// BigKeyBytes is the MEMORY USAGE from which a key is copied in chunks instead of one
 	// DUMP/RESTORE. Default 8 MiB; negative turns big-key detection off.
 	BigKeyBytes int64
+	// SourceWait, when set, is called before each pipeline sent to the source with the number
+	// of commands in it (pacing: --max-source-ops, backoff from a slow source).
+	SourceWait func(ctx context.Context, n int)
 	// DeferBigKeys returns big keys in Result.BigKeys instead of copying them inline, so the
 	// caller can give each its own batch and small keys do not wait behind it.
 	DeferBigKeys bool
@@ -237,16 +240,19 @@ func (c *Copier) sizeUp(ctx context.Context, src, dst redis.UniversalClient, pre
 	if c.Opts.BigKeyBytes < 0 || c.noMemoryUsage.Load() {
 		return keys, sizes, nil
 	}
+	c.waitSource(ctx, len(keys))
 	pipe := src.Pipeline()
 	cmds := make([]*redis.IntCmd, len(keys))
 	for i, k := range keys {
 		cmds[i] = pipe.MemoryUsage(ctx, string(k))
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !isReplyError(err) {
-		return nil, nil, fmt.Errorf("reading from source: %s", redact.Error(err))
+		return nil, nil, sourceErr(err)
 	}
 	for _, cmd := range cmds {
-		if err := cmd.Err(); err != nil && err != redis.Nil {
+		if err := cmd.Err(); isSourceBusy(err) {
+			return nil, nil, sourceErr(err)
+		} else if err != nil && err != redis.Nil {
 			// MEMORY USAGE is not allowed everywhere: then every key takes the DUMP path.
 			c.noMemoryUsage.Store(true)
 			return keys, sizes, nil
@@ -273,11 +279,18 @@ func (c *Copier) sizeUp(ctx context.Context, src, dst redis.UniversalClient, pre
 	return small, smallSizes, nil
 }
 
+func (c *Copier) waitSource(ctx context.Context, n int) {
+	if c.Opts.SourceWait != nil {
+		c.Opts.SourceWait(ctx, n)
+	}
+}
+
 // usePExpireTime: PEXPIRETIME (Redis/Valkey 7+) gives the absolute expiry exactly; older servers
 // only have PTTL, converted with the local clock.
 func (c *Copier) usePExpireTime() bool { return c.Src.Version.Major >= 7 }
 
 func (c *Copier) read(ctx context.Context, src redis.UniversalClient, keys [][]byte, res *Result) ([]Payload, error) {
+	c.waitSource(ctx, 2*len(keys))
 	pipe := src.Pipeline()
 	dumps := make([]*redis.StringCmd, len(keys))
 	ttls := make([]*redis.DurationCmd, len(keys))
@@ -293,7 +306,7 @@ func (c *Copier) read(ctx context.Context, src redis.UniversalClient, keys [][]b
 	before := c.Now()
 	_, err := pipe.Exec(ctx)
 	if err != nil && !isReplyError(err) {
-		return nil, fmt.Errorf("reading from source: %s", redact.Error(err))
+		return nil, sourceErr(err)
 	}
 	out := make([]Payload, 0, len(keys))
 	for i, k := range keys {
@@ -303,13 +316,16 @@ func (c *Copier) read(ctx context.Context, src redis.UniversalClient, keys [][]b
 			continue
 		}
 		if err != nil {
-			if !isReplyError(err) {
-				return nil, fmt.Errorf("reading from source: %s", redact.Error(err))
+			if !isReplyError(err) || isSourceBusy(err) {
+				return nil, sourceErr(err)
 			}
 			res.fail(k, "source DUMP: "+err.Error())
 			continue
 		}
 		raw, err := ttls[i].Result()
+		if isSourceBusy(err) {
+			return nil, sourceErr(err)
+		}
 		if err != nil {
 			res.fail(k, "source TTL: "+err.Error())
 			continue
@@ -381,7 +397,14 @@ func (c *Copier) restore(ctx context.Context, dst redis.UniversalClient, prefix 
 		return nil
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !isReplyError(err) {
-		return fmt.Errorf("writing to target: %s", redact.Error(err))
+		return targetErr(err)
+	}
+	// A target that is loading, busy or failing over answers every command alike: the whole
+	// batch waits and is retried, no key is failed for it.
+	for _, p := range sent {
+		if err := p.cmd.Err(); IsBusyReply(err) {
+			return targetErr(err)
+		}
 	}
 	var again []Payload
 	var near []string
@@ -416,7 +439,7 @@ func (c *Copier) restore(ctx context.Context, dst redis.UniversalClient, prefix 
 		case isPayloadRefusal(err):
 			res.fail([]byte(p.key), "target refused the DUMP payload: "+err.Error())
 		case !isReplyError(err):
-			return fmt.Errorf("writing to target: %s", redact.Error(err))
+			return targetErr(err)
 		default:
 			res.fail([]byte(p.key), "target refused RESTORE: "+err.Error())
 		}
@@ -443,9 +466,12 @@ func (c *Copier) recountExpired(ctx context.Context, dst redis.UniversalClient, 
 		cmds[i] = pipe.Exists(ctx, k)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !isReplyError(err) {
-		return fmt.Errorf("writing to target: %s", redact.Error(err))
+		return targetErr(err)
 	}
 	for _, cmd := range cmds {
+		if IsBusyReply(cmd.Err()) {
+			return targetErr(cmd.Err())
+		}
 		if cmd.Err() == nil && cmd.Val() == 0 {
 			res.Copied--
 			res.Expired++

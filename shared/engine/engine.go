@@ -18,6 +18,7 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/plan"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
 	"github.com/redis-migrate/redis-migrate/shared/redisconn"
+	"github.com/redis-migrate/redis-migrate/shared/resume"
 )
 
 // Config is one migration.
@@ -33,8 +34,28 @@ type Config struct {
 	// OnProgress is called about every ProgressEvery with running totals.
 	OnProgress    func(Progress)
 	ProgressEvery time.Duration
-	// BatchAttempts is how often a batch is tried when a server fails mid-batch; default 5.
+	// BatchAttempts is how often a batch is tried when it fails for a reason other than a
+	// server being away; default 5.
 	BatchAttempts int
+	// RetryWait is how long a server may stay away (unreachable, LOADING, BUSY, TRYAGAIN,
+	// MASTERDOWN) while batches wait for it with backoff; longer, and the run stops. Default 60s.
+	RetryWait time.Duration
+	// StepKeys bounds a plan step (the unit recorded in the state file); default 10,000 keys.
+	StepKeys int
+	// StateFile, when set, records finished plan steps; a rerun with it resumes after them.
+	StateFile string
+	// WatchEvery is how often the target's run_id is checked; default 500ms.
+	WatchEvery time.Duration
+	// SourcePacer, when set, paces and backs off the reads from the source.
+	SourcePacer Pacer
+	// targetOurs: the state file says this migration already wrote into the target, so the
+	// preflight does not refuse it as non-empty.
+	targetOurs bool
+}
+
+// Pacer paces commands sent to the source: Wait blocks until n more commands may go.
+type Pacer interface {
+	Wait(ctx context.Context, n int)
 }
 
 // Progress is a running total.
@@ -61,7 +82,15 @@ type Summary struct {
 	NotCopiedDBs map[string]int64    `json:"not_copied_dbs,omitempty"`
 	Verify       any                 `json:"verify,omitempty"`
 	Notes        []string            `json:"notes,omitempty"`
-	PeakRSS      int64               `json:"peak_rss_bytes,omitempty"`
+	// TargetRestarts counts target servers seen restarting (run_id changed) during the run: keys
+	// written before may be lost (a target without persistence loses them all).
+	TargetRestarts int `json:"target_restarts,omitempty"`
+	// SourceRestarts counts source shards whose scan started over after a restart.
+	SourceRestarts int `json:"source_restarts,omitempty"`
+	// Resumed is set when a --state file let the run start after finished plan steps; the counts
+	// include theirs.
+	Resumed bool  `json:"resumed,omitempty"`
+	PeakRSS int64 `json:"peak_rss_bytes,omitempty"`
 }
 
 // Ok reports whether every key was accounted for without a failure.
@@ -135,7 +164,7 @@ func Check(ctx context.Context, cfg *Config) (*Preflight, error) {
 			return nil, err
 		}
 		pf.TargetKeys[tdb] = n
-		if n > 0 && cfg.Copy.Existing == copier.ExistingFail {
+		if n > 0 && cfg.Copy.Existing == copier.ExistingFail && !cfg.targetOurs {
 			return nil, fmt.Errorf("target db %d already holds %d keys; refusing to copy into a non-empty database "+
 				"(use --existing skip to keep the target's keys, or --existing replace to overwrite them)", tdb, n)
 		}
@@ -143,11 +172,110 @@ func Check(ctx context.Context, cfg *Config) (*Preflight, error) {
 	return pf, nil
 }
 
+type job struct {
+	b  plan.Batch
+	st *step
+}
+
+// run is one Run in progress.
+type run struct {
+	cfg       Config
+	pf        *Preflight
+	cps       [2]*copier.Copier
+	resumed   bool
+	health    *health
+	tracker   *tracker
+	shards    map[string]*shardProgress
+	queue     chan job
+	scanned   atomic.Int64
+	batches   atomic.Int64
+	srcRunIDs map[string]string
+	cancel    context.CancelFunc
+
+	mu             sync.Mutex
+	notes          []string
+	stopMsg        string
+	targetRestarts int
+	sourceRestarts int
+}
+
+func (e *run) note(s string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, n := range e.notes {
+		if n == s {
+			return
+		}
+	}
+	e.notes = append(e.notes, s)
+}
+
+// stop ends the run because a server stayed away.
+func (e *run) stop(msg string) {
+	e.mu.Lock()
+	if e.stopMsg == "" {
+		e.stopMsg = msg
+	}
+	e.mu.Unlock()
+	e.cancel()
+}
+
+func (e *run) paceSource(ctx context.Context, n int) {
+	if e.cfg.SourcePacer != nil {
+		e.cfg.SourcePacer.Wait(ctx, n)
+	}
+}
+
+func (e *run) shardProgress(shard int, addr string, db int) *shardProgress {
+	if e.shards == nil {
+		return nil
+	}
+	return e.shards[fmt.Sprint(addr, "/", db)]
+}
+
+// Fingerprint names the migration a state file belongs to.
+func (cfg *Config) Fingerprint() resume.Fingerprint {
+	return resume.Fingerprint{
+		Source: cfg.Source.Endpoint.String(), Target: cfg.Target.Endpoint.String(),
+		Match: cfg.Plan.Match, Type: cfg.Plan.Type, DBMap: cfg.Copy.DBMap.String(), Existing: string(cfg.Copy.Existing),
+	}
+}
+
 // Run checks, plans and copies, and returns the summary. The error is for a run that could not
-// go on (a refused preflight, an unreachable server); key-level failures are in the summary.
+// go on (a refused preflight, a server away for longer than RetryWait); key-level failures are in
+// the summary.
 func Run(ctx context.Context, cfg Config) (Summary, error) {
 	start := time.Now()
 	var sum Summary
+	if cfg.Workers <= 0 {
+		cfg.Workers = 8
+	}
+	if cfg.BatchAttempts <= 0 {
+		cfg.BatchAttempts = 5
+	}
+	if cfg.RetryWait <= 0 {
+		cfg.RetryWait = 60 * time.Second
+	}
+	if cfg.StepKeys <= 0 {
+		cfg.StepKeys = 10000
+	}
+	if cfg.WatchEvery <= 0 {
+		cfg.WatchEvery = 500 * time.Millisecond
+	}
+	if cfg.Copy.Existing == "" {
+		cfg.Copy.Existing = copier.ExistingFail
+	}
+	if cfg.Copy.DBMap.Target == nil {
+		cfg.Copy.DBMap = config.DefaultDBMap()
+	}
+	var st *resume.File
+	if cfg.StateFile != "" {
+		var err error
+		if st, err = resume.Load(cfg.StateFile, cfg.Fingerprint()); err != nil {
+			return sum, err
+		}
+		cfg.targetOurs = st.Started()
+	}
 	pf, err := Check(ctx, &cfg)
 	if err != nil {
 		return sum, err
@@ -158,78 +286,159 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 			sum.NotCopiedDBs[fmt.Sprintf("db%d", db)] = n
 		}
 	}
-	if cfg.Workers <= 0 {
-		cfg.Workers = 8
-	}
-	if cfg.BatchAttempts <= 0 {
-		cfg.BatchAttempts = 5
-	}
-	cfg.Copy.DeferBigKeys = true
-	cp := copier.New(cfg.Source, cfg.Target, cfg.Copy)
-	// A retried batch may find keys its failed attempt already wrote. Under --existing fail the
-	// target was empty at the start, so those are ours: the retry overwrites them instead of
-	// reporting them as clashes.
-	retryOpts := cfg.Copy
-	if retryOpts.Existing == copier.ExistingFail || retryOpts.Existing == "" {
-		retryOpts.Existing = copier.ExistingReplace
-	}
-	cps := [2]*copier.Copier{cp, copier.New(cfg.Source, cfg.Target, retryOpts)}
-
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	queue := make(chan plan.Batch, cfg.Workers*2)
-	var scanned, batches atomic.Int64
+	e := &run{cfg: cfg, pf: pf, health: newHealth(cfg.RetryWait), cancel: cancel,
+		queue: make(chan job, cfg.Workers*2), srcRunIDs: map[string]string{}}
+	for _, addr := range cfg.Source.Masters() {
+		id, err := cfg.Source.RunID(ctx, addr)
+		if err != nil {
+			return sum, fmt.Errorf("source %s: %s", addr, redact.Error(err))
+		}
+		e.srcRunIDs[addr] = id
+	}
+	dstIDs := map[string]string{}
+	for _, addr := range cfg.Target.Masters() {
+		id, err := cfg.Target.RunID(ctx, addr)
+		if err != nil {
+			return sum, fmt.Errorf("target %s: %s", addr, redact.Error(err))
+		}
+		dstIDs[addr] = id
+	}
+
+	// The state file: every shard's record, started over when its source restarted since.
+	var base copier.Result
+	var baseScanned int64
+	if st != nil {
+		e.resumed = st.Started()
+		var recs []resume.Shard
+		for shard, addr := range cfg.Source.Masters() {
+			for _, db := range cfg.Copy.DBMap.Sources() {
+				rec := st.Find(addr, db)
+				switch {
+				case rec == nil:
+					recs = append(recs, resume.Shard{Shard: shard, Addr: addr, DB: db, RunID: e.srcRunIDs[addr]})
+				case rec.RunID != e.srcRunIDs[addr]:
+					if rec.Step > 0 || rec.Done {
+						e.note(fmt.Sprintf("state file: source shard %d (%s) restarted since the last run (run_id changed), so its scan starts over", shard, addr))
+					}
+					recs = append(recs, resume.Shard{Shard: shard, Addr: addr, DB: db, RunID: e.srcRunIDs[addr]})
+				default:
+					r := *rec
+					r.Shard = shard
+					recs = append(recs, r)
+				}
+			}
+		}
+		st.Shards = recs
+		e.shards = map[string]*shardProgress{}
+		for i := range st.Shards {
+			r := &st.Shards[i]
+			e.shards[fmt.Sprint(r.Addr, "/", r.DB)] = &shardProgress{rec: r, finished: map[int]*step{}}
+			base.Add(r.Result)
+			baseScanned += r.Scanned
+			if r.Step > 0 || r.Done {
+				sum.Resumed = true
+			}
+		}
+		st.Wrote = true
+		if err := st.Save(cfg.StateFile); err != nil {
+			return sum, err
+		}
+		e.tracker = &tracker{path: cfg.StateFile, file: st}
+	}
+
+	cfg.Copy.DeferBigKeys = true
+	if cfg.SourcePacer != nil && cfg.Copy.SourceWait == nil {
+		cfg.Copy.SourceWait = cfg.SourcePacer.Wait
+	}
+	// A retried batch may find keys its failed attempt already wrote. Under --existing fail the
+	// target was empty at the start, so those are ours: the retry overwrites them instead of
+	// reporting them as clashes. A resumed run treats every batch so.
+	retryOpts := cfg.Copy
+	if retryOpts.Existing == copier.ExistingFail {
+		retryOpts.Existing = copier.ExistingReplace
+	}
+	e.cps = [2]*copier.Copier{copier.New(cfg.Source, cfg.Target, cfg.Copy), copier.New(cfg.Source, cfg.Target, retryOpts)}
+
 	var mu sync.Mutex
 	var total copier.Result
 	var planErr error
 
 	// Planner: every shard and mapped db, one after another (SCAN is cheap; the copiers are the work).
 	go func() {
-		defer close(queue)
+		defer close(e.queue)
 		for shard, addr := range cfg.Source.Masters() {
 			for _, db := range cfg.Copy.DBMap.Sources() {
 				if _, has := pf.SourceDBs[db]; !has {
+					if sp := e.shardProgress(shard, addr, db); sp != nil && !sp.rec.Done {
+						// Nothing to scan: record the shard as done.
+						e.tracker.add(&step{shard: sp, n: sp.rec.Step, end: plan.Cursor{Shard: shard, Addr: addr, DB: db, Step: sp.rec.Step + 1, Done: true}, pending: 1}, copier.Result{}, true)
+					}
 					continue
 				}
-				cur := plan.Cursor{Shard: shard, Addr: addr, DB: db}
-				node := cfg.Source.Node(addr, db)
-				for !cur.Done {
-					bs, next, n, err := plan.Step(ctx, node, cur, cfg.Plan, plan.Limits{MaxKeys: 10000})
-					if err != nil {
+				if err := e.planShard(ctx, shard, addr, db); err != nil {
+					if ctx.Err() == nil {
 						mu.Lock()
 						planErr = errors.New(redact.Error(err))
 						mu.Unlock()
-						cancel()
-						return
 					}
-					scanned.Add(int64(n))
-					for _, b := range bs {
-						select {
-						case queue <- b:
-							batches.Add(1)
-						case <-ctx.Done():
-							return
-						}
-					}
-					cur = next
+					cancel()
+					return
 				}
+			}
+		}
+	}()
+
+	// The target's run_id, watched: a restart is reported (keys written before it may be gone).
+	watchDone := make(chan struct{})
+	checkTarget := func() {
+		for addr, old := range dstIDs {
+			id, err := cfg.Target.RunID(ctx, addr)
+			if err != nil || id == old {
+				continue
+			}
+			dstIDs[addr] = id
+			e.mu.Lock()
+			e.targetRestarts++
+			e.mu.Unlock()
+			e.note(fmt.Sprintf("the target %s restarted during the copy (run_id changed): keys written before the restart may be lost "+
+				"(all of them if it has no persistence); rerun the copy with --existing replace, or with the same --state file, which copies everything again", addr))
+			e.tracker.targetRestarted()
+		}
+	}
+	var watchWG sync.WaitGroup
+	watchWG.Add(1)
+	go func() {
+		defer watchWG.Done()
+		t := time.NewTicker(cfg.WatchEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				checkTarget()
+			case <-watchDone:
+				return
+			case <-ctx.Done():
+				return
 			}
 		}
 	}()
 
 	// Big keys found by the copiers get their own batches and workers, so small keys never wait
 	// behind a multi-gigabyte hash.
-	bigQueue := make(chan plan.Batch, 1<<14)
+	bigQueue := make(chan job, 1<<14)
 	var bigWG sync.WaitGroup
 	for w := 0; w < max(1, cfg.Workers/4); w++ {
 		bigWG.Add(1)
 		go func() {
 			defer bigWG.Done()
-			for b := range bigQueue {
-				r := copyWithRetry(ctx, cps, b, cfg.BatchAttempts)
+			for j := range bigQueue {
+				r, ok := e.copyWithRetry(ctx, j.b)
 				mu.Lock()
 				total.Add(r)
 				mu.Unlock()
+				e.tracker.add(j.st, r, ok)
 			}
 		}()
 	}
@@ -238,15 +447,18 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for b := range queue {
-				r := copyWithRetry(ctx, cps, b, cfg.BatchAttempts)
+			for j := range e.queue {
+				b := j.b
+				r, ok := e.copyWithRetry(ctx, b)
+				e.tracker.more(j.st, len(r.BigKeys))
 				for i, k := range r.BigKeys {
-					batches.Add(1)
-					bigQueue <- plan.Batch{ID: fmt.Sprintf("%s-big-%d", b.ID, i), Shard: b.Shard, DB: b.DB, Keys: [][]byte{k}, Big: true}
+					e.batches.Add(1)
+					bigQueue <- job{b: plan.Batch{ID: fmt.Sprintf("%s-big-%d", b.ID, i), Shard: b.Shard, DB: b.DB, Keys: [][]byte{k}, Big: true}, st: j.st}
 				}
 				mu.Lock()
 				total.Add(r)
 				mu.Unlock()
+				e.tracker.add(j.st, r, ok)
 			}
 		}()
 	}
@@ -273,7 +485,8 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 					mu.Lock()
 					r := total
 					mu.Unlock()
-					cfg.OnProgress(Progress{Scanned: scanned.Load(), Done: r.Keys(), Estimated: pf.Estimated, Result: r, Elapsed: time.Since(start)})
+					r.Add(base)
+					cfg.OnProgress(Progress{Scanned: baseScanned + e.scanned.Load(), Done: r.Keys(), Estimated: pf.Estimated, Result: r, Elapsed: time.Since(start)})
 				case <-stopProgress:
 					return
 				}
@@ -282,18 +495,35 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 	wg.Wait()
 	bigWG.Wait()
+	close(watchDone)
+	watchWG.Wait()
+	if ctx.Err() == nil {
+		checkTarget()
+	}
 	close(stopProgress)
 	progressDone.Wait()
+	total.Add(base)
 	if cfg.OnProgress != nil {
-		cfg.OnProgress(Progress{Scanned: scanned.Load(), Done: total.Keys(), Estimated: pf.Estimated, Result: total, Elapsed: time.Since(start)})
+		cfg.OnProgress(Progress{Scanned: baseScanned + e.scanned.Load(), Done: total.Keys(), Estimated: pf.Estimated, Result: total, Elapsed: time.Since(start)})
 	}
 
-	sum.KeysScanned = scanned.Load()
-	sum.Batches = batches.Load()
+	sum.KeysScanned = baseScanned + e.scanned.Load()
+	sum.Batches = e.batches.Load()
 	sum.fill(total)
 	sum.Seconds = time.Since(start).Seconds()
+	e.mu.Lock()
+	sum.Notes = append(sum.Notes, e.notes...)
+	sum.TargetRestarts, sum.SourceRestarts = e.targetRestarts, e.sourceRestarts
+	stopMsg := e.stopMsg
+	e.mu.Unlock()
+	if e.tracker != nil && e.tracker.err != nil {
+		sum.Notes = append(sum.Notes, "the state file could not be written: "+e.tracker.err.Error())
+	}
 	if planErr != nil {
 		return sum, planErr
+	}
+	if stopMsg != "" {
+		return sum, errStopped{stopMsg}
 	}
 	if err := ctx.Err(); err != nil {
 		return sum, err
@@ -306,24 +536,6 @@ func (s *Summary) fill(r copier.Result) {
 	s.KeysExpired, s.KeysFailed, s.KeysFallback = r.Expired, r.Failed, r.Fallback
 	s.KeysBig = r.Big
 	s.Bytes, s.Failures = r.Bytes, r.Failures
-}
-
-// copyWithRetry retries a batch whose servers failed mid-way; when every attempt fails, each of
-// its keys is reported as failed with the last error, so no key goes unaccounted.
-func copyWithRetry(ctx context.Context, cps [2]*copier.Copier, b plan.Batch, attempts int) copier.Result {
-	var last error
-	for i := 0; i < attempts; i++ {
-		r, err := cps[min(i, 1)].Copy(ctx, b)
-		if err == nil {
-			return r
-		}
-		last = err
-		if ctx.Err() != nil {
-			break
-		}
-		time.Sleep(time.Duration(200*(i+1)) * time.Millisecond)
-	}
-	return FailBatch(b, fmt.Sprintf("batch %s failed %d times: %s", b.ID, attempts, redact.Error(last)))
 }
 
 // FailBatch counts every key of b as failed with reason.

@@ -419,3 +419,17 @@ func (c *Conn) Credentials(ctx context.Context) (string, string, error) {
 	}
 	return c.Endpoint.Username, c.Endpoint.Password, nil
 }
+
+// RunID is the run_id of the server process at addr (INFO server): it changes whenever the
+// server restarts, which is how a run notices a restart it did not otherwise see.
+func (c *Conn) RunID(ctx context.Context, addr string) (string, error) {
+	info, err := c.Node(addr, 0).Info(ctx, "server").Result()
+	if err != nil {
+		return "", err
+	}
+	id := parseInfo(info)["run_id"]
+	if id == "" {
+		return "", fmt.Errorf("%s %s: INFO server has no run_id", c.opts.Role, addr)
+	}
+	return id, nil
+}

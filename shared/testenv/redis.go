@@ -37,7 +37,11 @@ type Server struct {
 	Addr string
 	Port int
 	Dir  string
+	bin  string
+	args []string
+	mu   sync.Mutex
 	cmd  *exec.Cmd
+	dead chan struct{} // closed when cmd has exited
 	once sync.Once
 }
 
@@ -61,12 +65,73 @@ func (s *Server) Client(t TB, db int) *redis.Client {
 
 // Stop kills the server and waits for it.
 func (s *Server) Stop() {
-	s.once.Do(func() {
-		if s.cmd != nil && s.cmd.Process != nil {
-			_ = s.cmd.Process.Kill()
-			_, _ = s.cmd.Process.Wait()
+	s.once.Do(s.Kill)
+}
+
+// Kill ends the server process abruptly (SIGKILL, as a crash would) and waits for it; its
+// directory, with any AOF or RDB file, stays for Restart.
+func (s *Server) Kill() {
+	s.mu.Lock()
+	cmd, dead := s.cmd, s.dead
+	s.mu.Unlock()
+	if cmd != nil && cmd.Process != nil {
+		_ = cmd.Process.Kill()
+		if dead != nil {
+			<-dead
 		}
-	})
+	}
+}
+
+// Restart kills the server and starts it again on the same port, in the same directory, with the
+// same options (so a server with --appendonly yes comes back with its data, under a new
+// run_id). With wait it returns once the server answers PING; without, as soon as the process
+// runs (it may still answer LOADING).
+func (s *Server) Restart(t TB, wait bool) {
+	t.Helper()
+	s.Kill()
+	var lastErr error
+	for attempt := 0; attempt < 50; attempt++ {
+		cmd := exec.Command(s.bin, s.args...)
+		cmd.Dir = s.Dir
+		if err := cmd.Start(); err != nil {
+			t.Fatalf("restart %s: %v", s.Addr, err)
+		}
+		dead := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(dead) }()
+		s.mu.Lock()
+		s.cmd, s.dead = cmd, dead
+		s.mu.Unlock()
+		lastErr = waitUp(s, dead, wait)
+		if lastErr == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond) // the port may not be free yet
+	}
+	t.Fatalf("restart %s: %v", s.Addr, lastErr)
+}
+
+// waitUp waits until the server answers (PING, or any reply at all when !full).
+func waitUp(s *Server, exited chan struct{}, full bool) error {
+	deadline := time.Now().Add(30 * time.Second)
+	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: time.Second})
+	defer c.Close()
+	for time.Now().Before(deadline) {
+		select {
+		case <-exited:
+			log, _ := os.ReadFile(filepath.Join(s.Dir, "server.log"))
+			return fmt.Errorf("server exited: %s", lastLines(string(log), 5))
+		default:
+		}
+		err := c.Ping(context.Background()).Err()
+		if err == nil || strings.Contains(err.Error(), "NOAUTH") {
+			return nil
+		}
+		if !full && strings.Contains(err.Error(), "LOADING") {
+			return nil
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return fmt.Errorf("server on port %d did not answer PING in time", s.Port)
 }
 
 // RepoRoot finds the repository root (the folder holding go.mod).
@@ -166,30 +231,14 @@ func startServer(dir, bin string, extra ...string) (*Server, error) {
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
-	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, Dir: dir, cmd: cmd}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
-	deadline := time.Now().Add(15 * time.Second)
-	c := redis.NewClient(&redis.Options{Addr: s.Addr, MaxRetries: -1, DialTimeout: time.Second})
-	defer c.Close()
-	for time.Now().Before(deadline) {
-		select {
-		case <-exited:
-			log, _ := os.ReadFile(filepath.Join(dir, "server.log"))
-			return nil, fmt.Errorf("server exited: %s", lastLines(string(log), 5))
-		default:
-		}
-		err := c.Ping(context.Background()).Err()
-		if err == nil || strings.Contains(err.Error(), "NOAUTH") {
-			return s, nil // NOAUTH: up, and guarded by the password the test asked for
-		} else if strings.Contains(err.Error(), "LOADING") {
-			time.Sleep(20 * time.Millisecond)
-			continue
-		}
-		time.Sleep(20 * time.Millisecond)
+	s := &Server{Addr: fmt.Sprintf("127.0.0.1:%d", port), Port: port, Dir: dir, bin: bin, args: args, cmd: cmd, dead: exited}
+	if err := waitUp(s, exited, true); err != nil {
+		_ = cmd.Process.Kill()
+		return nil, err
 	}
-	_ = cmd.Process.Kill()
-	return nil, fmt.Errorf("server on port %d did not answer PING in time", port)
+	return s, nil
 }
 
 func lastLines(s string, n int) string {

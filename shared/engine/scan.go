@@ -1,0 +1,159 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"hash/maphash"
+	"time"
+
+	"github.com/redis-migrate/redis-migrate/shared/copier"
+	"github.com/redis-migrate/redis-migrate/shared/plan"
+	"github.com/redis-migrate/redis-migrate/shared/redact"
+)
+
+// seenKeys remembers, as 64-bit hashes (8 bytes a key), every key the planner has sent for the
+// shard it is scanning, so that a rescan after a source restart sends only the keys it has not
+// sent before: each key is copied and counted once.
+type seenKeys struct {
+	seed maphash.Seed
+	list []uint64
+	set  map[uint64]struct{}
+}
+
+func newSeenKeys() *seenKeys { return &seenKeys{seed: maphash.MakeSeed()} }
+
+func (s *seenKeys) add(k []byte) {
+	h := maphash.Bytes(s.seed, k)
+	if s.set != nil {
+		s.set[h] = struct{}{}
+		return
+	}
+	s.list = append(s.list, h)
+}
+
+// index turns the list into a set, for lookups during a rescan.
+func (s *seenKeys) index() {
+	if s.set != nil {
+		return
+	}
+	s.set = make(map[uint64]struct{}, len(s.list))
+	for _, h := range s.list {
+		s.set[h] = struct{}{}
+	}
+	s.list = nil
+}
+
+func (s *seenKeys) has(k []byte) bool {
+	_, ok := s.set[maphash.Bytes(s.seed, k)]
+	return ok
+}
+
+// waitSource runs f until it succeeds, waiting out a source that is restarting or loading; it
+// gives up when the source has been away longer than the budget.
+func (e *run) waitSource(ctx context.Context, what string, f func() error) error {
+	for attempt := 1; ; attempt++ {
+		err := f()
+		if err == nil {
+			e.health.ok("source")
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if !copier.IsBusyReply(err) && copier.IsReplyError(err) {
+			return err // a real refusal (ACL, unknown command): no use waiting
+		}
+		if d, over := e.health.fail("source", err); over {
+			return fmt.Errorf("%s: the source has not answered for %s: %s", what, d.Round(time.Second), redact.Error(err))
+		}
+		if !sleepCtx(ctx, backoff(attempt)) {
+			return ctx.Err()
+		}
+	}
+}
+
+// planShard scans one shard and database and sends its batches. It watches the source's run_id
+// after every step: a restarted server does not know the old SCAN cursor (continuing with it
+// would skip or repeat keys at random), so the scan starts over from cursor 0 and sends only keys
+// it has not sent before.
+func (e *run) planShard(ctx context.Context, shard int, addr string, db int) error {
+	node := e.cfg.Source.Node(addr, db)
+	sp := e.shardProgress(shard, addr, db)
+	cur := plan.Cursor{Shard: shard, Addr: addr, DB: db}
+	if sp != nil {
+		cur.Cursor, cur.Step, cur.Done = sp.rec.Cursor, sp.rec.Step, sp.rec.Done
+	}
+	rid := e.srcRunIDs[addr]
+	seen := newSeenKeys()
+	epoch := 0
+	lim := plan.Limits{MaxKeys: e.cfg.StepKeys}
+	for !cur.Done {
+		var bs []plan.Batch
+		var next plan.Cursor
+		err := e.waitSource(ctx, fmt.Sprintf("SCAN of source shard %d (%s) db %d", shard, addr, db), func() error {
+			var err error
+			e.paceSource(ctx, 1)
+			bs, next, _, err = plan.Step(ctx, node, cur, e.cfg.Plan, lim)
+			return err
+		})
+		if err != nil {
+			return err
+		}
+		var now string
+		if err := e.waitSource(ctx, "INFO server", func() error {
+			var err error
+			now, err = e.cfg.Source.RunID(ctx, addr)
+			return err
+		}); err != nil {
+			return err
+		}
+		restarted := rid != "" && now != rid
+		var kept int64
+		out := bs[:0]
+		for _, b := range bs {
+			if epoch > 0 || restarted {
+				keys := b.Keys[:0]
+				for _, k := range b.Keys {
+					if seen.has(k) {
+						continue
+					}
+					keys = append(keys, k)
+				}
+				b.Keys = keys
+				b.ID = fmt.Sprintf("r%d-%s", epoch+1, b.ID)
+			}
+			if len(b.Keys) == 0 {
+				continue
+			}
+			for _, k := range b.Keys {
+				seen.add(k)
+			}
+			kept += int64(len(b.Keys))
+			out = append(out, b)
+		}
+		if restarted {
+			e.note(fmt.Sprintf("source shard %d (%s) restarted during the copy (run_id changed): its scan started over from the beginning, and keys already sent were not sent again", shard, addr))
+			e.tracker.freezeShard(sp)
+			e.mu.Lock()
+			e.sourceRestarts++
+			e.mu.Unlock()
+			rid = now
+			epoch++
+			seen.index()
+			next = plan.Cursor{Shard: shard, Addr: addr, DB: db, Step: next.Step}
+		}
+		st := &step{shard: sp, n: cur.Step, end: next, scanned: kept, pending: 1 + len(out)}
+		e.scanned.Add(kept)
+		for _, b := range out {
+			select {
+			case e.queue <- job{b: b, st: st}:
+				e.batches.Add(1)
+			case <-ctx.Done():
+				return nil
+			}
+		}
+		e.tracker.add(st, copier.Result{}, true)
+		cur = next
+	}
+	return nil
+}
