@@ -208,9 +208,16 @@ func reportSummary(env *Env, what string, s engine.Summary, jsonOut bool) {
 	if s.Seconds > 0 {
 		rate = float64(s.KeysCopied) / s.Seconds
 	}
-	fmt.Fprintf(w, "%s: scanned %d, copied %d, skipped %d, missing %d, expired %d, failed %d keys; %s in %.1fs (%.0f keys/s)\n",
-		what, s.KeysScanned, s.KeysCopied, s.KeysSkipped, s.KeysMissing, s.KeysExpired, s.KeysFailed,
+	copied := fmt.Sprint(s.KeysCopied)
+	if s.TargetRestarts > 0 {
+		copied += " (written, but the target restarted during the copy: see below)"
+	}
+	fmt.Fprintf(w, "%s: scanned %d, copied %s, skipped %d, missing %d, expired %d, failed %d keys; %s in %.1fs (%.0f keys/s)\n",
+		what, s.KeysScanned, copied, s.KeysSkipped, s.KeysMissing, s.KeysExpired, s.KeysFailed,
 		engine.HumanBytes(s.Bytes), s.Seconds, rate)
+	if s.Resumed {
+		fmt.Fprintf(w, "%s: resumed from the --state file: the counts include the plan steps finished by earlier runs\n", what)
+	}
 	if s.KeysFallback > 0 && what == "import" {
 		fmt.Fprintf(w, "%s: %d keys were re-encoded or rebuilt with commands because the target does not read their encoding\n", what, s.KeysFallback)
 	} else if s.KeysFallback > 0 {

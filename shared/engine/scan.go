@@ -110,23 +110,30 @@ func (e *run) planShard(ctx context.Context, shard int, addr string, db int) err
 		restarted := rid != "" && now != rid
 		var kept int64
 		out := bs[:0]
+		if restarted {
+			seen.index()
+		}
 		for _, b := range bs {
-			if epoch > 0 || restarted {
+			if seen.set != nil {
+				// A rescan: send only keys not sent before (a restarted server still rehashing
+				// the dataset it loads also returns some keys twice).
 				keys := b.Keys[:0]
 				for _, k := range b.Keys {
 					if seen.has(k) {
 						continue
 					}
+					seen.add(k)
 					keys = append(keys, k)
 				}
 				b.Keys = keys
 				b.ID = fmt.Sprintf("r%d-%s", epoch+1, b.ID)
+			} else {
+				for _, k := range b.Keys {
+					seen.add(k)
+				}
 			}
 			if len(b.Keys) == 0 {
 				continue
-			}
-			for _, k := range b.Keys {
-				seen.add(k)
 			}
 			kept += int64(len(b.Keys))
 			out = append(out, b)
@@ -139,7 +146,6 @@ func (e *run) planShard(ctx context.Context, shard int, addr string, db int) err
 			e.mu.Unlock()
 			rid = now
 			epoch++
-			seen.index()
 			next = plan.Cursor{Shard: shard, Addr: addr, DB: db, Step: next.Step}
 		}
 		st := &step{shard: sp, n: cur.Step, end: next, scanned: kept, pending: 1 + len(out)}

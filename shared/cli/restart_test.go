@@ -1,0 +1,180 @@
+package cli
+
+import (
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redis-migrate/redis-migrate/shared/engine"
+	"github.com/redis-migrate/redis-migrate/shared/testenv"
+)
+
+// aof is a server that keeps every acknowledged write across a crash.
+var aof = []string{"--appendonly", "yes", "--appendfsync", "always"}
+
+// keysIn sums DBSIZE over nodes.
+func keysIn(nodes []*redis.Client) int64 {
+	var n int64
+	for _, c := range nodes {
+		n += c.DBSize(ctx).Val()
+	}
+	return n
+}
+
+// copyAsync runs a copy in the background; wait returns its outcome.
+func copyAsync(t *testing.T, args ...string) (wait func() (int, engine.Summary, string)) {
+	var wg sync.WaitGroup
+	var code int
+	var sum engine.Summary
+	var errs string
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		code, sum, errs = runJSON(t, args...)
+	}()
+	return func() (int, engine.Summary, string) { wg.Wait(); return code, sum, errs }
+}
+
+// whenTargetHolds waits until the target holds at least n keys (or the copy ended).
+func whenTargetHolds(t *testing.T, nodes []*redis.Client, n int64, limit time.Duration) bool {
+	deadline := time.Now().Add(limit)
+	for time.Now().Before(deadline) {
+		if keysIn(nodes) >= n {
+			return true
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	return false
+}
+
+// The source (with AOF) is killed and restarted twice during a copy, standalone and as one master
+// of a cluster. A restarted server does not know the old SCAN cursor: the shard is scanned again
+// from the start, keys already sent are not sent again, and batches that hit the restart (refused
+// connections, LOADING) wait and retry. Every key is copied and counted exactly once, nothing is
+// reported failed, and the target equals the source; the README's rerun then also ends equal.
+func TestCopySurvivesSourceRestarts(t *testing.T) {
+	for _, cluster := range []bool{false, true} {
+		name := "standalone"
+		if cluster {
+			name = "cluster"
+		}
+		t.Run(name, func(t *testing.T) {
+			var srcURL string
+			var srcNodes []*redis.Client
+			var srcClient redis.UniversalClient
+			var victim *testenv.Server
+			if cluster {
+				cl := testenv.StartCluster(t, aof...)
+				srcURL, srcClient = cl.URL(), cl.Client(t)
+				srcNodes = testenv.ClusterMasters(ctx, t, cl.Masters[0].Addr)
+				victim = cl.Masters[1]
+			} else {
+				s := testenv.StartRedis(t, aof...)
+				srcURL, srcClient, srcNodes, victim = s.URL(), s.Client(t, 0), []*redis.Client{s.Client(t, 0)}, s
+			}
+			dst := testenv.StartRedis(t)
+			dstNodes := []*redis.Client{dst.Client(t, 0)}
+			n := fill(t, srcClient, 30000)
+			wait := copyAsync(t, "copy", "--source", srcURL, "--target", dst.URL(), "--workers", "1", "--batch-keys", "50")
+			restarts := 0
+			for _, at := range []int64{int64(n) / 4, int64(n) * 3 / 5} {
+				if !whenTargetHolds(t, dstNodes, at, time.Minute) {
+					break
+				}
+				victim.Restart(t, false) // may still answer LOADING when the copy reaches it
+				restarts++
+			}
+			code, sum, errs := wait()
+			if restarts < 2 {
+				t.Fatalf("the copy ended before the source could be restarted twice (%d)", restarts)
+			}
+			if code != 0 || sum.KeysFailed != 0 || sum.KeysScanned != int64(n) || sum.KeysCopied != int64(n) || len(sum.Failures) != 0 {
+				t.Fatalf("exit %d summary %+v\n%s", code, sum, errs)
+			}
+			if !cluster && sum.SourceRestarts == 0 {
+				t.Fatalf("the source's restarts were not noticed: %+v", sum)
+			}
+			testenv.AssertSameData(ctx, t, srcNodes, dstNodes, nil, 1)
+			// The README's rerun after an interrupted copy.
+			code, sum, _ = runJSON(t, "copy", "--source", srcURL, "--target", dst.URL(), "--existing", "replace")
+			if code != 0 || sum.KeysCopied != int64(n) {
+				t.Fatalf("rerun: exit %d summary %+v", code, sum)
+			}
+			testenv.AssertSameData(ctx, t, srcNodes, dstNodes, nil, 1)
+		})
+	}
+}
+
+// A target without persistence restarts in the middle of a copy and loses every key written so
+// far. The copy must not claim success: it names the restart, advises the rerun, and exits 1;
+// the rerun it advises ends equal.
+func TestCopyReportsTargetRestartWithoutPersistence(t *testing.T) {
+	src, dst := testenv.StartRedis(t), testenv.StartRedis(t)
+	sc, dc := src.Client(t, 0), dst.Client(t, 0)
+	n := fill(t, sc, 30000)
+	wait := copyAsync(t, "copy", "--source", src.URL(), "--target", dst.URL(), "--workers", "1", "--batch-keys", "50")
+	if !whenTargetHolds(t, []*redis.Client{dc}, int64(n)/3, time.Minute) {
+		t.Fatal("the copy ended before the target could be restarted")
+	}
+	dst.Restart(t, true)
+	code, sum, errs := wait()
+	if code == 0 || sum.TargetRestarts == 0 || !strings.Contains(errs, "restarted during the copy") || !strings.Contains(errs, "--existing replace") {
+		t.Fatalf("a target restart that lost keys went unreported: exit %d summary %+v\n%s", code, sum, errs)
+	}
+	if got := dc.DBSize(ctx).Val(); got >= int64(n) {
+		t.Fatalf("the restart lost nothing (%d keys): the test did not test anything", got)
+	}
+	code, _, _ = runJSON(t, "copy", "--source", src.URL(), "--target", dst.URL(), "--existing", "replace", "--verify-full")
+	if code != 0 {
+		t.Fatalf("rerun: exit %d", code)
+	}
+	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, []*redis.Client{dc}, nil, 1)
+}
+
+// A target with AOF restarts mid-copy and answers LOADING for a while (key-load-delay slows its
+// load). Batches wait for it instead of failing their keys; the restart is reported, and since
+// the full verification finds every key, nothing was lost and the copy exits 0.
+func TestCopyWaitsForTargetLoading(t *testing.T) {
+	src := testenv.StartRedis(t)
+	dst := testenv.StartRedis(t, append([]string{"--aof-use-rdb-preamble", "yes", "--key-load-delay", "100",
+		"--loading-process-events-interval-bytes", "1024"}, aof...)...)
+	sc, dc := src.Client(t, 0), dst.Client(t, 0)
+	n := fill(t, sc, 30000)
+	wait := copyAsync(t, "copy", "--source", src.URL(), "--target", dst.URL(), "--workers", "2", "--batch-keys", "50", "--verify-full")
+	if !whenTargetHolds(t, []*redis.Client{dc}, int64(n)/3, time.Minute) {
+		t.Fatal("the copy ended before the target could be restarted")
+	}
+	// Rewrite the AOF so its base is an RDB preamble (key-load-delay slows RDB loading).
+	if err := dc.BgRewriteAOF(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 500 && strings.Contains(dc.Info(ctx, "persistence").Val(), "aof_rewrite_in_progress:1"); i++ {
+		time.Sleep(10 * time.Millisecond)
+	}
+	dst.Restart(t, false)
+	sawLoading := false
+	probe := redis.NewClient(&redis.Options{Addr: dst.Addr, MaxRetries: -1})
+	defer probe.Close()
+	for i := 0; i < 200; i++ {
+		err := probe.Ping(ctx).Err()
+		if err != nil && strings.HasPrefix(err.Error(), "LOADING") {
+			sawLoading = true
+			break
+		}
+		if err == nil {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	code, sum, errs := wait()
+	if !sawLoading {
+		t.Fatalf("the restarted target never answered LOADING: the test did not test anything")
+	}
+	if code != 0 || sum.KeysFailed != 0 || sum.KeysCopied != int64(n) || sum.TargetRestarts == 0 || !strings.Contains(errs, "nothing was lost") {
+		t.Fatalf("exit %d summary %+v\n%s", code, sum, errs)
+	}
+	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, []*redis.Client{dc}, nil, 1)
+}
