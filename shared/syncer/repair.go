@@ -18,6 +18,9 @@ import (
 // and the appliers go on. A gap that arrives during a round is covered by the next round.
 func (s *Syncer) repairLoop() {
 	defer s.wg.Done()
+	if !s.waitGate() {
+		return
+	}
 	for {
 		select {
 		case <-s.ctx.Done():

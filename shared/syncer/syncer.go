@@ -55,6 +55,14 @@ type Config struct {
 	Resume *Checkpoint
 	// Log receives one-line events (gaps, repairs, the end of the initial copy).
 	Log func(string)
+	// Handover: Resume comes from a live predecessor whose capture overlapped this one's (a
+	// function-app chain hands over with its pending keys), so no gap is opened for changes
+	// made "while sync was not running": there were none. Pending keys come with MarkPending.
+	Handover bool
+	// Gate, when set, holds every write to the target (appliers and repair passes) until it is
+	// closed, while capture already runs: a continuation captures before its predecessor stops
+	// applying and writes only once it holds the lease.
+	Gate <-chan struct{}
 }
 
 // Checkpoint is what a later run needs to continue: serializable, no secret in it.
@@ -232,7 +240,7 @@ func (s *Syncer) Start(ctx context.Context) error {
 	case s.cfg.Resume != nil:
 		for _, sh := range s.shards {
 			sh.initialDone.Store(true)
-			if !resumable {
+			if !resumable && !s.cfg.Handover {
 				s.openGap(sh, "restarted: changes made while sync was not running are found by a repair pass")
 			}
 		}
@@ -373,9 +381,33 @@ func (s *Syncer) barrierLoop() {
 	}
 }
 
+// waitGate waits for Config.Gate; false when the syncer stopped first.
+func (s *Syncer) waitGate() bool {
+	if s.cfg.Gate == nil {
+		return true
+	}
+	select {
+	case <-s.cfg.Gate:
+		return true
+	case <-s.ctx.Done():
+		return false
+	}
+}
+
+// OpenGap declares that changes of shard (an address of Feed.Shards) may have been missed, e.g.
+// a predecessor that died without handing its pending keys over: a repair pass follows.
+func (s *Syncer) OpenGap(shard, reason string) {
+	if i, ok := s.index[shard]; ok {
+		s.openGap(s.shards[i], reason)
+	}
+}
+
 // applier copies dirty keys until the syncer stops.
 func (s *Syncer) applier() {
 	defer s.wg.Done()
+	if !s.waitGate() {
+		return
+	}
 	for {
 		keys := s.dirty.take(s.cfg.ApplyBatch)
 		if keys == nil {
