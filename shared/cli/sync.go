@@ -122,12 +122,12 @@ func runSync(ctx context.Context, env *Env, args []string) error {
 			return usagef("--db-prefix: %v", err)
 		}
 	}
-	src, err := redisconn.Open(ctx, srcEP, redisconn.Options{Role: "source", PoolSize: f.workers + 4})
+	src, err := redisconn.Open(ctx, srcEP, redisconn.Options{Role: "source", PoolSize: f.workers + 4, LongLived: true})
 	if err != nil {
 		return usageError{err}
 	}
 	defer src.Close()
-	dst, err := redisconn.Open(ctx, dstEP, redisconn.Options{Role: "target", PoolSize: f.workers + 4})
+	dst, err := redisconn.Open(ctx, dstEP, redisconn.Options{Role: "target", PoolSize: f.workers + 4, LongLived: true})
 	if err != nil {
 		return usageError{err}
 	}

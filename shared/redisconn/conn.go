@@ -32,6 +32,12 @@ type Options struct {
 	// as clashes. The caller retries the whole batch instead, knowing which keys are its own.
 	Role         string
 	Credentials  CredentialsFunc
+	// LongLived: connections stay open for hours (sync). Entra ID tokens are then refreshed on
+	// open connections (re-AUTH before expiry) instead of recycling connections.
+	LongLived bool
+	// Streaming, when set, authenticates every connection and re-authenticates open ones with
+	// each new token (tests set it; LongLived builds it for auth=entra).
+	Streaming *StreamingTokens
 	ReadOnlyHint bool
 }
 
@@ -89,7 +95,14 @@ func Open(ctx context.Context, ep *config.Endpoint, o Options) (*Conn, error) {
 		}
 		c.tlsConf = tc
 	}
-	if ep.Entra && c.opts.Credentials == nil {
+	if ep.Entra && c.opts.LongLived && c.opts.Streaming == nil && c.opts.Credentials == nil {
+		cred, err := entraTokenCredential(ep)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %v", o.Role, ep, err)
+		}
+		c.opts.Streaming = NewStreamingTokens(cred, ep.Username)
+	}
+	if ep.Entra && c.opts.Credentials == nil && c.opts.Streaming == nil {
 		cred, err := EntraCredentials(ep)
 		if err != nil {
 			return nil, fmt.Errorf("%s %s: %v", o.Role, ep, err)
@@ -165,7 +178,9 @@ func (c *Conn) Node(addr string, db int) *redis.Client {
 		WriteTimeout: c.opts.ReadTimeout, TLSConfig: c.tlsConf, MaxRetries: c.maxRetries(),
 		DisableIdentity: true, Protocol: 2,
 	}
-	if c.opts.Credentials != nil {
+	if c.opts.Streaming != nil {
+		opt.StreamingCredentialsProvider = c.opts.Streaming
+	} else if c.opts.Credentials != nil {
 		opt.CredentialsProviderContext = c.opts.Credentials
 		// Tokens expire: recycle connections well before, so every connection re-authenticates
 		// with a fresh token (azidentity refreshes it ahead of expiry).
@@ -191,7 +206,9 @@ func (c *Conn) Keys(db int) redis.UniversalClient {
 			WriteTimeout: c.opts.ReadTimeout, TLSConfig: c.tlsConf, MaxRedirects: 16, MaxRetries: c.maxRetries(),
 			DisableIdentity: true, Protocol: 2,
 		}
-		if c.opts.Credentials != nil {
+		if c.opts.Streaming != nil {
+			opt.StreamingCredentialsProvider = c.opts.Streaming
+		} else if c.opts.Credentials != nil {
 			opt.CredentialsProviderContext = c.opts.Credentials
 			opt.ConnMaxLifetime = 30 * time.Minute
 		}
@@ -199,6 +216,10 @@ func (c *Conn) Keys(db int) redis.UniversalClient {
 	}
 	return c.cluster
 }
+
+// Streaming is the token provider that re-authenticates open connections (nil unless Entra ID
+// with LongLived, or set by the caller).
+func (c *Conn) Streaming() *StreamingTokens { return c.opts.Streaming }
 
 // Close closes every client.
 func (c *Conn) Close() {
@@ -414,6 +435,9 @@ func (c *Conn) TLSConfig() *tls.Config {
 // Credentials returns the user name and password a new connection authenticates with (a fresh
 // Entra ID token when the endpoint uses one).
 func (c *Conn) Credentials(ctx context.Context) (string, string, error) {
+	if c.opts.Streaming != nil {
+		return c.opts.Streaming.Current()
+	}
 	if c.opts.Credentials != nil {
 		return c.opts.Credentials(ctx)
 	}

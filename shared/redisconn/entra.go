@@ -19,6 +19,14 @@ const EntraScope = "https://redis.azure.com/.default"
 // user name = the identity's object id (the URL's user part), password = the token. azidentity
 // caches the token and refreshes it before it expires; each new connection asks again.
 func EntraCredentials(ep *config.Endpoint) (CredentialsFunc, error) {
+	cred, err := entraTokenCredential(ep)
+	if err != nil {
+		return nil, err
+	}
+	return TokenCredentials(cred, ep.Username), nil
+}
+
+func entraTokenCredential(ep *config.Endpoint) (azcore.TokenCredential, error) {
 	if ep.Username == "" {
 		return nil, fmt.Errorf("auth=entra needs the identity's object id as the URL's user name (rediss://<object-id>@host:10000?auth=entra)")
 	}
@@ -32,7 +40,7 @@ func EntraCredentials(ep *config.Endpoint) (CredentialsFunc, error) {
 	if err != nil {
 		return nil, fmt.Errorf("Entra ID credential: %s", redact.Error(err))
 	}
-	return TokenCredentials(cred, ep.Username), nil
+	return cred, nil
 }
 
 // TokenCredentials adapts any azcore token credential to go-redis's credentials provider.

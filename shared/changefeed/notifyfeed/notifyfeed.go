@@ -171,6 +171,9 @@ func (f *Feed) Start(ctx context.Context, sink changefeed.Sink) error {
 	f.cancel = cancel
 	f.mu.Unlock()
 
+	if st := f.src.Streaming(); st != nil {
+		st.OnRefresh(func() { f.Rotate(runCtx) })
+	}
 	ready := make(chan error, len(f.shards))
 	for _, addr := range f.shards {
 		s := &shardSub{f: f, addr: addr, pattern: pattern, barriers: map[string]time.Time{}, pongs: make(chan pong, 64)}
@@ -212,6 +215,19 @@ func (f *Feed) RequestBarrier(ctx context.Context) error {
 		}
 	}
 	return first
+}
+
+// Rotate moves every shard's subscription to a new connection without a gap.
+func (f *Feed) Rotate(ctx context.Context) {
+	f.mu.Lock()
+	subs := make([]*shardSub, 0, len(f.subs))
+	for _, s := range f.subs {
+		subs = append(subs, s)
+	}
+	f.mu.Unlock()
+	for _, s := range subs {
+		s.rotate(ctx)
+	}
 }
 
 // Close ends every subscription.
@@ -295,6 +311,7 @@ type shardSub struct {
 
 	mu       sync.Mutex
 	ps       *redis.PubSub
+	next     *redis.PubSub // the successor of a rotation
 	barriers map[string]time.Time // PING payload -> time it was sent
 	seq      atomic.Int64
 	stale    atomic.Bool
@@ -304,10 +321,13 @@ type shardSub struct {
 
 func (s *shardSub) closePS() {
 	s.mu.Lock()
-	ps := s.ps
+	ps, next := s.ps, s.next
 	s.mu.Unlock()
 	if ps != nil {
 		_ = ps.Close()
+	}
+	if next != nil {
+		_ = next.Close()
 	}
 }
 
@@ -357,8 +377,24 @@ func (s *shardSub) run(ctx context.Context, ready chan<- error) {
 	first := true
 	var gapReason string
 	backoff := 100 * time.Millisecond
+	var ps *redis.PubSub
 	for ctx.Err() == nil {
-		ps, err := s.subscribe(ctx)
+		if gapReason == rotated {
+			// A fresh subscription took over (new token): no gap, see rotate.
+			s.mu.Lock()
+			ps, s.next = s.next, nil
+			s.ps = ps
+			s.barriers = map[string]time.Time{} // PINGs sent on the old connection get no reply
+			s.mu.Unlock()
+			gapReason = s.read(ctx, ps)
+			s.mu.Lock()
+			s.ps = nil
+			s.mu.Unlock()
+			_ = ps.Close()
+			continue
+		}
+		var err error
+		ps, err = s.subscribe(ctx)
 		if err != nil {
 			if first {
 				ready <- err
@@ -394,6 +430,43 @@ func (s *shardSub) run(ctx context.Context, ready chan<- error) {
 	}
 }
 
+const rotated = "rotated"
+
+// rotate replaces the subscription with a new connection without a gap: the successor subscribes
+// first (authenticating with the current token); then a PING on the old one marks the point
+// after which everything is on the successor too (duplicates are harmless). A subscribed
+// connection cannot re-AUTH over RESP2, so this is how it keeps up with expiring Entra tokens.
+func (s *shardSub) rotate(ctx context.Context) {
+	s.mu.Lock()
+	old := s.ps
+	busy := s.next != nil
+	s.mu.Unlock()
+	if old == nil || busy {
+		return
+	}
+	nps, err := s.subscribe(ctx)
+	if err != nil {
+		return // the old one goes on; if it breaks, that is a gap like any other
+	}
+	s.mu.Lock()
+	if s.ps != old || s.next != nil {
+		s.mu.Unlock()
+		_ = nps.Close()
+		return
+	}
+	s.next = nps
+	s.mu.Unlock()
+	if err := old.Ping(ctx, rotated); err != nil {
+		_ = old.Close() // the read loop ends with an error: a gap, and the successor is dropped
+		s.mu.Lock()
+		if s.next == nps {
+			s.next = nil
+		}
+		s.mu.Unlock()
+		_ = nps.Close()
+	}
+}
+
 // read delivers messages until the subscription breaks, and says why it did.
 func (s *shardSub) read(ctx context.Context, ps *redis.PubSub) string {
 	sink := s.f.sink
@@ -417,6 +490,10 @@ func (s *shardSub) read(ctx context.Context, ps *redis.PubSub) string {
 			}
 			sink.Changed(s.addr, db, key)
 		case *redis.Pong:
+			if m.Payload == rotated {
+				// Everything published before the successor subscribed has been read here.
+				return rotated
+			}
 			s.mu.Lock()
 			t, ok := s.barriers[m.Payload]
 			delete(s.barriers, m.Payload)
