@@ -339,14 +339,18 @@ func (l *link) send(args ...string) error {
 	for _, a := range args {
 		b.WriteString("$" + strconv.Itoa(len(a)) + "\r\n" + a + "\r\n")
 	}
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
-	_ = l.conn.SetWriteDeadline(time.Now().Add(l.cfg.ReadTimeout))
-	_, err := l.conn.Write(b.Bytes())
-	if err != nil {
+	if err := l.sendRaw(b.Bytes()); err != nil {
 		return fmt.Errorf("writing %s: %w", args[0], err)
 	}
 	return nil
+}
+
+func (l *link) sendRaw(b []byte) error {
+	l.wmu.Lock()
+	defer l.wmu.Unlock()
+	_ = l.conn.SetWriteDeadline(time.Now().Add(l.cfg.ReadTimeout))
+	_, err := l.conn.Write(b)
+	return err
 }
 
 func (l *link) ack() error {
@@ -410,7 +414,30 @@ func (l *link) fullSync(ctx context.Context, pos Position, h Handler) error {
 		body = lr
 	}
 	hr := &handOff{r: body}
+	// While the handler loads the snapshot, a newline every second tells the master the replica
+	// is alive, as a loading Redis replica does: masters that put a replica online once the file
+	// is sent drop it after repl-timeout without an ACK or a newline.
+	loaded := make(chan struct{})
+	var kwg sync.WaitGroup
+	kwg.Add(1)
+	go func() {
+		defer kwg.Done()
+		t := time.NewTicker(l.cfg.AckInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-loaded:
+				return
+			case <-t.C:
+				if l.sendRaw([]byte("\n")) != nil {
+					return
+				}
+			}
+		}
+	}()
 	err = h.FullSync(ctx, pos, hr)
+	close(loaded)
+	kwg.Wait()
 	hr.closed.Store(true)
 	if err != nil {
 		return err

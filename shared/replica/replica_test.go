@@ -508,3 +508,37 @@ func TestTLSWithReplicationUser(t *testing.T) {
 	cancel()
 	<-errc
 }
+
+// slowLoader takes its time after reading the snapshot, as an import into a busy target does.
+type slowLoader struct {
+	*recorder
+	wait time.Duration
+}
+
+func (s slowLoader) FullSync(ctx context.Context, pos replica.Position, body io.Reader) error {
+	err := s.recorder.FullSync(ctx, pos, body)
+	time.Sleep(s.wait)
+	return err
+}
+
+// A load that outlasts the master's repl-timeout after a disk-based transfer keeps the link, and
+// the stream follows without a second full sync. (The replica sends newlines while loading, as a
+// loading Redis replica does, for masters that time a replica out from the end of the transfer;
+// Redis 7.0 itself waits for the first ACK.)
+func TestSlowLoadKeepsLink(t *testing.T) {
+	s := testenv.StartRedis(t, "--repl-diskless-sync", "no", "--repl-timeout", "2")
+	c := s.Client(t, 0)
+	c.Set(context.Background(), "k", "v", 0)
+	r := newRecorder()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	errc := startSync(ctx, replica.Config{Addr: s.Addr}, nil, slowLoader{r, 5 * time.Second})
+	waitFor(t, func() bool { f, _, _ := r.counts(); return f == 1 }, errc)
+	c.Set(context.Background(), "after", "v", 0)
+	waitCaughtUp(t, c, r, errc)
+	if f, co, _ := r.counts(); f != 1 || co != 0 {
+		t.Fatalf("full syncs %d, continues %d", f, co)
+	}
+	cancel()
+	<-errc
+}
