@@ -111,6 +111,9 @@ func (s *Store) CreateStep(ctx context.Context, id string, m *StepManifest) (*St
 	n := func(v int64) *string { return to.Ptr(strconv.FormatInt(v, 10)) }
 	meta := map[string]*string{"key": to.Ptr(m.Key), "step": n(int64(m.Step)), "batches": n(int64(len(m.Batches))),
 		"scanned": n(int64(m.Scanned)), "prefix": to.Ptr(m.Prefix)}
+	if len(m.Batches) > 0 {
+		meta["last"] = to.Ptr(m.Batches[len(m.Batches)-1].ID)
+	}
 	_, err := s.putJSON(ctx, stepName(id, m.Key, m.Step), m, meta, createOnly())
 	if err == nil {
 		return m, true, nil
@@ -137,6 +140,7 @@ type stepMeta struct {
 	step    int
 	prefix  string
 	batches int64
+	last    string // the id of the step's last batch
 }
 
 func (m stepMeta) id() string { return m.key + "/" + strconv.Itoa(m.step) }
@@ -180,6 +184,7 @@ type stepSum struct {
 	parents, bigs, spawned, dead int64
 	finished                     int64    // unix ms of the latest result
 	failing                      []string // batches with failures or dead-lettered, in name order
+	rolled                       bool     // found complete and rolled up by this reader
 }
 
 func (t *stepSum) add(r resultSummary) {
@@ -233,20 +238,25 @@ func (s *Store) sumStep(ctx context.Context, id string, m stepMeta) (*stepSum, e
 // is rolled up (now or before). Any number of callers may race: the first rollup written stands,
 // and it is the same whoever wrote it. CopyBatch calls it after recording a result; status and
 // resume call it for the steps they find complete.
+//
+// It is cheap while the step is far from done: the manifest's metadata is cached (it never
+// changes), and as long as the step's last batch (the last one sent, so about the last one
+// copied) has no result, the step is not complete and nothing is listed.
 func (s *Store) RollStep(ctx context.Context, id, key string, step int) (bool, error) {
-	if ok, err := s.exists(ctx, rollupName(id, key, step)); err != nil || ok {
-		return ok, err
-	}
-	md, err := s.props(ctx, stepName(id, key, step))
+	m, err := s.stepInfo(ctx, id, key, step)
 	if err == ErrNotFound {
 		return false, nil // no manifest: the step was never cut
 	}
 	if err != nil {
 		return false, err
 	}
-	m := stepMeta{key: key, step: step, batches: md.num("batches")}
-	if v := md["prefix"]; v != nil {
-		m.prefix = *v
+	if m.last != "" {
+		if ok, err := s.exists(ctx, resultName(id, m.last)); err != nil || !ok {
+			return false, err
+		}
+	}
+	if ok, err := s.exists(ctx, rollupName(id, key, step)); err != nil || ok {
+		return ok, err
 	}
 	t, err := s.sumStep(ctx, id, m)
 	if err != nil {
@@ -256,6 +266,35 @@ func (s *Store) RollStep(ctx context.Context, id, key string, step int) (bool, e
 		return false, nil
 	}
 	return true, s.writeRollup(ctx, id, m, t)
+}
+
+// stepInfo reads a manifest's metadata, from the cache when it can.
+func (s *Store) stepInfo(ctx context.Context, id, key string, step int) (stepMeta, error) {
+	name := stepName(id, key, step)
+	s.mu.Lock()
+	m, ok := s.steps[name]
+	s.mu.Unlock()
+	if ok {
+		return m, nil
+	}
+	md, err := s.props(ctx, name)
+	if err != nil {
+		return stepMeta{}, err
+	}
+	m = stepMeta{key: key, step: step, batches: md.num("batches")}
+	if v := md["prefix"]; v != nil {
+		m.prefix = *v
+	}
+	if v := md["last"]; v != nil {
+		m.last = *v
+	}
+	s.mu.Lock()
+	if s.steps == nil || len(s.steps) >= 4096 {
+		s.steps = map[string]stepMeta{}
+	}
+	s.steps[name] = m
+	s.mu.Unlock()
+	return m, nil
 }
 
 // writeRollup writes a complete step's totals (create-if-absent), with the names of its first
@@ -409,7 +448,9 @@ func (s *Store) batchTotals(ctx context.Context, id string) (*totals, error) {
 			if err == nil && sum.complete(m.batches) {
 				// Found complete (its last batch's roll did not run, or a crash stopped it): roll
 				// it up now, so the next status does not list it again.
-				err = s.writeRollup(ctx, id, m, sum)
+				if err = s.writeRollup(ctx, id, m, sum); err == nil {
+					sum.rolled = true
+				}
 			}
 			sums[i], errs[i] = sum, err
 		}()
@@ -437,6 +478,9 @@ func (s *Store) batchTotals(ctx context.Context, id string) (*totals, error) {
 		}
 		sum := sums[j]
 		j++
+		if sum.rolled {
+			t.steps.RolledUp++
+		}
 		t.res.Add(sum.res)
 		t.done += sum.parents + sum.bigs
 		t.dead += sum.dead

@@ -81,6 +81,7 @@ type Store struct {
 	mu       sync.Mutex
 	inflight map[string][]chan statusResult // status aggregations running, by migration
 	stall    time.Duration                  // see SetStallAfter
+	steps    map[string]stepMeta            // step manifests' metadata (immutable), by blob name
 }
 
 // DefaultStallAfter is how long a planning or copying migration may go without recorded
