@@ -12,9 +12,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 )
@@ -23,32 +21,10 @@ import (
 type Invocation struct {
 	Data     map[string]json.RawMessage `json:"Data"`
 	Metadata map[string]json.RawMessage `json:"Metadata"`
-}
-
-// MaxInvocationBytes bounds an invocation body (a Service Bus message is at most 256 KB on the
-// standard tier, 100 MB on premium; blob triggers send a reference, not the content).
-const MaxInvocationBytes = 128 << 20
-
-// Decode reads an invocation.
-func Decode(r io.Reader) (*Invocation, error) {
-	body, err := io.ReadAll(io.LimitReader(r, MaxInvocationBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading invocation: %v", err)
-	}
-	if len(body) > MaxInvocationBytes {
-		return nil, fmt.Errorf("invocation larger than %d bytes", MaxInvocationBytes)
-	}
-	var inv Invocation
-	if err := json.Unmarshal(body, &inv); err != nil {
-		return nil, fmt.Errorf("invocation is not {\"Data\":{...},\"Metadata\":{...}}: %v", err)
-	}
-	if inv.Data == nil {
-		inv.Data = map[string]json.RawMessage{}
-	}
-	if inv.Metadata == nil {
-		inv.Metadata = map[string]json.RawMessage{}
-	}
-	return &inv, nil
+	// Oversize names the values over MaxValueBytes that were read past, not kept
+	// ("Data.msg" -> bytes); see OversizeError.
+	Oversize map[string]int64 `json:"-"`
+	limit    int
 }
 
 // Unwrap peels the host's extra layers of JSON string encoding off a value: "\"abc\"" and
@@ -151,13 +127,15 @@ type ServiceBusMessage struct {
 
 // ServiceBus decodes a Service Bus trigger invocation whose message binding is named binding.
 func (inv *Invocation) ServiceBus(binding string) (*ServiceBusMessage, error) {
+	if err := inv.OversizeError(); err != nil {
+		return nil, err
+	}
 	body, ok := Body(lookup(inv.Data, binding))
 	if !ok {
 		return nil, fmt.Errorf("invocation has no Data.%s", binding)
 	}
 	md := inv.Metadata
-	m := &ServiceBusMessage{Body: body, MessageID: String(md, "MessageId"), ContentType: String(md, "ContentType"),
-		DeadLetterReason: String(md, "DeadLetterReason"), DeadLetterErrorDescription: String(md, "DeadLetterErrorDescription")}
+	m := &ServiceBusMessage{Body: body, MessageID: String(md, "MessageId"), ContentType: String(md, "ContentType")}
 	if n, ok := Int(md, "DeliveryCount"); ok {
 		m.DeliveryCount = int(n)
 	} else {
@@ -174,134 +152,16 @@ func (inv *Invocation) ServiceBus(binding string) (*ServiceBusMessage, error) {
 			m.Properties[k] = String(props, k)
 		}
 	}
-	if m.DeadLetterReason == "" && len(props) > 0 {
-		m.DeadLetterReason = m.Properties["DeadLetterReason"]
-		m.DeadLetterErrorDescription = m.Properties["DeadLetterErrorDescription"]
+	// The host's binding data has no DeadLetterReason: for a message read from a dead-letter
+	// queue, Service Bus keeps the reason and description among its application properties
+	// (ServiceBusTriggerBindingStrategy.GetBindingData in the Service Bus extension).
+	m.DeadLetterReason = m.Properties["DeadLetterReason"]
+	m.DeadLetterErrorDescription = m.Properties["DeadLetterErrorDescription"]
+	if m.DeadLetterReason == "" {
+		m.DeadLetterReason = String(md, "DeadLetterReason") // other hosts' shapes
+		m.DeadLetterErrorDescription = String(md, "DeadLetterErrorDescription")
 	}
 	return m, nil
-}
-
-// BlobDescriptor is the reference a host sends for a blob trigger with deferred binding
-// (supportsDeferredBinding) instead of the blob's content.
-type BlobDescriptor struct {
-	Source      string          `json:"Source"`
-	Version     string          `json:"Version"`
-	ContentType string          `json:"ContentType"`
-	Content     json.RawMessage `json:"Content"`
-	Connection  string          `json:"-"`
-	Container   string          `json:"-"`
-	BlobName    string          `json:"-"`
-}
-
-// BlobTrigger is a blob trigger invocation, decoded. Content is never kept: RDB files are large
-// and are streamed from storage by name.
-type BlobTrigger struct {
-	Name          string // the {name} binding expression value (blob path inside the container)
-	URI           string
-	Container     string // from the URI or the descriptor
-	BlobName      string // blob path inside the container
-	ContentLength int64
-	ETag          string
-	Metadata      map[string]string // the blob's user metadata
-	// Descriptor is set when the host sent a deferred-binding reference.
-	Descriptor *BlobDescriptor
-	// HadContent is true when the host sent the content anyway (a binding without deferred
-	// binding); it has been dropped.
-	HadContent bool
-}
-
-// Blob decodes a blob trigger invocation whose blob binding is named binding.
-func (inv *Invocation) Blob(binding string) (*BlobTrigger, error) {
-	md := inv.Metadata
-	b := &BlobTrigger{Name: String(md, "name"), URI: String(md, "Uri"), Metadata: map[string]string{}}
-	if p := Object(md, "Properties"); p != nil {
-		b.ContentLength, _ = Int(p, "ContentLength")
-		if b.ContentLength == 0 {
-			b.ContentLength, _ = Int(p, "Length")
-		}
-		b.ETag = strings.Trim(String(p, "ETag"), `"`)
-	}
-	if um := Object(md, "Metadata"); um != nil {
-		for k := range um {
-			b.Metadata[k] = String(um, k)
-		}
-	}
-	if raw := lookup(inv.Data, binding); raw != nil {
-		if d := parseDescriptor(raw); d != nil {
-			b.Descriptor = d
-		} else if s, ok := Unwrap(raw); ok && s != "" {
-			b.HadContent = true
-		}
-	}
-	if b.URI != "" {
-		if c, name, ok := splitBlobURI(b.URI); ok {
-			b.Container, b.BlobName = c, name
-		}
-	}
-	if b.Descriptor != nil {
-		if b.Container == "" {
-			b.Container = b.Descriptor.Container
-		}
-		if b.BlobName == "" {
-			b.BlobName = b.Descriptor.BlobName
-		}
-	}
-	if b.BlobName == "" {
-		b.BlobName = b.Name
-	}
-	if b.BlobName == "" {
-		return nil, fmt.Errorf("blob trigger invocation names no blob (no Metadata.Uri, Metadata.name or descriptor)")
-	}
-	return b, nil
-}
-
-// parseDescriptor recognises a deferred-binding reference: an object (possibly sent as a JSON
-// string) with Source and Content; Content may be an object, a JSON string or base64 JSON.
-func parseDescriptor(raw json.RawMessage) *BlobDescriptor {
-	s, ok := Unwrap(raw)
-	if !ok || !strings.HasPrefix(strings.TrimSpace(s), "{") {
-		return nil
-	}
-	var d BlobDescriptor
-	if json.Unmarshal([]byte(s), &d) != nil || d.Source == "" {
-		return nil
-	}
-	content, _ := Body(d.Content)
-	var c struct {
-		Connection    string `json:"Connection"`
-		ContainerName string `json:"ContainerName"`
-		BlobName      string `json:"BlobName"`
-	}
-	if json.Unmarshal(content, &c) == nil {
-		d.Connection, d.Container, d.BlobName = c.Connection, c.ContainerName, c.BlobName
-	}
-	return &d
-}
-
-// splitBlobURI splits https://acct.blob.core.windows.net/container/path/to/blob (or Azurite's
-// http://127.0.0.1:port/devstoreaccount1/container/blob) into container and blob path.
-func splitBlobURI(uri string) (string, string, bool) {
-	rest := uri
-	if i := strings.Index(rest, "://"); i >= 0 {
-		rest = rest[i+3:]
-	}
-	if i := strings.IndexAny(rest, "?#"); i >= 0 {
-		rest = rest[:i]
-	}
-	parts := strings.Split(rest, "/")
-	if len(parts) < 3 {
-		return "", "", false
-	}
-	parts = parts[1:] // host
-	// Azurite and emulators put the account name in the path.
-	if len(parts) >= 3 && strings.HasPrefix(parts[0], "devstoreaccount") {
-		parts = parts[1:]
-	}
-	name := strings.Join(parts[1:], "/")
-	if u, err := url.PathUnescape(name); err == nil {
-		name = u
-	}
-	return parts[0], name, true
 }
 
 // HTTPRequest is an HTTP trigger invocation that was not forwarded (Data.<binding>).
@@ -317,6 +177,9 @@ type HTTPRequest struct {
 
 // HTTP decodes the request of a non-forwarded HTTP trigger invocation.
 func (inv *Invocation) HTTP(binding string) (*HTTPRequest, error) {
+	if err := inv.OversizeError(); err != nil {
+		return nil, err
+	}
 	obj := Object(inv.Data, binding)
 	if obj == nil {
 		return nil, fmt.Errorf("invocation has no Data.%s request object", binding)

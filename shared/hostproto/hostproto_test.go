@@ -2,6 +2,7 @@ package hostproto
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"net/http/httptest"
 	"strings"
@@ -59,67 +60,73 @@ func TestServiceBusFixtures(t *testing.T) {
 	}
 }
 
+// A message read from a dead-letter queue: the host's binding data has no DeadLetterReason of its
+// own; the reason and description are application properties of the message.
 func TestServiceBusDeadLetterMetadata(t *testing.T) {
-	inv := decode(t, `{"Data":{"msg":"\"{}\""},"Metadata":{"DeliveryCount":"10","MessageId":"\"b1\"",
-	 "DeadLetterReason":"\"MaxDeliveryCountExceeded\"","DeadLetterErrorDescription":"\"Message could not be consumed after 10 delivery attempts.\""}}`)
+	inv := decode(t, `{"Data":{"msg":"\"{}\""},"Metadata":{"DeliveryCount":"1","MessageId":"\"b1\"",
+	 "ApplicationProperties":{"migration":"m1","DeadLetterReason":"MaxDeliveryCountExceeded","DeadLetterErrorDescription":"Message could not be consumed after 10 delivery attempts."}}}`)
 	m, err := inv.ServiceBus("msg")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if m.DeadLetterReason != "MaxDeliveryCountExceeded" || !strings.Contains(m.DeadLetterErrorDescription, "10 delivery") {
+	if m.DeadLetterReason != "MaxDeliveryCountExceeded" || !strings.Contains(m.DeadLetterErrorDescription, "10 delivery") || m.Properties["migration"] != "m1" {
 		t.Fatalf("%+v", m)
 	}
 }
 
-var blobFixtures = map[string]struct {
-	fx       string
-	deferred bool
-	content  bool
-}{
-	// Without deferred binding the host read the blob and sends it base64.
-	"content-host": {`{"Data":{"rdb":"UkVESVMwMDEx"},
-	 "Metadata":{"name":"\"dump.rdb\"","Uri":"\"https://acct.blob.core.windows.net/rdb-imports/dump.rdb\"",
-	  "Properties":{"ContentLength":123456,"ContentType":"application/octet-stream","ETag":"\"0x8D\""},
-	  "Metadata":{"migration":"\"m1\""},"sys":{}}}`, false, true},
-	"content-plain": {`{"Data":{"rdb":"UkVESVMwMDEx"},
-	 "Metadata":{"name":"dump.rdb","Uri":"https://acct.blob.core.windows.net/rdb-imports/dump.rdb",
-	  "Properties":{"ContentLength":"123456"},"Metadata":{"migration":"m1"}}}`, false, true},
-	// With supportsDeferredBinding the host sends a reference instead of the content.
-	"deferred-object": {`{"Data":{"rdb":{"Source":"AzureStorageBlobs","Version":"1.0","ContentType":"application/json",
-	  "Content":{"Connection":"AzureWebJobsStorage","ContainerName":"rdb-imports","BlobName":"dump.rdb"}}},
-	 "Metadata":{"name":"\"dump.rdb\"","Uri":"\"https://acct.blob.core.windows.net/rdb-imports/dump.rdb\"",
-	  "Properties":{"ContentLength":123456},"Metadata":{"migration":"\"m1\""}}}`, true, false},
-	"deferred-string": {`{"Data":{"rdb":"{\"Source\":\"AzureStorageBlobs\",\"Version\":\"1.0\",\"ContentType\":\"application/json\",\"Content\":\"eyJDb25uZWN0aW9uIjoiQXp1cmVXZWJKb2JzU3RvcmFnZSIsIkNvbnRhaW5lck5hbWUiOiJyZGItaW1wb3J0cyIsIkJsb2JOYW1lIjoiZHVtcC5yZGIifQ==\"}"},
-	 "Metadata":{"name":"dump.rdb","Properties":{"ContentLength":"123456"},"Metadata":{"migration":"m1"}}}`, true, false},
-}
-
-func TestBlobFixtures(t *testing.T) {
-	for name, c := range blobFixtures {
-		t.Run(name, func(t *testing.T) {
-			b, err := decode(t, c.fx).Blob("rdb")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if b.Container != "rdb-imports" || b.BlobName != "dump.rdb" || b.Name != "dump.rdb" {
-				t.Fatalf("names: %+v", b)
-			}
-			if b.ContentLength != 123456 || b.Metadata["migration"] != "m1" {
-				t.Fatalf("properties: %+v", b)
-			}
-			if (b.Descriptor != nil) != c.deferred || b.HadContent != c.content {
-				t.Fatalf("descriptor %+v hadContent %v", b.Descriptor, b.HadContent)
-			}
-			if c.deferred && (b.Descriptor.Source != "AzureStorageBlobs" || b.Descriptor.Connection != "AzureWebJobsStorage") {
-				t.Fatalf("descriptor %+v", b.Descriptor)
-			}
-		})
+// Decode streams: every fixture decodes to what encoding/json makes of it, and a value over the
+// limit is read past (named, never kept) while the rest of the invocation is still read.
+func TestDecodeStreamsAndBoundsValues(t *testing.T) {
+	all := map[string]string{}
+	for k, v := range sbFixtures {
+		all["sb-"+k] = v
 	}
-}
-
-func TestBlobURIAzurite(t *testing.T) {
-	c, n, ok := splitBlobURI("http://127.0.0.1:10000/devstoreaccount1/rdb-imports/dir/dump.rdb")
-	if !ok || c != "rdb-imports" || n != "dir/dump.rdb" {
-		t.Fatalf("%v %q %q", ok, c, n)
+	for k, v := range httpFixtures {
+		all["http-"+k] = v
+	}
+	for name, fx := range all {
+		var want Invocation
+		if err := json.Unmarshal([]byte(fx), &want); err != nil {
+			t.Fatal(err)
+		}
+		got := decode(t, fx)
+		for k, v := range want.Data {
+			if string(got.Data[k]) != string(v) {
+				t.Fatalf("%s: Data.%s = %s, want %s", name, k, got.Data[k], v)
+			}
+		}
+		for k, v := range want.Metadata {
+			if string(got.Metadata[k]) != string(v) {
+				t.Fatalf("%s: Metadata.%s = %s, want %s", name, k, got.Metadata[k], v)
+			}
+		}
+		if len(got.Data) != len(want.Data) || len(got.Metadata) != len(want.Metadata) || got.Oversize != nil {
+			t.Fatalf("%s: %+v", name, got)
+		}
+	}
+	big := strings.Repeat(`ab\"c`, 40000) // escaped quotes inside a 200 KB string
+	fx := `{"Data":{"msg":"` + big + `","small":[1,{"a":"}"}]},"Metadata":{"MessageId":"\"m1\"","Deep":{"x":["` + big + `"]},"DeliveryCount":2}, "Extra": null}`
+	inv, err := DecodeLimit(strings.NewReader(fx), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv.Oversize["Data.msg"] != int64(len(big)+2) || inv.Oversize["Metadata.Deep"] == 0 || len(inv.Oversize) != 2 {
+		t.Fatalf("oversize %v", inv.Oversize)
+	}
+	if string(inv.Data["small"]) != `[1,{"a":"}"}]` || String(inv.Metadata, "MessageId") != "m1" {
+		t.Fatalf("the rest: %+v", inv)
+	}
+	if n, ok := Int(inv.Metadata, "DeliveryCount"); !ok || n != 2 {
+		t.Fatalf("DeliveryCount %d %v", n, ok)
+	}
+	if _, err := inv.ServiceBus("msg"); !errors.Is(err, ErrOversize) || !strings.Contains(err.Error(), "Data.msg is 200002 bytes") {
+		t.Fatalf("accessor: %v", err)
+	}
+	for _, bad := range []string{``, `{`, `{"Data":{"msg":"x}}`, `{"Data":{"msg":tru}}`, `[1]`, `{"Data":{"msg":@}}`, `{"Data" "x"}`,
+		`{"Data":{"msg":"x",}}`} {
+		if _, err := Decode(strings.NewReader(bad)); err == nil {
+			t.Errorf("accepted %q", bad)
+		}
 	}
 }
 
