@@ -9,13 +9,16 @@ package functions
 import (
 	"context"
 	"embed"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	mrand "math/rand/v2"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis-migrate/redis-migrate/shared/hostproto"
@@ -46,14 +49,27 @@ const (
 	// long is reported as stalled (default 600).
 	SettingStallSeconds     = "STALL_SECONDS"
 	SettingEndpointSettings = "REDIS_ENDPOINT_SETTINGS"
+	// SettingRetryBaseMs and SettingRetryMaxMs shape the backoff of a failed queue invocation:
+	// delivery n waits min(base*2^(n-1), max) (+-20%) before answering non-2xx, so the host's
+	// immediate redelivery comes after it (defaults 1000 and 30000).
+	SettingRetryBaseMs = "RETRY_BASE_MS"
+	SettingRetryMaxMs  = "RETRY_MAX_MS"
 )
 
-// Config is what an App is built from.
+// dependencyTimeout bounds one attempt to open the state store when an invocation needs it.
+var dependencyTimeout = 30 * time.Second
+
+// Config is what an App is built from. Store and Sender may be given, or opened lazily by
+// OpenStore and OpenSender on the first invocation that needs them: `serve` listens first (the
+// host gives the handler about 30 s to answer its first GET /) and a dependency that cannot be
+// reached fails the invocations that need it, named in their error, instead of the start.
 type Config struct {
-	Getenv func(string) string // app settings
-	Store  *state.Store
-	Sender queue.Sender
-	Log    io.Writer // stderr; everything written is redacted
+	Getenv     func(string) string // app settings
+	Store      *state.Store
+	Sender     queue.Sender
+	OpenStore  func(ctx context.Context) (*state.Store, error)
+	OpenSender func() (queue.Sender, error)
+	Log        io.Writer // stderr; everything written is redacted
 }
 
 // App serves the custom-handler protocol.
@@ -67,6 +83,13 @@ type App struct {
 	stepKeys      int
 	conns         *connCache
 	triggers      map[string]triggerFunc
+	retryBase     time.Duration
+	retryMax      time.Duration
+
+	depMu      sync.Mutex
+	openStore  func(ctx context.Context) (*state.Store, error)
+	openSender func() (queue.Sender, error)
+	ownSender  bool // opened here: closed by Close
 }
 
 // triggerFunc handles a non-HTTP invocation. A nil error with retry=false completes it; retry
@@ -87,12 +110,15 @@ func New(cfg Config) *App {
 	if cfg.Log == nil {
 		cfg.Log = os.Stderr
 	}
-	a := &App{getenv: cfg.Getenv, store: cfg.Store, sender: cfg.Sender, log: redact.Writer(cfg.Log)}
+	a := &App{getenv: cfg.Getenv, store: cfg.Store, sender: cfg.Sender, log: redact.Writer(cfg.Log),
+		openStore: cfg.OpenStore, openSender: cfg.OpenSender}
 	a.maxDeliveries = a.intSetting(SettingMaxDeliveries, 10)
 	a.stepTime = time.Duration(a.intSetting(SettingPlanStepSeconds, 20)) * time.Second
 	a.stepKeys = a.intSetting(SettingPlanStepMaxKeys, 200000)
+	a.retryBase = time.Duration(a.intSetting(SettingRetryBaseMs, 1000)) * time.Millisecond
+	a.retryMax = time.Duration(a.intSetting(SettingRetryMaxMs, 30000)) * time.Millisecond
 	if a.store != nil {
-		a.store.SetStallAfter(time.Duration(a.intSetting(SettingStallSeconds, int(state.DefaultStallAfter/time.Second))) * time.Second)
+		a.configureStore(a.store)
 	}
 	a.conns = newConnCache(a)
 	a.triggers = map[string]triggerFunc{
@@ -117,8 +143,63 @@ func (a *App) intSetting(name string, def int) int {
 	return def
 }
 
-// Close releases the cached Redis connections.
-func (a *App) Close() { a.conns.closeAll() }
+func (a *App) configureStore(st *state.Store) {
+	st.SetStallAfter(time.Duration(a.intSetting(SettingStallSeconds, int(state.DefaultStallAfter/time.Second))) * time.Second)
+}
+
+// ready opens the dependencies not opened yet (state storage, the Service Bus sender). A failure
+// is not kept: the next invocation tries again.
+func (a *App) ready(ctx context.Context) error {
+	a.depMu.Lock()
+	defer a.depMu.Unlock()
+	var errs []error
+	if a.store == nil && a.openStore != nil {
+		octx, cancel := context.WithTimeout(ctx, dependencyTimeout)
+		st, err := a.openStore(octx)
+		cancel()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("state storage (%s): %s", SettingStorage, redact.Error(err)))
+		} else {
+			a.configureStore(st)
+			a.store = st
+		}
+	}
+	if a.sender == nil && a.openSender != nil {
+		snd, err := a.openSender()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("Service Bus (%s): %s", SettingServiceBus, redact.Error(err)))
+		} else {
+			a.sender, a.ownSender = snd, true
+		}
+	}
+	if len(errs) > 0 {
+		return fmt.Errorf("the function app cannot reach %w", errors.Join(errs...))
+	}
+	return nil
+}
+
+// withDeps answers 503, naming the dependency, when one cannot be reached.
+func (a *App) withDeps(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if err := a.ready(r.Context()); err != nil {
+			msg := strings.ReplaceAll(redact.Error(err), "\n", "; ")
+			a.logf("%s %s: %s", r.Method, r.URL.Path, msg)
+			writeError(w, http.StatusServiceUnavailable, msg, "")
+			return
+		}
+		h(w, r)
+	}
+}
+
+// Close releases the cached Redis connections and a sender the app opened.
+func (a *App) Close() {
+	a.conns.closeAll()
+	a.depMu.Lock()
+	defer a.depMu.Unlock()
+	if a.ownSender && a.sender != nil {
+		_ = a.sender.Close(context.Background())
+	}
+}
 
 func (a *App) logf(format string, args ...any) {
 	line := fmt.Sprintf(format, args...)
@@ -134,22 +215,28 @@ func (a *App) Handler() http.Handler {
 		_, _ = io.WriteString(w, "redis-migrate handler ready\n")
 	})
 	// Forwarded HTTP triggers (enableForwardingHttpRequest): the caller's request as it came.
-	mux.HandleFunc("POST /api/migrations", a.migrationStart)
-	mux.HandleFunc("GET /api/migrations/{id}", a.migrationStatus)
-	mux.HandleFunc("POST /api/migrations/{id}/verify", a.migrationVerify)
-	mux.HandleFunc("POST /api/migrations/{id}/resume", a.migrationResume)
-	mux.HandleFunc("POST /api/imports", a.importStart)
+	mux.HandleFunc("POST /api/migrations", a.withDeps(a.migrationStart))
+	mux.HandleFunc("GET /api/migrations/{id}", a.withDeps(a.migrationStatus))
+	mux.HandleFunc("POST /api/migrations/{id}/verify", a.withDeps(a.migrationVerify))
+	mux.HandleFunc("POST /api/migrations/{id}/resume", a.withDeps(a.migrationResume))
+	mux.HandleFunc("POST /api/imports", a.withDeps(a.importStart))
 	// The same functions invoked the classic way (Data.req / Outputs.res), for hosts that do not forward.
-	mux.HandleFunc("POST /MigrationStart", a.httpInvocation(a.migrationStart, "", "req", "res"))
-	mux.HandleFunc("POST /MigrationStatus", a.httpInvocation(a.migrationStatus, "id", "req", "res"))
-	mux.HandleFunc("POST /MigrationVerify", a.httpInvocation(a.migrationVerify, "id", "req", "res"))
-	mux.HandleFunc("POST /MigrationResume", a.httpInvocation(a.migrationResume, "id", "req", "res"))
-	mux.HandleFunc("POST /ImportStart", a.httpInvocation(a.importStart, "", "req", "res"))
+	mux.HandleFunc("POST /MigrationStart", a.httpInvocation(a.withDeps(a.migrationStart), "", "req", "res"))
+	mux.HandleFunc("POST /MigrationStatus", a.httpInvocation(a.withDeps(a.migrationStatus), "id", "req", "res"))
+	mux.HandleFunc("POST /MigrationVerify", a.httpInvocation(a.withDeps(a.migrationVerify), "id", "req", "res"))
+	mux.HandleFunc("POST /MigrationResume", a.httpInvocation(a.withDeps(a.migrationResume), "id", "req", "res"))
+	mux.HandleFunc("POST /ImportStart", a.httpInvocation(a.withDeps(a.importStart), "", "req", "res"))
 	mux.HandleFunc("POST /{function}", a.invoke)
 	return mux
 }
 
-// invoke runs a trigger function.
+// deadLetterFunctions read a dead-letter queue. A message there cannot be dead-lettered again
+// (Service Bus), so a failing one would be redelivered without end: their retries are capped.
+var deadLetterFunctions = map[string]bool{"CopyDeadLetter": true, "PlanDeadLetter": true}
+
+// invoke runs a trigger function. An invocation that could not be read is never answered 2xx
+// (that would complete its message unread): it fails, and the error goes to the log and, when
+// the message names its migration, into that migration's status.
 func (a *App) invoke(w http.ResponseWriter, r *http.Request) {
 	name := r.PathValue("function")
 	f, ok := a.triggers[name]
@@ -160,23 +247,88 @@ func (a *App) invoke(w http.ResponseWriter, r *http.Request) {
 	reply := hostproto.NewReply()
 	inv, err := hostproto.Decode(r.Body)
 	if err != nil {
-		// A payload we cannot read will not read better on redelivery.
-		a.logf("%s: %v", name, err)
-		reply.Log("%s: %s", name, redact.Error(err))
-		reply.Write(w, http.StatusOK)
+		msg := redact.Error(err)
+		a.logf("%s: %s", name, msg)
+		reply.Log("%s: %s", name, msg)
+		reply.Write(w, http.StatusInternalServerError)
 		return
 	}
-	retry, err := f(r.Context(), inv, reply)
+	delivery := 1
+	if n, ok := hostproto.Int(inv.Metadata, "DeliveryCount"); ok && n > 0 {
+		delivery = int(n)
+	}
+	var retry bool
+	switch {
+	case inv.OversizeError() != nil:
+		err, retry = inv.OversizeError(), true
+		a.recordUnreadable(r.Context(), name, inv, err)
+	default:
+		if err = a.ready(r.Context()); err != nil {
+			retry = true
+		} else {
+			retry, err = f(r.Context(), inv, reply)
+		}
+	}
 	if err != nil {
 		msg := redact.Error(err)
 		a.logf("%s: %s", name, msg)
 		reply.Log("%s: %s", name, msg)
 	}
+	if retry && deadLetterFunctions[name] && delivery >= a.maxDeliveries {
+		a.logf("%s: giving up on the message after %d deliveries (a dead-letter queue cannot dead-letter it; it is completed)", name, delivery)
+		retry = false
+	}
 	if retry {
+		a.backoff(r.Context(), name, delivery)
 		reply.Write(w, http.StatusInternalServerError)
 		return
 	}
 	reply.Write(w, http.StatusOK)
+}
+
+// backoff waits before a failed delivery is answered, so the host's immediate redelivery comes
+// later each time: delivery n waits min(RETRY_BASE_MS*2^(n-1), RETRY_MAX_MS), +-20%. The last
+// delivery before dead-lettering does not wait. Messages stay exactly as they are (no resend),
+// so duplicate detection and the batch accounting are untouched.
+func (a *App) backoff(ctx context.Context, name string, delivery int) {
+	if delivery >= a.maxDeliveries && !deadLetterFunctions[name] {
+		return
+	}
+	d := a.retryBase
+	for i := 1; i < delivery && d < a.retryMax; i++ {
+		d *= 2
+	}
+	d = min(d, a.retryMax)
+	d = time.Duration(float64(d) * (0.8 + 0.4*mrand.Float64()))
+	a.logf("%s: delivery %d failed; retrying in %s", name, delivery, d.Round(time.Millisecond))
+	select {
+	case <-ctx.Done():
+	case <-time.After(d):
+	}
+}
+
+// recordUnreadable puts the error of an invocation that could not be read into the status of
+// the migration its message names (application property "migration"), failing it: the work in
+// that message is lost.
+func (a *App) recordUnreadable(ctx context.Context, name string, inv *hostproto.Invocation, cause error) {
+	props := hostproto.Object(inv.Metadata, "ApplicationProperties")
+	if props == nil {
+		props = hostproto.Object(inv.Metadata, "UserProperties")
+	}
+	id := hostproto.String(props, "migration")
+	if id == "" || !state.ValidID(id) || a.ready(ctx) != nil {
+		return
+	}
+	msg := fmt.Sprintf("a %s invocation could not be read (%s); its message cannot be processed", name, redact.Error(cause))
+	if _, err := a.store.UpdateMigration(context.WithoutCancel(ctx), id, func(m *state.Migration) (bool, error) {
+		if m.Error != "" {
+			return false, nil
+		}
+		m.Error = msg
+		return true, nil
+	}); err != nil && !errors.Is(err, state.ErrNotFound) {
+		a.logf("%s: recording the unreadable invocation in %s: %s", name, id, redact.Error(err))
+	}
 }
 
 // httpInvocation adapts a plain HTTP handler to the non-forwarded invocation form.

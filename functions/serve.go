@@ -80,15 +80,11 @@ func storageIdentity(getenv func(string) string, name string) (string, azcore.To
 }
 
 // LocalHandler is the hostharness.HandlerFactory of this app: the real App over the state
-// store the settings name, sending to the harness's in-memory queue.
+// store the settings name (opened on first use, as `serve` does), sending to the harness's
+// in-memory queue.
 func LocalHandler(getenv func(string) string, sender queue.Sender, log io.Writer) (http.Handler, func(), error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	store, err := OpenStore(ctx, getenv)
-	if err != nil {
-		return nil, nil, err
-	}
-	app := New(Config{Getenv: getenv, Store: store, Sender: sender, Log: log})
+	app := New(Config{Getenv: getenv, Sender: sender, Log: log,
+		OpenStore: func(ctx context.Context) (*state.Store, error) { return OpenStore(ctx, getenv) }})
 	return app.Handler(), app.Close, nil
 }
 
@@ -178,19 +174,9 @@ func serveHandler(ctx context.Context, env *cli.Env) error {
 	if port == "" {
 		return fmt.Errorf("%s is not set: `serve` is started by the Azure Functions host (use `serve --local` to run the app yourself)", SettingHandlerPort)
 	}
-	octx, cancel := context.WithTimeout(ctx, 60*time.Second)
-	store, err := OpenStore(octx, getenv)
-	cancel()
-	if err != nil {
-		return err
-	}
-	sender, err := queue.NewServiceBusFromSettings(getenv, SettingServiceBus, nil)
-	if err != nil {
-		return fmt.Errorf("service bus: %s", redact.Error(err))
-	}
-	app := New(Config{Getenv: getenv, Store: store, Sender: sender, Log: env.Stderr})
-	defer app.Close()
-	defer sender.Close(context.Background())
+	// Listen first: the host waits about 30 s for the first GET / (its custom handler start-up
+	// timeout). Storage (with its container create) and Service Bus are opened by the first
+	// invocation that needs them, and a broken one fails those invocations, named in the error.
 	ln, err := net.Listen("tcp", net.JoinHostPort("127.0.0.1", port))
 	if err != nil {
 		// Some hosts reach the handler on another interface; fall back to all.
@@ -198,6 +184,16 @@ func serveHandler(ctx context.Context, env *cli.Env) error {
 			return err
 		}
 	}
+	app := New(Config{Getenv: getenv, Log: env.Stderr,
+		OpenStore: func(ctx context.Context) (*state.Store, error) { return OpenStore(ctx, getenv) },
+		OpenSender: func() (queue.Sender, error) {
+			s, err := queue.NewServiceBusFromSettings(getenv, SettingServiceBus, nil)
+			if err != nil {
+				return nil, err
+			}
+			return s, nil
+		}})
+	defer app.Close()
 	srv := &http.Server{Handler: app.Handler(), ReadHeaderTimeout: 30 * time.Second}
 	go func() {
 		<-ctx.Done()

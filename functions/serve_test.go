@@ -1,0 +1,203 @@
+package functions_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis-migrate/redis-migrate/functions"
+	"github.com/redis-migrate/redis-migrate/shared/cli"
+	"github.com/redis-migrate/redis-migrate/shared/hostproto"
+	"github.com/redis-migrate/redis-migrate/shared/state"
+	"github.com/redis-migrate/redis-migrate/shared/testenv"
+)
+
+// blackhole accepts connections and never answers: a dependency that is slow to reach.
+func blackhole(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		l.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	return l.Addr().String()
+}
+
+// startServe runs `serve` as the host does (FUNCTIONS_CUSTOMHANDLER_PORT) and returns its base
+// URL once GET / answers, and how long that took.
+func startServe(t *testing.T, settings map[string]string) (string, time.Duration, *syncBuffer) {
+	t.Helper()
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings[functions.SettingHandlerPort] = strconv.Itoa(port)
+	log := &syncBuffer{}
+	env := &cli.Env{Stdout: io.Discard, Stderr: log, Getenv: func(k string) string { return settings[k] }}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	start := time.Now()
+	go func() { done <- functions.ServeHandler(ctx, env) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(15 * time.Second):
+			t.Errorf("serve did not stop")
+		}
+	})
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	client := &http.Client{Timeout: time.Second}
+	for {
+		resp, err := client.Get(base + "/")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return base, time.Since(start), log
+			}
+		}
+		if time.Since(start) > 30*time.Second {
+			t.Fatalf("serve never answered GET /: %v\n%s", err, log.String())
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("serve exited: %v\n%s", err, log.String())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// sbInvocation is a Service Bus invocation in the host's shape, with body as Data.msg.
+func sbInvocation(body string, delivery int, props map[string]any) string {
+	inv := map[string]any{"Data": map[string]json.RawMessage{"msg": hostproto.HostString(body)},
+		"Metadata": map[string]json.RawMessage{"DeliveryCount": hostproto.HostNumber(int64(delivery)),
+			"MessageId": hostproto.HostString("m-1"), "ApplicationProperties": hostproto.HostObject(props)}}
+	b, _ := json.Marshal(inv)
+	return string(b)
+}
+
+// `serve` answers the host's first GET / within a second although its storage never answers:
+// storage and Service Bus are opened by the first invocation that needs them, and a broken one
+// fails that invocation (non-2xx), named in its error, and HTTP calls with 503.
+func TestServeAnswersFirstGETWhileDependenciesHang(t *testing.T) {
+	t.Cleanup(functions.SetDependencyTimeout(2 * time.Second))
+	hole := blackhole(t)
+	base, took, log := startServe(t, map[string]string{
+		functions.SettingStorage: "DefaultEndpointsProtocol=http;AccountName=" + testenv.DevStoreAccount + ";AccountKey=" + testenv.DevStoreKey +
+			";BlobEndpoint=http://" + hole + "/" + testenv.DevStoreAccount + ";",
+		functions.SettingServiceBus:    "Endpoint=sb://" + hole + "/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=c2VjcmV0LWtleS12YWx1ZS0xMjM0NQ==",
+		functions.SettingRetryBaseMs:   "50",
+		functions.SettingMaxDeliveries: "10",
+	})
+	t.Logf("first GET / answered after %s", took)
+	if took > time.Second {
+		t.Fatalf("first GET / answered after %s; the host allows the handler about 30 s, and it must not wait for storage", took)
+	}
+	resp, err := http.Post(base+"/CopyBatch", "application/json", strings.NewReader(sbInvocation(`{"migration":"m1","batch":{"id":"b1"}}`, 1, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 500 || !strings.Contains(string(b), "state storage (AzureWebJobsStorage)") {
+		t.Fatalf("invocation with storage unreachable: %d %s", resp.StatusCode, b)
+	}
+	resp, err = http.Get(base + "/api/migrations/m1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ = io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || !strings.Contains(string(b), "state storage (AzureWebJobsStorage)") {
+		t.Fatalf("status with storage unreachable: %d %s", resp.StatusCode, b)
+	}
+	if all := log.String() + string(b); strings.Contains(all, "c2VjcmV0LWtleS12YWx1ZS0xMjM0NQ") || strings.Contains(all, testenv.DevStoreKey) {
+		t.Fatalf("a key in the output:\n%s", all)
+	}
+}
+
+// An invocation whose message is over the size the handler keeps is read past (memory stays
+// bounded), answered 500, never 200, and the migration its message names is failed with the
+// reason in its status.
+func TestOversizeInvocationFailsAndIsRecorded(t *testing.T) {
+	az := testenv.StartAzurite(t)
+	base, _, _ := startServe(t, map[string]string{functions.SettingStorage: az.ConnectionString,
+		functions.SettingServiceBus: "Endpoint=sb://127.0.0.1:1/;SharedAccessKeyName=x;SharedAccessKey=eHh4eHh4eHh4eHh4", functions.SettingRetryBaseMs: "10"})
+	ctx := context.Background()
+	st, err := state.Open(ctx, az.ConnectionString, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateMigration(ctx, &state.Migration{ID: "big-msg", Kind: "copy", CreatedAt: time.Now().UTC()}); err != nil {
+		t.Fatal(err)
+	}
+	// {"Data":{"msg":"xxxx...(MaxValueBytes+1 bytes)"},"Metadata":{...}}, streamed.
+	head := `{"Data":{"msg":"`
+	tail := `"},"Metadata":{"DeliveryCount":"1","MessageId":"\"m-1\"","ApplicationProperties":{"migration":"big-msg"}}}`
+	body := io.MultiReader(strings.NewReader(head), io.LimitReader(repeatReader('x'), hostproto.MaxValueBytes+1), strings.NewReader(tail))
+	resp, err := http.Post(base+"/CopyBatch", "application/json", body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode/100 == 2 || !strings.Contains(string(b), "Data.msg is") {
+		t.Fatalf("oversize invocation: %d %s", resp.StatusCode, b)
+	}
+	resp, err = http.Get(base + "/api/migrations/big-msg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var status state.Status
+	err = json.NewDecoder(resp.Body).Decode(&status)
+	resp.Body.Close()
+	if err != nil || status.State != state.StateFailed || !strings.Contains(status.Error, "CopyBatch invocation could not be read") {
+		t.Fatalf("status: %+v %v", status, err)
+	}
+	// A body that is not an invocation at all fails too.
+	resp, err = http.Post(base+"/PlanShard", "application/json", strings.NewReader(`{"Data":{"msg":`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode/100 == 2 {
+		t.Fatalf("unreadable invocation answered %d", resp.StatusCode)
+	}
+}
+
+type repeatReader byte
+
+func (r repeatReader) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = byte(r)
+	}
+	return len(p), nil
+}
