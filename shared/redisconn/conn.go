@@ -30,14 +30,14 @@ type Options struct {
 	// Role is "source" or "target", for messages. A target's clients never re-send a failed
 	// pipeline by themselves: RESTOREs that did land would come back as BUSYKEY and be reported
 	// as clashes. The caller retries the whole batch instead, knowing which keys are its own.
-	Role         string
-	Credentials  CredentialsFunc
+	Role        string
+	Credentials CredentialsFunc
 	// LongLived: connections stay open for hours (sync). Entra ID tokens are then refreshed on
 	// open connections (re-AUTH before expiry) instead of recycling connections.
 	LongLived bool
 	// Streaming, when set, authenticates every connection and re-authenticates open ones with
 	// each new token (tests set it; LongLived builds it for auth=entra).
-	Streaming *StreamingTokens
+	Streaming    *StreamingTokens
 	ReadOnlyHint bool
 }
 

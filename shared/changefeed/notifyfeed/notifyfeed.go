@@ -311,7 +311,7 @@ type shardSub struct {
 
 	mu       sync.Mutex
 	ps       *redis.PubSub
-	next     *redis.PubSub // the successor of a rotation
+	next     *redis.PubSub        // the successor of a rotation
 	barriers map[string]time.Time // PING payload -> time it was sent
 	seq      atomic.Int64
 	stale    atomic.Bool
