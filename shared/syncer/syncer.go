@@ -47,7 +47,7 @@ type Config struct {
 	ApplyBatch    int // keys per apply batch, default 200
 	// MaxPending bounds the dirty set; a change that does not fit opens a gap (default 500,000).
 	MaxPending   int
-	BarrierEvery time.Duration // default 200ms
+	BarrierEvery time.Duration // default 100ms
 	TTLTolerance time.Duration // repair comparison of expiries, default 1s
 	// Resume is the checkpoint of an earlier run against the same endpoints: no initial copy;
 	// the feed continues from its positions where it can, and shards it cannot continue get a
@@ -153,7 +153,7 @@ func New(cfg Config) *Syncer {
 		cfg.MaxPending = 500000
 	}
 	if cfg.BarrierEvery <= 0 {
-		cfg.BarrierEvery = 200 * time.Millisecond
+		cfg.BarrierEvery = 100 * time.Millisecond
 	}
 	if cfg.TTLTolerance <= 0 {
 		cfg.TTLTolerance = time.Second
