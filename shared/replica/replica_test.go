@@ -290,7 +290,7 @@ func TestFullSyncThenStream(t *testing.T) {
 			c := s.Client(t, 0)
 			pre := startWriter(t, s, 0, 2000, 0)
 			written := pre.wait()
-			w := startWriter(t, s, 100000, 3000, 200*time.Microsecond)
+			w := startWriter(t, s, 100000, 1<<30, 200*time.Microsecond)
 			r := newRecorder()
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()

@@ -282,6 +282,7 @@ func TestLinkKilledContinues(t *testing.T) {
 	f := start(t, open(t, s.URL()), r, nil)
 	for i := 0; i < 2; i++ {
 		time.Sleep(300 * time.Millisecond)
+		waitOnline(t, c)
 		if err := c.Do(context.Background(), "CLIENT", "KILL", "TYPE", "replica").Err(); err != nil {
 			t.Fatal(err)
 		}
@@ -472,4 +473,23 @@ func infoClients(t *testing.T, c *redis.Client) int {
 		}
 	}
 	return -1
+}
+
+// waitOnline waits until the master has one replica online (the feed's link is back).
+func waitOnline(t *testing.T, c *redis.Client) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		info, err := c.Info(context.Background(), "replication").Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(info, "connected_slaves:1") && strings.Contains(info, "state=online") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the feed's link is not back: %s", info)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
