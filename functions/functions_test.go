@@ -460,6 +460,23 @@ func TestFunctionKeys(t *testing.T) {
 			t.Errorf("%s: %d %s, want %d", c.name, code, body, c.want)
 		}
 	}
+	// The host leaves code= and x-functions-key on the request it hands the handler, so a
+	// handler that logged a request's query, headers or URL would leak the key: requests that
+	// fail on purpose, with the key both ways, must leave no trace of it in any log line.
+	for _, p := range []string{"/api/migrations?code=" + testKey, "/api/imports?code=" + testKey, "/api/migrations/m-nope/verify?code=" + testKey,
+		"/api/migrations/m-nope/resume?code=" + testKey} {
+		code, _, body := a.do("POST", p, testKey, `{"nope":1}`)
+		if code/100 != 4 || strings.Contains(string(body), testKey) {
+			t.Errorf("POST %s: %d %s", p, code, body)
+		}
+	}
+	if code, _, body := a.do("GET", "/api/migrations/m-nope?code="+testKey, testKey, nil); code != 404 || strings.Contains(string(body), testKey) {
+		t.Errorf("GET: %d %s", code, body)
+	}
+	if strings.Contains(a.log.String(), testKey) {
+		i := strings.Index(a.log.String(), testKey)
+		t.Fatalf("the function key reached a log: ...%s...", a.log.String()[max(0, i-200):i])
+	}
 }
 
 // With forwarding off in host.json the harness sends HTTP triggers as Data.req invocations and

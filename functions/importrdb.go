@@ -44,7 +44,8 @@ const (
 	SettingImportSeconds = "IMPORT_INVOCATION_SECONDS"
 	// SettingImportCheckpointMs is how often the checkpoint is written to the migration record.
 	SettingImportCheckpointMs = "IMPORT_CHECKPOINT_MS"
-	// SettingImportMaxAttempts matches host.json's blobs.poisonBlobThreshold.
+	// SettingImportMaxAttempts: failed invocations of one import before it is marked failed (the
+	// last delivery of its message marks it failed too).
 	SettingImportMaxAttempts = "IMPORT_MAX_ATTEMPTS"
 )
 

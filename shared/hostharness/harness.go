@@ -3,8 +3,9 @@
 // readiness answer on GET /, and then drives it only over HTTP, the way the host does:
 //
 //   - HTTP triggers: serves http://127.0.0.1:<port>/api/<route>, checks function keys for
-//     authLevel function/admin (x-functions-key header or ?code=), and forwards the raw request
-//     (enableForwardingHttpRequest) or sends a Data.req invocation to POST /<Function>.
+//     authLevel function/admin (x-functions-key header or ?code=, left in place as the host
+//     does), and proxies the request (enableProxyingHttpRequest), forwards a rebuilt copy
+//     (enableForwardingHttpRequest, legacy) or sends a Data.req invocation to POST /<Function>.
 //   - Service Bus triggers: delivers messages from an in-memory queue (queue.Memory) as
 //     POST /<Function> with the host's Data/Metadata encoding (values serialized twice,
 //     DeliveryCount, MessageId, ...), completes on 2xx, abandons (redelivers) otherwise,
@@ -69,7 +70,7 @@ type DeliveryInfo struct {
 // Options configure a harness.
 type Options struct {
 	Functions  fs.FS  // <Name>/function.json for each function
-	HostJSON   []byte // host.json; nil = defaults (forwarding on, maxConcurrentCalls 16)
+	HostJSON   []byte // host.json; nil = defaults (proxying on, maxConcurrentCalls 16)
 	Settings   map[string]string
 	Port       int // 0 = a free port
 	NewHandler HandlerFactory
@@ -266,19 +267,21 @@ func (h *Harness) shutdownServers() {
 
 // hostConfig is the part of host.json the harness honours.
 type hostConfig struct {
+	proxying           bool
 	forwarding         bool
 	routePrefix        string
 	maxConcurrentCalls int
 }
 
 func parseHostJSON(b []byte) (hostConfig, error) {
-	c := hostConfig{forwarding: true, routePrefix: "api", maxConcurrentCalls: 16}
+	c := hostConfig{proxying: true, routePrefix: "api", maxConcurrentCalls: 16}
 	if b == nil {
 		return c, nil
 	}
 	var hj struct {
 		CustomHandler struct {
 			EnableForwardingHTTPRequest *bool `json:"enableForwardingHttpRequest"`
+			EnableProxyingHTTPRequest   *bool `json:"enableProxyingHttpRequest"`
 		} `json:"customHandler"`
 		Extensions struct {
 			HTTP *struct {
@@ -292,8 +295,13 @@ func parseHostJSON(b []byte) (hostConfig, error) {
 	if err := json.Unmarshal(b, &hj); err != nil {
 		return c, fmt.Errorf("host.json: %v", err)
 	}
+	// Both off unless host.json says so (HttpWorkerOptions); with both on, proxying wins.
+	c.proxying, c.forwarding = false, false
 	if v := hj.CustomHandler.EnableForwardingHTTPRequest; v != nil {
 		c.forwarding = *v
+	}
+	if v := hj.CustomHandler.EnableProxyingHTTPRequest; v != nil {
+		c.proxying = *v
 	}
 	if hj.Extensions.HTTP != nil && hj.Extensions.HTTP.RoutePrefix != nil {
 		c.routePrefix = strings.Trim(*hj.Extensions.HTTP.RoutePrefix, "/")

@@ -175,3 +175,105 @@ func TestHarnessDeliversLikeTheHost(t *testing.T) {
 	}
 	waitFor(t, "second blob event", func() bool { return len(rec.get("ImportRdb")) == 2 })
 }
+
+// echoHandler answers forwarded or proxied requests with what arrived, and records invocations.
+func echoHandler(invocations *sync.Map) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /{$}", func(w http.ResponseWriter, _ *http.Request) { _, _ = io.WriteString(w, "ok") })
+	mux.HandleFunc("/api/", func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		_ = json.NewEncoder(w).Encode(map[string]any{"path": r.URL.Path, "query": r.URL.RawQuery, "header": r.Header, "body": string(body)})
+	})
+	mux.HandleFunc("POST /{fn}", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		invocations.Store(r.PathValue("fn"), string(b))
+		reply := hostproto.NewReply()
+		reply.Outputs["res"] = hostproto.HTTPResponse{StatusCode: 200, Body: "invoked"}
+		reply.Write(w, 200)
+	})
+	return mux
+}
+
+type echoed struct {
+	Path, Query, Body string
+	Header            http.Header
+}
+
+// Forwarded and proxied requests arrive as the host sends them: the function key left in place
+// (code= and x-functions-key), the host's headers added, a chunked body lost when forwarding
+// (copied only with Content-Length > 0) and kept when proxying; a function with another binding
+// besides httpTrigger and http is invoked the classic way.
+func TestHarnessHTTPAsTheHost(t *testing.T) {
+	fns := fstest.MapFS{
+		"Echo/function.json": {Data: []byte(`{"bindings":[{"type":"httpTrigger","direction":"in","name":"req","authLevel":"function","methods":["post"],"route":"echo"},{"type":"http","direction":"out","name":"res"}]}`)},
+		"EchoExtra/function.json": {Data: []byte(`{"bindings":[{"type":"httpTrigger","direction":"in","name":"req","authLevel":"function","methods":["post"],"route":"echo2"},{"type":"http","direction":"out","name":"res"},
+			{"type":"serviceBus","direction":"out","name":"out","queueName":"q","connection":"SB"}]}`)},
+	}
+	const key = "harness-test-key-0123456789"
+	for _, mode := range []string{"proxy", "forward"} {
+		t.Run(mode, func(t *testing.T) {
+			hj := `{"version":"2.0","customHandler":{"description":{"defaultExecutablePath":"handler"},"enableForwardingHttpRequest":true}}`
+			if mode == "proxy" {
+				hj = `{"version":"2.0","customHandler":{"description":{"defaultExecutablePath":"handler"},"enableProxyingHttpRequest":true,"enableForwardingHttpRequest":true}}`
+			}
+			var invocations sync.Map
+			h, err := hostharness.Start(context.Background(), hostharness.Options{Functions: fns, HostJSON: []byte(hj),
+				Settings: map[string]string{"LOCAL_FUNCTION_KEY": key},
+				NewHandler: func(_ func(string) string, _ queue.Sender, _ io.Writer) (http.Handler, func(), error) {
+					return echoHandler(&invocations), func() {}, nil
+				}, Log: io.Discard})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer h.Close()
+			send := func(path string, body io.Reader, length int64) echoed {
+				req, _ := http.NewRequest("POST", h.URL+path, body)
+				req.ContentLength = length
+				req.Header.Set("x-functions-key", key)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				var e echoed
+				b, _ := io.ReadAll(resp.Body)
+				if err := json.Unmarshal(b, &e); err != nil {
+					t.Fatalf("%s: %d %s", path, resp.StatusCode, b)
+				}
+				return e
+			}
+			// Content-Length body, key in query and header, a repeated query parameter.
+			e := send("/api/echo?code="+key+"&a=1&a=2", strings.NewReader(`{"x":1}`), 7)
+			if e.Path != "/api/echo" || !strings.Contains(e.Query, "code="+key) || e.Header.Get("X-Functions-Key") != key || e.Body != `{"x":1}` {
+				t.Fatalf("request as it arrived: %+v", e)
+			}
+			if e.Header.Get("X-Azure-Functions-InvocationId") == "" || e.Header.Get("X-Azure-Functions-HostVersion") == "" {
+				t.Fatalf("no host headers: %v", e.Header)
+			}
+			// A chunked body (no Content-Length).
+			chunked := send("/api/echo", io.MultiReader(strings.NewReader(`{"chunked":`), strings.NewReader(`true}`)), -1)
+			switch mode {
+			case "forward":
+				if chunked.Body != "" || !strings.Contains(e.Query, "a=1%2C2") || !strings.HasPrefix(e.Header.Get("User-Agent"), "Azure-Functions-Host/") {
+					t.Fatalf("forwarding: chunked body %q (want lost), query %q, user agent %q", chunked.Body, e.Query, e.Header.Get("User-Agent"))
+				}
+			case "proxy":
+				if chunked.Body != `{"chunked":true}` || !strings.Contains(e.Query, "a=1&a=2") {
+					t.Fatalf("proxying: chunked body %q (want kept), query %q", chunked.Body, e.Query)
+				}
+			}
+			// Three bindings: neither forwarded nor proxied, but invoked with Data.req.
+			req, _ := http.NewRequest("POST", h.URL+"/api/echo2?code="+key, strings.NewReader(`{}`))
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			inv, ok := invocations.Load("EchoExtra")
+			if string(b) != "invoked" || !ok || !strings.Contains(inv.(string), "code="+key) {
+				t.Fatalf("EchoExtra: %s, invocation %v", b, inv)
+			}
+		})
+	}
+}

@@ -2,10 +2,14 @@ package hostharness
 
 import (
 	"bytes"
+	"crypto/rand"
 	"crypto/subtle"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"sort"
 	"strings"
 
 	"github.com/redis-migrate/redis-migrate/shared/hostproto"
@@ -60,17 +64,31 @@ func (h *Harness) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	// The key is the host's business, not the function's.
-	q := r.URL.Query()
-	q.Del("code")
-	r.URL.RawQuery = q.Encode()
-	r.Header.Del("x-functions-key")
+	// The host checks the key and leaves it where it was: a forwarded or proxied request still
+	// carries code= and x-functions-key (WebJobs.Script.WebHost's function key authorization
+	// handler only reads them), so the handler must never log a request's query or headers.
 
-	if h.host.forwarding && match.bindingOut != "" {
+	// Forwarding and proxying apply only to a function with exactly one httpTrigger and one http
+	// output binding (FunctionMetadata.IsHttpInAndOutFunction, used by DefaultHttpWorkerService.
+	// InvokeAsync); proxying wins when both are on.
+	httpInOut := match.bindings == 2 && match.bindingOut != ""
+	switch {
+	case httpInOut && h.host.proxying:
+		h.proxy(w, r, match)
+	case httpInOut && h.host.forwarding:
 		h.forward(w, r, match)
-		return
+	default:
+		h.invokeHTTP(w, r, match, params)
 	}
-	h.invokeHTTP(w, r, match, params)
+}
+
+// hostVersion is what the harness puts in X-Azure-Functions-HostVersion.
+const hostVersion = "4.1000.0.0"
+
+func invocationID() string {
+	var b [16]byte
+	_, _ = rand.Read(b[:])
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16])
 }
 
 func (h *Harness) hostError(w http.ResponseWriter, status int, msg string) {
@@ -80,17 +98,64 @@ func (h *Harness) hostError(w http.ResponseWriter, status int, msg string) {
 	}
 }
 
-// forward sends the caller's request as it came to the handler, at its original path, and
-// copies the handler's response back unchanged (enableForwardingHttpRequest).
+// forward is the legacy enableForwardingHttpRequest: the host rebuilds the request
+// (HttpRequestExtensions.ToHttpRequestMessage) at its original path and query with its headers,
+// adds X-Azure-Functions-HostVersion, X-Azure-Functions-InvocationId and its User-Agent
+// (DefaultHttpWorkerService.AddHeaders), and copies the body only when Content-Length is over 0,
+// so a chunked body arrives empty. The handler's response goes back to the caller unchanged.
 func (h *Harness) forward(w http.ResponseWriter, r *http.Request, f *function) {
-	out, err := http.NewRequestWithContext(r.Context(), r.Method, h.handlerURL+r.URL.RequestURI(), r.Body)
+	var body io.Reader = http.NoBody
+	length := int64(0)
+	if r.ContentLength > 0 {
+		body, length = r.Body, r.ContentLength
+	}
+	// The rebuilt query has one value per name: repeated names joined with commas.
+	u := *r.URL
+	if q := r.URL.Query(); len(q) > 0 {
+		parts := make([]string, 0, len(q))
+		for k, vs := range q {
+			parts = append(parts, url.QueryEscape(k)+"="+url.QueryEscape(strings.Join(vs, ",")))
+		}
+		sort.Strings(parts)
+		u.RawQuery = strings.Join(parts, "&")
+	}
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, h.handlerURL+u.RequestURI(), body)
 	if err != nil {
 		h.hostError(w, http.StatusInternalServerError, "")
 		return
 	}
 	out.Header = r.Header.Clone()
+	out.Header.Del("Transfer-Encoding")
+	out.Header.Set("X-Azure-Functions-HostVersion", hostVersion)
+	out.Header.Set("X-Azure-Functions-InvocationId", invocationID())
+	out.Header.Set("User-Agent", "Azure-Functions-Host/"+hostVersion)
+	out.Host = r.Host
+	out.ContentLength = length
+	h.relay(w, r, f, out)
+}
+
+// proxy is enableProxyingHttpRequest (the current setting): the host hands the request to YARP
+// (DefaultHttpProxyService.StartForwarding): method, path, query, headers and the body streamed
+// as they came, chunked or not, with X-Azure-Functions-HostVersion and
+// X-Azure-Functions-InvocationId set (DefaultHttpWorkerService.AddProxyingHeaders) and the
+// invocation id as a correlation header; the response streams back.
+func (h *Harness) proxy(w http.ResponseWriter, r *http.Request, f *function) {
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, h.handlerURL+r.URL.RequestURI(), r.Body)
+	if err != nil {
+		h.hostError(w, http.StatusInternalServerError, "")
+		return
+	}
+	id := invocationID()
+	out.Header = r.Header.Clone()
+	out.Header.Set("X-Azure-Functions-HostVersion", hostVersion)
+	out.Header.Set("X-Azure-Functions-InvocationId", id)
+	out.Header.Set("x-ms-invocation-id", id)
 	out.Host = r.Host
 	out.ContentLength = r.ContentLength
+	h.relay(w, r, f, out)
+}
+
+func (h *Harness) relay(w http.ResponseWriter, r *http.Request, f *function, out *http.Request) {
 	resp, err := h.client.Do(out)
 	if err != nil {
 		h.logf("%s: handler unreachable: %v", f.name, err)

@@ -78,6 +78,12 @@ func (h *Harness) invokeMessage(ctx context.Context, f *function, d *queue.Deliv
 	for k, v := range d.Properties {
 		props[k] = v
 	}
+	// A dead-lettered message carries its reason and description as application properties;
+	// the binding data has no DeadLetterReason of its own (ServiceBusTriggerBindingStrategy).
+	if d.DeadLetterReason != "" {
+		props["DeadLetterReason"] = d.DeadLetterReason
+		props["DeadLetterErrorDescription"] = d.DeadLetterErrorDescription
+	}
 	var lock [16]byte
 	_, _ = rand.Read(lock[:])
 	md := map[string]json.RawMessage{
@@ -93,10 +99,6 @@ func (h *Harness) invokeMessage(ctx context.Context, f *function, d *queue.Deliv
 		"MessageActions":        hostproto.HostObject(map[string]any{}),
 		"Client":                hostproto.HostObject(map[string]any{"FullyQualifiedNamespace": "local.harness", "IsClosed": false}),
 		"sys":                   hostproto.HostObject(sysMetadata(f.name)),
-	}
-	if d.DeadLetterReason != "" {
-		md["DeadLetterReason"] = hostproto.HostString(d.DeadLetterReason)
-		md["DeadLetterErrorDescription"] = hostproto.HostString(d.DeadLetterErrorDescription)
 	}
 	inv := map[string]any{
 		"Data":     map[string]json.RawMessage{f.bindingIn: hostproto.HostString(string(d.Body))},

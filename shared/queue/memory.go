@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"time"
 )
@@ -18,7 +19,7 @@ type MemoryOptions struct {
 	// Service Bus queue's MaxDeliveryCount. Default 10.
 	MaxDeliveryCount int
 	// DuplicateWindow drops a message whose ID was sent within the window, like Service Bus
-	// duplicate detection. Default 10 minutes; negative turns detection off.
+	// duplicate detection. Default 1 hour (the queues' PT1H); negative turns detection off.
 	DuplicateWindow time.Duration
 }
 
@@ -58,7 +59,7 @@ func NewMemory(o MemoryOptions) *Memory {
 		o.MaxDeliveryCount = 10
 	}
 	if o.DuplicateWindow == 0 {
-		o.DuplicateWindow = 10 * time.Minute
+		o.DuplicateWindow = time.Hour
 	}
 	m := &Memory{opts: o, queues: map[string][]*Delivery{}, inflight: map[string]*Delivery{},
 		seen: map[string]map[string]time.Time{}, sent: map[string]int64{}, dropped: map[string]int64{}}
@@ -162,7 +163,8 @@ func (m *Memory) Complete(d *Delivery) {
 }
 
 // Abandon releases the lock: the message is delivered again, or dead-lettered with reason
-// MaxDeliveryCountExceeded once it has had MaxDeliveryCount deliveries.
+// MaxDeliveryCountExceeded once it has had MaxDeliveryCount deliveries. A message of a
+// dead-letter queue is always delivered again: Service Bus cannot dead-letter it a second time.
 func (m *Memory) Abandon(d *Delivery, description string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -171,7 +173,7 @@ func (m *Memory) Abandon(d *Delivery, description string) {
 		return
 	}
 	delete(m.inflight, d.LockToken)
-	if orig.DeliveryCount >= m.opts.MaxDeliveryCount {
+	if orig.DeliveryCount >= m.opts.MaxDeliveryCount && !isDeadLetterQueue(orig.Queue) {
 		m.deadLetterLocked(orig, "MaxDeliveryCountExceeded",
 			fmt.Sprintf("Message could not be consumed after %d delivery attempts. %s", orig.DeliveryCount, description))
 		return
@@ -191,7 +193,13 @@ func (m *Memory) DeadLetter(d *Delivery, reason, description string) {
 	m.deadLetterLocked(orig, reason, description)
 }
 
+func isDeadLetterQueue(q string) bool { return strings.HasSuffix(q, "/$DeadLetterQueue") }
+
 func (m *Memory) deadLetterLocked(d *Delivery, reason, description string) {
+	if isDeadLetterQueue(d.Queue) {
+		m.enqueueLocked(d.Queue, d, true) // no dead-letter queue of a dead-letter queue
+		return
+	}
 	dl := &Delivery{Queue: DeadLetterQueue(d.Queue), Message: d.Message, EnqueuedTime: d.EnqueuedTime,
 		SequenceNumber: d.SequenceNumber, DeadLetterReason: reason, DeadLetterErrorDescription: description}
 	m.enqueueLocked(dl.Queue, dl, false)

@@ -46,3 +46,46 @@ func TestMemoryRedeliveryDeadLetterAndDuplicates(t *testing.T) {
 		t.Fatal("not idle")
 	}
 }
+
+// Duplicate detection spans the queues' window (PT1H): a resend with the same MessageId is
+// accepted once; and a message of a dead-letter queue that fails is delivered again, never moved
+// to a dead-letter queue of its own (Service Bus has none).
+func TestMemoryDuplicateWindowAndDeadLetterRedelivery(t *testing.T) {
+	ctx := context.Background()
+	m := NewMemory(MemoryOptions{MaxDeliveryCount: 2})
+	if m.opts.DuplicateWindow != time.Hour {
+		t.Fatalf("duplicate window %v, want 1h", m.opts.DuplicateWindow)
+	}
+	for i := 0; i < 3; i++ {
+		if err := m.Send(ctx, "copy", []Message{{ID: "mig.b1", Body: []byte(`{}`)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if sent, dropped := m.Stats("copy"); sent != 1 || dropped != 2 || m.Len("copy") != 1 {
+		t.Fatalf("sent %d dropped %d len %d", sent, dropped, m.Len("copy"))
+	}
+	for i := 0; i < 2; i++ {
+		d, err := m.Receive(ctx, "copy")
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Abandon(d, "failed")
+	}
+	dlq := DeadLetterQueue("copy")
+	if m.Len(dlq) != 1 {
+		t.Fatalf("dead-letter queue holds %d", m.Len(dlq))
+	}
+	for i := 1; i <= 5; i++ {
+		d, err := m.Receive(ctx, dlq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if d.DeliveryCount != i || d.DeadLetterReason != "MaxDeliveryCountExceeded" {
+			t.Fatalf("delivery %d: %+v", i, d)
+		}
+		m.Abandon(d, "dead-letter function failed")
+		if m.Len(dlq) != 1 || m.Len(DeadLetterQueue(dlq)) != 0 {
+			t.Fatalf("after %d failures: dlq %d, dlq of dlq %d", i, m.Len(dlq), m.Len(DeadLetterQueue(dlq)))
+		}
+	}
+}
