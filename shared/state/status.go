@@ -238,18 +238,26 @@ func (s *Store) refresh(id string) <-chan statusResult {
 // and one listing of the results with their metadata; only the few results with failures are
 // read, for the key names.
 func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
+	if !ValidID(id) {
+		return nil, ErrNotFound
+	}
+	// The results do not depend on the record: their listings start at once.
+	var results *totals
+	var resErr error
+	resDone := make(chan struct{})
+	go func() { defer close(resDone); results, resErr = s.batchTotals(ctx, id) }()
 	m, err := s.GetMigration(ctx, id)
 	if err != nil {
+		<-resDone
 		return nil, err
 	}
 	var shards []ShardProgress
-	var results *totals
 	var verify *VerifyStatus
-	var shardErr, resErr, verifyErr error
+	var shardErr, verifyErr error
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() { defer wg.Done(); shards, shardErr = s.Shards(ctx, m) }()
-	go func() { defer wg.Done(); results, resErr = s.batchTotals(ctx, id) }()
+	go func() { defer wg.Done(); <-resDone }()
 	if m.Verify != nil {
 		wg.Add(1)
 		go func() { defer wg.Done(); verify, verifyErr = s.computeVerify(ctx, m) }()

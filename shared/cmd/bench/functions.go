@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"flag"
 	"fmt"
 	"io"
 	"net/http"
@@ -42,22 +43,28 @@ func benchFunctions(ctx context.Context, r *testenv.Runner, keys int) []Row {
 	return append(rows, benchPlannerAndCopiers(ctx, r, keys)...)
 }
 
-// Status at scale: 500 plan steps of 400 batches, all recorded but one batch in each of the last
-// 5 steps, so 495 steps are rolled up and 5 are in flight.
+// Status at scale: 500 plan steps (-status-steps) of 400 batches, all recorded but one batch in
+// each of the last 5 steps, so 495 steps are rolled up and 5 are in flight.
+// statusSteps: the status bench records statusSteps x 400 results (200,000 by default); on a
+// machine where Azurite writes slowly, fewer show the same (fresh status reads no result of a
+// rolled-up step).
+var statusSteps = flag.Int("status-steps", 500, "plan steps of 400 results each in the functions status bench")
+
 func benchStatusAtScale(ctx context.Context, r *testenv.Runner) []Row {
-	const steps, perStep, inflight = 500, 400, 5
+	const perStep, inflight = 400, 5
+	steps := max(*statusSteps, inflight+1)
 	az := testenv.StartAzurite(r)
 	st, err := state.Open(ctx, az.ConnectionString, "migrations")
 	if err != nil {
 		r.Fatalf("state: %v", err)
 	}
 	const id = "bench-status"
-	m := &state.Migration{ID: id, Kind: "copy", CreatedAt: time.Now().UTC(), Shards: []string{"s0-d0"}, EstimatedKeys: steps * perStep * 5}
+	m := &state.Migration{ID: id, Kind: "copy", CreatedAt: time.Now().UTC(), Shards: []string{"s0-d0"}, EstimatedKeys: int64(steps * perStep * 5)}
 	if err := st.CreateMigration(ctx, m); err != nil {
 		r.Fatalf("%v", err)
 	}
-	if err := st.CreateShard(ctx, id, state.ShardProgress{Key: "s0-d0", Done: true, Step: steps, BatchesSent: steps * perStep,
-		KeysScanned: steps * perStep * 5}); err != nil {
+	if err := st.CreateShard(ctx, id, state.ShardProgress{Key: "s0-d0", Done: true, Step: steps, BatchesSent: int64(steps * perStep),
+		KeysScanned: int64(steps * perStep * 5)}); err != nil {
 		r.Fatalf("%v", err)
 	}
 	fmt.Fprintf(os.Stderr, "bench functions: writing %d step manifests and %d batch results into Azurite...\n", steps, steps*perStep)
