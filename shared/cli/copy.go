@@ -11,6 +11,7 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/copier"
 	"github.com/redis-migrate/redis-migrate/shared/engine"
 	"github.com/redis-migrate/redis-migrate/shared/fallback"
+	"github.com/redis-migrate/redis-migrate/shared/pace"
 	"github.com/redis-migrate/redis-migrate/shared/plan"
 	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 	"github.com/redis-migrate/redis-migrate/shared/verify"
@@ -27,6 +28,8 @@ type copyFlags struct {
 	stateFile                                                  string
 	keepTarget                                                 bool
 	retryWait                                                  time.Duration
+	maxSourceOps                                               int
+	readFromReplica                                            bool
 }
 
 func runCopy(ctx context.Context, env *Env, args []string) error {
@@ -50,6 +53,8 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 	fs.BoolVar(&f.verifyFull, "verify-full", false, "verify every key after the copy instead of a sample")
 	fs.StringVar(&f.stateFile, "state", "", "record finished plan steps in this `file`; a rerun with it resumes after them")
 	fs.BoolVar(&f.keepTarget, "keep-target-values", false, "with --existing skip: the target's own values are wanted, so the closing verification checks only that keys exist")
+	fs.IntVar(&f.maxSourceOps, "max-source-ops", 0, "at most this many commands a second to the source (0: no limit; the copy also slows down by itself when the source answers slowly or busy)")
+	fs.BoolVar(&f.readFromReplica, "read-from-replica", false, "cluster source: scan and read each shard from an in-sync replica instead of its master")
 	fs.DurationVar(&f.retryWait, "retry-wait", 60*time.Second, "how long a server may stay away (restarting, LOADING, BUSY) while batches wait for it; then the copy stops")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -83,6 +88,12 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 	if f.keepTarget && existing != copier.ExistingSkip {
 		return usagef("--keep-target-values goes with --existing skip")
 	}
+	if f.maxSourceOps < 0 {
+		return usagef("--max-source-ops %d: want 0 (no limit) or more", f.maxSourceOps)
+	}
+	if f.maxSourceOps > 0 && f.maxSourceOps < 100 {
+		return usagef("--max-source-ops %d: want at least 100 (a batch alone sends hundreds of commands)", f.maxSourceOps)
+	}
 	if f.retryWait < time.Second {
 		return usagef("--retry-wait %s: want at least 1s", f.retryWait)
 	}
@@ -113,6 +124,17 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 		return usageError{err}
 	}
 	defer src.Close()
+	var srcNotes []string
+	if f.readFromReplica {
+		if err := src.UseReplicas(ctx); err != nil {
+			return usageError{err}
+		}
+		srcNotes = append(srcNotes, "read every shard from an in-sync replica")
+	} else if desc, err := src.CheckReplicaInSync(ctx); err != nil {
+		return usageError{err}
+	} else if desc != "" {
+		srcNotes = append(srcNotes, "the source is a "+desc)
+	}
 	dst, err := redisconn.Open(ctx, dstEP, redisconn.Options{Role: "target", PoolSize: f.workers + 2})
 	if err != nil {
 		return usageError{err}
@@ -128,6 +150,7 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 		Workers:       f.workers,
 		StateFile:     f.stateFile,
 		RetryWait:     f.retryWait,
+		SourcePacer:   pace.New(pace.Options{MaxOps: f.maxSourceOps}),
 	}
 	if f.dryRun {
 		r, err := engine.Plan(ctx, cfg)
@@ -144,6 +167,7 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 	cfg.OnProgress = bar.update
 	sum, err := engine.Run(ctx, cfg)
 	bar.finish()
+	sum.Notes = append(srcNotes, sum.Notes...)
 	if err != nil {
 		if sum.Batches == 0 && sum.KeysScanned == 0 {
 			return usageError{err}

@@ -60,9 +60,9 @@ type Options struct {
 	// BigKeyBytes is the MEMORY USAGE from which a key is copied in chunks instead of one
 	// DUMP/RESTORE. Default 8 MiB; negative turns big-key detection off.
 	BigKeyBytes int64
-	// SourceWait, when set, is called before each pipeline sent to the source with the number
-	// of commands in it (pacing: --max-source-ops, backoff from a slow source).
-	SourceWait func(ctx context.Context, n int)
+	// SourcePacer, when set, paces the pipelines sent to the source (--max-source-ops, backoff
+	// from a slow or busy source; see shared/pace).
+	SourcePacer SourcePacer
 	// DeferBigKeys returns big keys in Result.BigKeys instead of copying them inline, so the
 	// caller can give each its own batch and small keys do not wait behind it.
 	DeferBigKeys bool
@@ -240,13 +240,15 @@ func (c *Copier) sizeUp(ctx context.Context, src, dst redis.UniversalClient, pre
 	if c.Opts.BigKeyBytes < 0 || c.noMemoryUsage.Load() {
 		return keys, sizes, nil
 	}
-	c.waitSource(ctx, len(keys))
 	pipe := src.Pipeline()
 	cmds := make([]*redis.IntCmd, len(keys))
 	for i, k := range keys {
 		cmds[i] = pipe.MemoryUsage(ctx, string(k))
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !isReplyError(err) {
+	t0 := c.waitSource(ctx, len(keys))
+	_, err := pipe.Exec(ctx)
+	c.doneSource(t0, len(keys), err)
+	if err != nil && !isReplyError(err) {
 		return nil, nil, sourceErr(err)
 	}
 	for _, cmd := range cmds {
@@ -279,9 +281,22 @@ func (c *Copier) sizeUp(ctx context.Context, src, dst redis.UniversalClient, pre
 	return small, smallSizes, nil
 }
 
-func (c *Copier) waitSource(ctx context.Context, n int) {
-	if c.Opts.SourceWait != nil {
-		c.Opts.SourceWait(ctx, n)
+// SourcePacer is told before and after each round trip to the source.
+type SourcePacer interface {
+	Wait(ctx context.Context, n int)
+	Done(start time.Time, n int, err error)
+}
+
+func (c *Copier) waitSource(ctx context.Context, n int) time.Time {
+	if c.Opts.SourcePacer != nil {
+		c.Opts.SourcePacer.Wait(ctx, n)
+	}
+	return time.Now()
+}
+
+func (c *Copier) doneSource(start time.Time, n int, err error) {
+	if c.Opts.SourcePacer != nil {
+		c.Opts.SourcePacer.Done(start, n, err)
 	}
 }
 
@@ -290,7 +305,6 @@ func (c *Copier) waitSource(ctx context.Context, n int) {
 func (c *Copier) usePExpireTime() bool { return c.Src.Version.Major >= 7 }
 
 func (c *Copier) read(ctx context.Context, src redis.UniversalClient, keys [][]byte, res *Result) ([]Payload, error) {
-	c.waitSource(ctx, 2*len(keys))
 	pipe := src.Pipeline()
 	dumps := make([]*redis.StringCmd, len(keys))
 	ttls := make([]*redis.DurationCmd, len(keys))
@@ -303,8 +317,10 @@ func (c *Copier) read(ctx context.Context, src redis.UniversalClient, keys [][]b
 			ttls[i] = pipe.PTTL(ctx, ks)
 		}
 	}
+	t0 := c.waitSource(ctx, 2*len(keys))
 	before := c.Now()
 	_, err := pipe.Exec(ctx)
+	c.doneSource(t0, 2*len(keys), err)
 	if err != nil && !isReplyError(err) {
 		return nil, sourceErr(err)
 	}

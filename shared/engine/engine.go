@@ -46,16 +46,11 @@ type Config struct {
 	StateFile string
 	// WatchEvery is how often the target's run_id is checked; default 500ms.
 	WatchEvery time.Duration
-	// SourcePacer, when set, paces and backs off the reads from the source.
-	SourcePacer Pacer
+	// SourcePacer, when set, paces and backs off the reads from the source (shared/pace).
+	SourcePacer copier.SourcePacer
 	// targetOurs: the state file says this migration already wrote into the target, so the
 	// preflight does not refuse it as non-empty.
 	targetOurs bool
-}
-
-// Pacer paces commands sent to the source: Wait blocks until n more commands may go.
-type Pacer interface {
-	Wait(ctx context.Context, n int)
 }
 
 // Progress is a running total.
@@ -220,9 +215,16 @@ func (e *run) stop(msg string) {
 	e.cancel()
 }
 
-func (e *run) paceSource(ctx context.Context, n int) {
+func (e *run) paceSource(ctx context.Context, n int) time.Time {
 	if e.cfg.SourcePacer != nil {
 		e.cfg.SourcePacer.Wait(ctx, n)
+	}
+	return time.Now()
+}
+
+func (e *run) pacedSource(start time.Time, n int, err error) {
+	if e.cfg.SourcePacer != nil {
+		e.cfg.SourcePacer.Done(start, n, err)
 	}
 }
 
@@ -291,7 +293,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	e := &run{cfg: cfg, pf: pf, health: newHealth(cfg.RetryWait), cancel: cancel,
 		queue: make(chan job, cfg.Workers*2), srcRunIDs: map[string]string{}}
 	for _, addr := range cfg.Source.Masters() {
-		id, err := cfg.Source.RunID(ctx, addr)
+		id, err := cfg.Source.RunID(ctx, cfg.Source.ReadAddr(addr))
 		if err != nil {
 			return sum, fmt.Errorf("source %s: %s", addr, redact.Error(err))
 		}
@@ -349,8 +351,8 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	}
 
 	cfg.Copy.DeferBigKeys = true
-	if cfg.SourcePacer != nil && cfg.Copy.SourceWait == nil {
-		cfg.Copy.SourceWait = cfg.SourcePacer.Wait
+	if cfg.SourcePacer != nil && cfg.Copy.SourcePacer == nil {
+		cfg.Copy.SourcePacer = cfg.SourcePacer
 	}
 	// A retried batch may find keys its failed attempt already wrote. Under --existing fail the
 	// target was empty at the start, so those are ours: the retry overwrites them instead of

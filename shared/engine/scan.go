@@ -77,7 +77,9 @@ func (e *run) waitSource(ctx context.Context, what string, f func() error) error
 // would skip or repeat keys at random), so the scan starts over from cursor 0 and sends only keys
 // it has not sent before.
 func (e *run) planShard(ctx context.Context, shard int, addr string, db int) error {
-	node := e.cfg.Source.Node(addr, db)
+	// The node read from: the master, or its replica (--read-from-replica); its run_id is watched.
+	readAddr := e.cfg.Source.ReadAddr(addr)
+	node := e.cfg.Source.Node(readAddr, db)
 	sp := e.shardProgress(shard, addr, db)
 	cur := plan.Cursor{Shard: shard, Addr: addr, DB: db}
 	if sp != nil {
@@ -92,8 +94,9 @@ func (e *run) planShard(ctx context.Context, shard int, addr string, db int) err
 		var next plan.Cursor
 		err := e.waitSource(ctx, fmt.Sprintf("SCAN of source shard %d (%s) db %d", shard, addr, db), func() error {
 			var err error
-			e.paceSource(ctx, 1)
+			t0 := e.paceSource(ctx, 10) // about ten SCAN calls a step
 			bs, next, _, err = plan.Step(ctx, node, cur, e.cfg.Plan, lim)
+			e.pacedSource(t0, 10, err)
 			return err
 		})
 		if err != nil {
@@ -102,7 +105,7 @@ func (e *run) planShard(ctx context.Context, shard int, addr string, db int) err
 		var now string
 		if err := e.waitSource(ctx, "INFO server", func() error {
 			var err error
-			now, err = e.cfg.Source.RunID(ctx, addr)
+			now, err = e.cfg.Source.RunID(ctx, readAddr)
 			return err
 		}); err != nil {
 			return err
@@ -139,7 +142,7 @@ func (e *run) planShard(ctx context.Context, shard int, addr string, db int) err
 			out = append(out, b)
 		}
 		if restarted {
-			e.note(fmt.Sprintf("source shard %d (%s) restarted during the copy (run_id changed): its scan started over from the beginning, and keys already sent were not sent again", shard, addr))
+			e.note(fmt.Sprintf("source shard %d (%s) restarted during the copy (run_id changed%s): its scan started over from the beginning, and keys already sent were not sent again", shard, addr, replicaNote(addr, readAddr)))
 			e.tracker.freezeShard(sp)
 			e.mu.Lock()
 			e.sourceRestarts++
@@ -162,4 +165,11 @@ func (e *run) planShard(ctx context.Context, shard int, addr string, db int) err
 		cur = next
 	}
 	return nil
+}
+
+func replicaNote(master, read string) string {
+	if master == read {
+		return ""
+	}
+	return "; read from its replica " + read
 }

@@ -56,6 +56,9 @@ type Conn struct {
 	mu      sync.Mutex
 	nodes   map[string]*redis.Client
 	cluster *redis.ClusterClient
+	// readFrom maps a master to the replica its keys are read from (UseReplicas).
+	readFrom    map[string]string
+	replicaAddr map[string]bool
 }
 
 // Version is the server's product and version, and the RDB version it writes (and the newest
@@ -178,6 +181,10 @@ func (c *Conn) Node(addr string, db int) *redis.Client {
 		WriteTimeout: c.opts.ReadTimeout, TLSConfig: c.tlsConf, MaxRetries: c.maxRetries(),
 		DisableIdentity: true, Protocol: 2,
 	}
+	if c.replicaAddr[addr] {
+		// A cluster replica serves reads only on connections that said READONLY.
+		opt.OnConnect = func(ctx context.Context, cn *redis.Conn) error { return cn.ReadOnly(ctx).Err() }
+	}
 	if c.opts.Streaming != nil {
 		opt.StreamingCredentialsProvider = c.opts.Streaming
 	} else if c.opts.Credentials != nil {
@@ -205,6 +212,8 @@ func (c *Conn) Keys(db int) redis.UniversalClient {
 			PoolSize: c.opts.PoolSize, DialTimeout: c.opts.DialTimeout, ReadTimeout: c.opts.ReadTimeout,
 			WriteTimeout: c.opts.ReadTimeout, TLSConfig: c.tlsConf, MaxRedirects: 16, MaxRetries: c.maxRetries(),
 			DisableIdentity: true, Protocol: 2,
+			// After UseReplicas, read-only commands (SCAN, DUMP, PEXPIRETIME) go to replicas.
+			ReadOnly: len(c.readFrom) > 0,
 		}
 		if c.opts.Streaming != nil {
 			opt.StreamingCredentialsProvider = c.opts.Streaming
