@@ -27,8 +27,8 @@ demo: deps build ## local servers, sample data, a real migration, a verification
 bench: deps build ## throughput and memory against the reference figures in the issues
 	$(GO) run ./shared/cmd/bench
 
-fuzz:
-	$(GO) test -run='^$$' -fuzz=FuzzReader -fuzztime=60s ./shared/rdb
+fuzz:            ## every fuzz target (RDB reader, DUMP codec, host payloads, HTTP requests, URLs), 20 s each
+	GO=$(GO) FUZZTIME=$${FUZZTIME:-20s} ./.ci/fuzz.sh
 
 package:         ## dist/: linux/amd64 handler, host.json, one folder per function, and a zip
 	rm -rf dist && mkdir -p dist

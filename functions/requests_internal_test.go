@@ -48,3 +48,44 @@ func TestRequestDecodersRefuseAmbiguousInput(t *testing.T) {
 func parseStart(b []byte) error  { _, err := parseStartRequest(b); return err }
 func parseImport(b []byte) error { _, err := parseImportRequest(b); return err }
 func parseVerify(b []byte) error { _, err := parseVerifyRequest(b); return err }
+
+// The HTTP request decoders take any body: a request or an error of one line, never a panic;
+// whatever they accept has no duplicated key.
+func fuzzRequest(f *testing.F, parse func([]byte) error, seeds ...string) {
+	for _, s := range seeds {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		err := parse(body)
+		if err != nil {
+			if strings.Contains(err.Error(), "\n") {
+				t.Fatalf("error of several lines: %q", err)
+			}
+			return
+		}
+		if len(strings.TrimSpace(string(body))) > 0 {
+			if derr := checkDuplicateKeys(body); derr != nil {
+				t.Fatalf("accepted a body with a duplicated key: %v", derr)
+			}
+		}
+	})
+}
+
+func FuzzStartRequest(f *testing.F) {
+	fuzzRequest(f, parseStart,
+		`{"source":{"setting":"SOURCE_REDIS"},"target":{"setting":"TARGET_REDIS"}}`,
+		`{"id":"m-1","source":{"setting":"SOURCE_REDIS"},"target":{"host":"x.redis.azure.net:10000","entra":{"objectId":"o","clientId":"c"}},"match":"a*","type":"hash","existing":"skip","dbMap":"0:0,1:0","dbPrefix":"1:one:","allowDbMerge":false,"batchKeys":100,"bigKeyBytes":-1}`,
+		`{"source":{"url":"redis://:pw@127.0.0.1:1"},"target":{"setting":"T_REDIS","topology":"cluster"}}`,
+		`{"source":{"setting":"A"},"source":{"setting":"B"}}`, `[]`, `{"type":"String"}`, `{"batchKeys":1e99}`)
+}
+
+func FuzzImportRequest(f *testing.F) {
+	fuzzRequest(f, parseImport,
+		`{"blob":"rdb-imports/dump.rdb","target":{"setting":"TARGET_REDIS"}}`,
+		`{"id":"i-1","blob":{"container":"rdb-imports","name":"a/b.rdb"},"target":{"setting":"TARGET_REDIS"},"existing":"replace","dbMap":"0:0","dbPrefix":"0:x:","match":"*","functions":"load","modules":"skip","skipChecksum":true}`,
+		`{"id":"i-1"}`, `{"blob":7}`, `{"blob":"rdb-imports/../x"}`)
+}
+
+func FuzzVerifyRequest(f *testing.F) {
+	fuzzRequest(f, parseVerify, ``, `{}`, `{"sample":100}`, `{"full":true,"ttlToleranceMs":2000}`, `{"sample":-1}`)
+}
