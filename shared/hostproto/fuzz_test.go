@@ -2,6 +2,7 @@ package hostproto
 
 import (
 	"bytes"
+	"encoding/json"
 	"testing"
 )
 
@@ -22,15 +23,24 @@ func FuzzDecode(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
 		_, _ = DecodeReply(data)
+		if small, err := DecodeLimit(bytes.NewReader(data), 16); err == nil {
+			_ = small.OversizeError()
+		}
 		inv, err := Decode(bytes.NewReader(data))
 		if err != nil {
 			return
+		}
+		for _, m := range []map[string]json.RawMessage{inv.Data, inv.Metadata} {
+			for name, v := range m {
+				if !json.Valid(v) {
+					t.Fatalf("value %q kept as invalid JSON: %q", name, v)
+				}
+			}
 		}
 		for name, v := range inv.Data {
 			_, _ = Unwrap(v)
 			_, _ = Body(v)
 			_, _ = inv.ServiceBus(name)
-			_, _ = inv.Blob(name)
 			if h, err := inv.HTTP(name); err == nil {
 				_, _ = h.Request()
 			}
@@ -41,7 +51,6 @@ func FuzzDecode(f *testing.F) {
 			_ = Object(inv.Metadata, name)
 		}
 		_, _ = inv.ServiceBus("msg")
-		_, _ = inv.Blob("blob")
 		_, _ = inv.HTTP("req")
 	})
 }
