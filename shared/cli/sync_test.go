@@ -366,3 +366,52 @@ func TestSyncKilledAndRerun(t *testing.T) {
 	time.Sleep(1200 * time.Millisecond)
 	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, dst.nodes, nil, 5)
 }
+
+// --feed auto takes psync where the source allows replication and notify where it does not.
+func TestSyncAutoPicksFeed(t *testing.T) {
+	src := testenv.StartRedis(t, "--notify-keyspace-events", "KA", "--repl-diskless-sync-delay", "0")
+	sc := src.Client(t, 0)
+	if err := testenv.FillBulk(ctx, sc, "b:", 2000, 1); err != nil {
+		t.Fatal(err)
+	}
+	sc.Do(ctx, "ACL", "SETUSER", "norepl", "on", ">pw-norepl-1", "~*", "&*", "+@all", "-psync", "-sync", "-replconf")
+	for _, tc := range []struct{ name, url, feed string }{
+		{"replication-allowed", src.URL(), "psync"},
+		{"replication-refused", "redis://norepl:pw-norepl-1@" + src.Addr, "notify"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dst := testenv.StartRedis(t)
+			code, _, errs := run(t, "sync", "--state", t.TempDir()+"/s.json", "--source", tc.url, "--target", dst.URL(), "--cutover", "--verify-full")
+			if code != 0 || !strings.Contains(errs, "with the "+tc.feed+" feed") {
+				t.Fatalf("exit %d, want the %s feed:\n%s", code, tc.feed, errs)
+			}
+			testenv.AssertSameData(ctx, t, []*redis.Client{sc}, []*redis.Client{dst.Client(t, 0)}, nil, 5)
+		})
+	}
+}
+
+// The source restarts mid-sync (killed, back with its append-only file): the subscription is
+// re-established, the gap is repaired, and the target ends equal.
+func TestSyncSourceRestarted(t *testing.T) {
+	s := testenv.StartRedis(t, "--notify-keyspace-events", "KA", "--appendonly", "yes", "--appendfsync", "always")
+	sc := s.Client(t, 0)
+	dst := standalone(t)
+	if err := testenv.FillBulk(ctx, sc, "b:", 10000, 8); err != nil {
+		t.Fatal(err)
+	}
+	w := testenv.StartWriter(sc, testenv.WriterOptions{Rate: 2000, Seed: 13})
+	r := startSync(t, "--source", s.URL(), "--target", dst.url, "--feed", "notify", "--json", "--verify-full")
+	r.waitLog("initial copy done", 60*time.Second)
+	time.Sleep(time.Second)
+	s.Restart(t, true)
+	r.waitLog("keyspace notification subscription was lost", 30*time.Second)
+	r.waitLog("repair of", 30*time.Second)
+	time.Sleep(time.Second)
+	w.Stop()
+	code, res := r.finish(60 * time.Second)
+	if code != 0 || !res.Matches || res.Status.Repairs == 0 {
+		t.Fatalf("exit %d, result %+v", code, res)
+	}
+	time.Sleep(1200 * time.Millisecond)
+	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, dst.nodes, nil, 5)
+}

@@ -76,11 +76,13 @@ func (w *Writer) Stop() int64 {
 
 // LastError is the last error a write got (nil if none).
 func (w *Writer) LastError() error {
-	if e, ok := w.lastErr.Load().(error); ok {
-		return e
+	if e, ok := w.lastErr.Load().(errBox); ok {
+		return e.err
 	}
 	return nil
 }
+
+type errBox struct{ err error } // atomic.Value needs one concrete type
 
 func (w *Writer) key(kind string, r *rand.Rand) string {
 	n := r.Intn(w.o.Keys)
@@ -118,7 +120,7 @@ func (w *Writer) run(ctx context.Context, r *rand.Rand) {
 			for _, c := range cmds {
 				if c.Err() != nil && c.Err() != redis.Nil {
 					w.Errors.Add(1)
-					w.lastErr.Store(c.Err())
+					w.lastErr.Store(errBox{c.Err()})
 				}
 			}
 		}
