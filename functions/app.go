@@ -1,5 +1,6 @@
 // Package functions is the Azure Functions face of redis-migrate: it adapts the custom-handler
-// invocations of MigrationStart, MigrationStatus, MigrationVerify, MigrationResume, PlanShard, CopyBatch, the dead-letter
+// invocations of MigrationStart, MigrationStatus, MigrationVerify, MigrationResume, MigrationCutover,
+// MigrationStop, PlanShard, CopyBatch, SyncShard (online mode, online.go), the dead-letter
 // recorders, ImportStart and ImportRdb to the engine (plan, copier, importer) and to the state
 // kept in Blob storage. The bindings live
 // in <Name>/function.json beside this file and are embedded, so the binary can serve or emulate
@@ -219,12 +220,16 @@ func (a *App) Handler() http.Handler {
 	mux.HandleFunc("GET /api/migrations/{id}", a.withDeps(a.migrationStatus))
 	mux.HandleFunc("POST /api/migrations/{id}/verify", a.withDeps(a.migrationVerify))
 	mux.HandleFunc("POST /api/migrations/{id}/resume", a.withDeps(a.migrationResume))
+	mux.HandleFunc("POST /api/migrations/{id}/cutover", a.withDeps(a.migrationCutover))
+	mux.HandleFunc("POST /api/migrations/{id}/stop", a.withDeps(a.migrationStop))
 	mux.HandleFunc("POST /api/imports", a.withDeps(a.importStart))
 	// The same functions invoked the classic way (Data.req / Outputs.res), for hosts that do not forward.
 	mux.HandleFunc("POST /MigrationStart", a.httpInvocation(a.withDeps(a.migrationStart), "", "req", "res"))
 	mux.HandleFunc("POST /MigrationStatus", a.httpInvocation(a.withDeps(a.migrationStatus), "id", "req", "res"))
 	mux.HandleFunc("POST /MigrationVerify", a.httpInvocation(a.withDeps(a.migrationVerify), "id", "req", "res"))
 	mux.HandleFunc("POST /MigrationResume", a.httpInvocation(a.withDeps(a.migrationResume), "id", "req", "res"))
+	mux.HandleFunc("POST /MigrationCutover", a.httpInvocation(a.withDeps(a.migrationCutover), "id", "req", "res"))
+	mux.HandleFunc("POST /MigrationStop", a.httpInvocation(a.withDeps(a.migrationStop), "id", "req", "res"))
 	mux.HandleFunc("POST /ImportStart", a.httpInvocation(a.withDeps(a.importStart), "", "req", "res"))
 	mux.HandleFunc("POST /{function}", a.invoke)
 	return mux

@@ -46,6 +46,10 @@ type StartRequest struct {
 	// BigKeyBytes: keys whose MEMORY USAGE reaches it are copied in chunks, each in its own
 	// batch (default 8 MiB; -1 turns chunked copy off), like the CLI's --big-key-bytes.
 	BigKeyBytes int64 `json:"bigKeyBytes,omitempty"`
+	// Mode "online" keeps syncing changes after the copy (sync chains) until a cutover; the
+	// default "copy" moves a snapshot. Feed is the online mode's change feed (notify).
+	Mode string `json:"mode,omitempty"`
+	Feed string `json:"feed,omitempty"`
 }
 
 // EndpointReq names an endpoint: an app setting holding its URL, an inline URL (only with
@@ -237,7 +241,7 @@ func checkEndpointFields(raw map[string]json.RawMessage, side string, required b
 // parseStartRequest reads and checks the body, naming the offending field in every error.
 func parseStartRequest(body []byte) (*StartRequest, error) {
 	whole, raw, err := parseObject(body, "want a JSON object with source and target", []string{"id", "source", "target",
-		"match", "type", "existing", "dbMap", "dbPrefix", "allowDbMerge", "batchKeys", "bigKeyBytes"})
+		"match", "type", "existing", "dbMap", "dbPrefix", "allowDbMerge", "batchKeys", "bigKeyBytes", "mode", "feed"})
 	if err != nil {
 		return nil, err
 	}
@@ -345,6 +349,19 @@ func checkStartRequest(r *StartRequest) error {
 	}
 	if r.BatchKeys < 0 || r.BatchKeys > 10000 {
 		return fieldErrf("batchKeys", "batchKeys %d: want 1..10000", r.BatchKeys)
+	}
+	switch r.Mode {
+	case "", "copy", "online":
+	default:
+		return fieldErrf("mode", "mode %q: want copy or online", r.Mode)
+	}
+	switch {
+	case r.Feed != "" && r.Mode != "online":
+		return fieldErrf("feed", "feed: only used with mode online")
+	case r.Feed == "psync":
+		return fieldErrf("feed", "feed psync: not available in the function app yet (a continuation cannot continue another invocation's replication link); use feed notify, or `redis-migrate sync --feed psync` from a machine")
+	case r.Feed != "" && r.Feed != "notify":
+		return fieldErrf("feed", "feed %q: want notify", r.Feed)
 	}
 	if r.BigKeyBytes < -1 || r.BigKeyBytes > maxBigKeyBytes {
 		return fieldErrf("bigKeyBytes", "bigKeyBytes %d: want a size in bytes (1..%d), or -1 to turn chunked copy off", r.BigKeyBytes, int64(maxBigKeyBytes))
@@ -461,6 +478,7 @@ type started struct {
 // start runs the preflight, writes the record and the shards' progress, and enqueues one plan
 // message per shard and source database.
 func (a *App) start(ctx context.Context, id string, req *StartRequest) (*started, error) {
+	online := req.Mode == "online"
 	mig := &state.Migration{ID: id, Kind: "copy", CreatedAt: time.Now().UTC(), Source: req.Source.ref(), Target: req.Target.ref(),
 		Options: state.Options{Match: req.Match, Type: req.Type, Existing: req.Existing, DBMap: req.DBMap, DBPrefix: req.DBPrefix,
 			AllowDBMerge: req.AllowDBMerge, BatchKeys: req.BatchKeys, ExplicitDBMap: req.DBMap != "", BigKeyBytes: req.BigKeyBytes}}
@@ -503,6 +521,12 @@ func (a *App) start(ctx context.Context, id string, req *StartRequest) (*started
 		return nil, fieldErrf(preflightField(err), "preflight: %s", redact.Error(err))
 	}
 	mig.EstimatedKeys = pf.Estimated
+	if online {
+		if err := checkOnlineFeed(ctx, src, dbMap.Sources()); err != nil {
+			return nil, err
+		}
+		mig.Mode = "online"
+	}
 	var shards []state.ShardProgress
 	for i, addr := range src.Masters() {
 		for _, db := range dbMap.Sources() {
@@ -516,6 +540,19 @@ func (a *App) start(ctx context.Context, id string, req *StartRequest) (*started
 	}
 	if err := a.store.CreateMigration(ctx, mig); err != nil {
 		return nil, err
+	}
+	if online {
+		for _, p := range shards {
+			if err := a.store.CreateShard(ctx, id, p); err != nil {
+				return nil, a.failStart(ctx, id, err)
+			}
+		}
+		if err := a.startOnline(ctx, mig, src.Masters()); err != nil {
+			return nil, a.failStart(ctx, id, fmt.Errorf("starting the sync chains: %s", redact.Error(err)))
+		}
+		a.logf("MigrationStart: %s: online %s -> %s, %d shard(s), %d sync chain(s), about %d keys", id, mig.Source.Describe(), mig.Target.Describe(),
+			len(shards), len(src.Masters()), pf.Estimated)
+		return &started{shards: len(shards), estimated: pf.Estimated}, nil
 	}
 	var msgs []queue.Message
 	for _, p := range shards {
@@ -584,6 +621,16 @@ func (a *App) migrationStatus(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		a.logf("MigrationStatus: %s: %s", id, redact.Error(err))
 		writeError(w, http.StatusInternalServerError, redact.Error(err), "")
+		return
+	}
+	if mig, err := a.store.GetMigration(r.Context(), id); err == nil && mig.Mode == "online" {
+		ost, err := a.onlineStatus(r.Context(), id, st)
+		if err != nil {
+			a.logf("MigrationStatus: %s: %s", id, redact.Error(err))
+			writeError(w, http.StatusInternalServerError, redact.Error(err), "")
+			return
+		}
+		writeJSON(w, http.StatusOK, ost)
 		return
 	}
 	writeJSON(w, http.StatusOK, st)

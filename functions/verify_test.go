@@ -405,7 +405,8 @@ func TestExampleSettingsListEverySetting(t *testing.T) {
 		functions.SettingAllowInlineURLs, functions.SettingMaxDeliveries, functions.SettingPlanStepSeconds, functions.SettingPlanStepMaxKeys,
 		functions.SettingStallSeconds, functions.SettingLocalFunctionKey, functions.SettingEndpointSettings, functions.SettingImportTarget, functions.SettingImportExisting, functions.SettingImportDBMap,
 		functions.SettingImportDBPrefix, functions.SettingImportMatch, functions.SettingImportFunctions, functions.SettingImportModules,
-		functions.SettingImportSeconds, functions.SettingImportCheckpointMs, functions.SettingImportMaxAttempts} {
+		functions.SettingImportSeconds, functions.SettingImportCheckpointMs, functions.SettingImportMaxAttempts,
+		functions.SettingSyncInvocationSeconds, functions.SettingSyncLeaseSeconds} {
 		if _, ok := settings[name]; !ok {
 			t.Errorf("%s is missing from local.settings.example.json", name)
 		}

@@ -63,8 +63,10 @@ type Options struct {
 
 // Migration is the record of one migration.
 type Migration struct {
-	ID            string      `json:"id"`
-	Kind          string      `json:"kind"` // "copy" or "import"
+	ID   string `json:"id"`
+	Kind string `json:"kind"` // "copy" or "import"
+	// Mode is "online" for a copy that keeps syncing changes (sync chains, see online.go).
+	Mode          string      `json:"mode,omitempty"`
 	CreatedAt     time.Time   `json:"createdAt"`
 	Source        EndpointRef `json:"source"`
 	Target        EndpointRef `json:"target"`
