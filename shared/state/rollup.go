@@ -570,55 +570,80 @@ func (s *Store) Missing(ctx context.Context, id string) (*MissingWork, error) {
 	if err != nil {
 		return nil, err
 	}
-	out := &MissingWork{}
+	var todo []stepMeta
 	for _, m := range steps {
-		if _, ok := rolled[m.id()]; ok {
+		if _, ok := rolled[m.id()]; !ok {
+			todo = append(todo, m)
+		}
+	}
+	// Steps in parallel (each is a listing and, if incomplete, its manifest), results in step order.
+	found := make([][]MissingBatch, len(todo))
+	errs := make([]error, len(todo))
+	sem := make(chan struct{}, 16)
+	var wg sync.WaitGroup
+	for i, m := range todo {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sem <- struct{}{}
+			defer func() { <-sem }()
+			found[i], errs[i] = s.missingOfStep(ctx, id, m)
+		}()
+	}
+	wg.Wait()
+	out := &MissingWork{Steps: len(todo)}
+	for i := range todo {
+		if errs[i] != nil {
+			return nil, errs[i]
+		}
+		out.Batches = append(out.Batches, found[i]...)
+	}
+	return out, nil
+}
+
+// missingOfStep is Missing for one step that is not rolled up (it rolls it up if complete).
+func (s *Store) missingOfStep(ctx context.Context, id string, m stepMeta) ([]MissingBatch, error) {
+	sum, err := s.sumStep(ctx, id, m)
+	if err != nil {
+		return nil, err
+	}
+	if sum.complete(m.batches) {
+		return nil, s.writeRollup(ctx, id, m, sum)
+	}
+	man, err := s.GetStep(ctx, id, m.key, m.step)
+	if err != nil {
+		return nil, err
+	}
+	have := map[string]bool{}
+	spawned := map[string]int64{}
+	if err := s.listMeta(ctx, resultPrefix(id)+man.Prefix, func(rest string, md metadata) {
+		r := summaryOf(man.Prefix+rest, md)
+		have[r.batch] = true
+		spawned[r.batch] = r.spawned
+	}); err != nil {
+		return nil, err
+	}
+	var out []MissingBatch
+	for _, b := range man.Batches {
+		if !have[b.ID] {
+			out = append(out, MissingBatch{Key: m.key, Step: m.step, Batch: b})
 			continue
 		}
-		out.Steps++
-		sum, err := s.sumStep(ctx, id, m)
+		if spawned[b.ID] == 0 {
+			continue
+		}
+		pos, err := s.SpawnedBig(ctx, id, b.ID)
 		if err != nil {
 			return nil, err
 		}
-		if sum.complete(m.batches) {
-			if err := s.writeRollup(ctx, id, m, sum); err != nil {
-				return nil, err
+		var big []int
+		for _, i := range pos {
+			if !have[BigBatchID(b.ID, i)] {
+				big = append(big, i)
 			}
-			continue
 		}
-		man, err := s.GetStep(ctx, id, m.key, m.step)
-		if err != nil {
-			return nil, err
-		}
-		have := map[string]resultSummary{}
-		if err := s.listMeta(ctx, resultPrefix(id)+man.Prefix, func(rest string, md metadata) {
-			r := summaryOf(man.Prefix+rest, md)
-			have[r.batch] = r
-		}); err != nil {
-			return nil, err
-		}
-		for _, b := range man.Batches {
-			r, ok := have[b.ID]
-			if !ok {
-				out.Batches = append(out.Batches, MissingBatch{Key: m.key, Step: m.step, Batch: b})
-				continue
-			}
-			if r.spawned == 0 {
-				continue
-			}
-			pos, err := s.SpawnedBig(ctx, id, b.ID)
-			if err != nil {
-				return nil, err
-			}
-			var big []int
-			for _, i := range pos {
-				if _, ok := have[BigBatchID(b.ID, i)]; !ok {
-					big = append(big, i)
-				}
-			}
-			if len(big) > 0 {
-				out.Batches = append(out.Batches, MissingBatch{Key: m.key, Step: m.step, Batch: b, Big: big})
-			}
+		if len(big) > 0 {
+			out = append(out, MissingBatch{Key: m.key, Step: m.step, Batch: b, Big: big})
 		}
 	}
 	return out, nil
