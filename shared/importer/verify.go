@@ -4,55 +4,54 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"sort"
 	"time"
 
 	"github.com/redis-migrate/redis-migrate/shared/rdb"
-	"github.com/redis-migrate/redis-migrate/shared/redact"
 	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 	"github.com/redis-migrate/redis-migrate/shared/verify"
 )
 
+// maxNamedKeys bounds the key names kept (8 bytes each) to name keys found only in the target.
+const maxNamedKeys = 4 << 20
+
 // Verify re-reads the file and checks every key it imported (same db map, prefixes and match)
-// against the target: present, same type, same value digest (computed from the file here and
-// inside the target there), same TTL. Keys whose TTL passes meanwhile are not checked.
+// against the target: present, same type, same value, same TTL; then it looks for keys that
+// exist only in the target. Values are compared by the target's DUMP payload against the
+// file's own value bytes (what the import RESTOREd), decoded and compared as data where the
+// bytes differ (a target that re-encodes), and by digests (computed from the file here and
+// inside the target there) for values the file holds in parts, streams and big keys. Keys whose
+// TTL passes meanwhile are not checked.
 func Verify(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*verify.Report, error) {
-	vo := verify.Options{DBMap: o.DBMap, PresenceOnly: o.Existing == "skip"}.WithDefaults()
+	vo := verify.Options{DBMap: o.DBMap, PresenceOnly: o.Existing == "skip", Compare: o.VerifyCompare,
+		AllowExtra: o.Existing != "" && o.Existing != "fail"}.WithDefaults()
 	if o.DBMap.Target == nil {
 		o.DBMap = vo.DBMap
 	}
 	start := time.Now()
-	rep := &verify.Report{Mode: "full, against the file"}
+	rep := &verify.Report{Mode: "full, against the file", ExtraAllowed: vo.AllowExtra}
 	rd, err := rdb.NewReader(r, rdb.Options{SkipChecksum: o.SkipChecksum})
 	if err != nil {
 		return nil, err
 	}
-	type want struct {
-		key   string
-		state verify.KeyState
-	}
-	pending := map[int][]want{}
+	ver := rd.Version()
+	pending := map[int][]verify.Expected{}
+	found := map[int]int64{}
+	sets := map[int]*verify.KeySet{}
 	flush := func(tdb int) error {
 		ws := pending[tdb]
 		if len(ws) == 0 {
 			return nil
 		}
-		keys := make([]string, len(ws))
-		for i, w := range ws {
-			keys[i] = w.key
-		}
-		got, err := verify.ReadStates(ctx, dst, dst.Keys(tdb), keys, vo.ChunkSize)
-		if err != nil {
-			return fmt.Errorf("reading target: %s", redact.Error(err))
-		}
-		for i, w := range ws {
-			rep.Compare(w.key, w.state, got[i], vo)
-		}
+		n, err := verify.CheckExpected(ctx, dst, dst.Keys(tdb), ws, vo, rep)
+		found[tdb] += n
 		pending[tdb] = ws[:0]
-		return nil
+		return err
 	}
 	var vd *verify.ValueDigest
 	now := time.Now().UnixMilli()
 	liveParts := 0 // parts of the current value with something left after field expiry
+	var body []byte
 	for {
 		e, err := rd.Next()
 		if err == io.EOF {
@@ -68,10 +67,18 @@ func Verify(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 		if !mapped || (o.Match != "" && !verify.Glob(o.Match, string(e.Key))) {
 			continue
 		}
+		tkey := o.DBMap.Prefix[e.DB] + string(e.Key)
 		if e.Part == 0 {
-			vd = verify.NewValueDigest(e.Type, vo.ChunkSize)
+			if sets[tdb] == nil {
+				sets[tdb] = verify.NewKeySet(maxNamedKeys)
+			}
+			sets[tdb].Add(tkey)
+			vd, body = nil, nil
 			liveParts = 0
 		}
+		// A value the file holds whole in an encoding every target type code shares is compared
+		// by its bytes (or decoded); others by digest, built here part by part.
+		whole := e.Part == 0 && e.Last && e.Raw != nil && e.TypeByte < 22 && e.Type != rdb.TypeStream && e.Type != rdb.TypeModule
 		v := e.Value
 		if h, ok := v.(*rdb.Hash); ok {
 			// Expired fields were left out by the import, as by a loading server.
@@ -82,8 +89,16 @@ func Verify(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 			}
 		}
 		if v != nil {
-			vd.Add(v)
 			liveParts++
+		}
+		switch {
+		case whole && v != nil:
+			body = append(append(make([]byte, 0, len(e.Raw)+1), e.TypeByte), e.Raw...)
+		case v != nil:
+			if vd == nil {
+				vd = verify.NewValueDigest(e.Type, vo.ChunkSize)
+			}
+			vd.Add(v)
 		}
 		if !e.Last {
 			continue
@@ -96,7 +111,10 @@ func Verify(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 			rep.GoneSource++ // expired (or about to) in the target too: nothing to compare
 			continue
 		}
-		st := verify.KeyState{Type: e.Type.String(), ExpireAt: e.ExpireAtMs, Digest: vd.Sum()}
+		st := verify.KeyState{Type: e.Type.String(), ExpireAt: e.ExpireAtMs}
+		if vd != nil {
+			st.Digest = vd.Sum()
+		}
 		if e.ExpireAtMs == 0 {
 			st.ExpireAt = -1
 		}
@@ -107,19 +125,22 @@ func Verify(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 			st.Type, st.Digest = "", "" // a module's type name and value: presence only
 			vo2 := vo
 			vo2.PresenceOnly = true
-			got, err := verify.ReadStates(ctx, dst, dst.Keys(tdb), []string{o.DBMap.Prefix[e.DB] + string(e.Key)}, vo.ChunkSize)
+			got, err := verify.ReadStates(ctx, dst, dst.Keys(tdb), []string{tkey}, vo.ChunkSize)
 			if err != nil {
 				return rep, err
 			}
 			st.Type = got[0].Type
 			if st.Type == "none" {
 				st.Type = "module"
+			} else {
+				found[tdb]++
 			}
-			rep.Compare(o.DBMap.Prefix[e.DB]+string(e.Key), st, got[0], vo2)
+			rep.Compare(tkey, st, got[0], vo2)
 			continue
 		}
-		pending[tdb] = append(pending[tdb], want{o.DBMap.Prefix[e.DB] + string(e.Key), st})
-		if len(pending[tdb]) >= 200 {
+		pending[tdb] = append(pending[tdb], verify.Expected{Key: tkey, State: st, Body: body, RDBVersion: ver})
+		body = nil
+		if len(pending[tdb]) >= 256 {
 			if err := flush(tdb); err != nil {
 				return rep, err
 			}
@@ -130,6 +151,27 @@ func Verify(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 			return rep, err
 		}
 	}
+	// Keys only in the target: per target db, with the prefixes of the source dbs mapped to it.
+	prefixes := map[int][]string{}
+	for _, db := range o.DBMap.Sources() {
+		tdb := o.DBMap.Target[db]
+		prefixes[tdb] = append(prefixes[tdb], o.DBMap.Prefix[db])
+	}
+	tdbs := make([]int, 0, len(prefixes))
+	for tdb := range prefixes {
+		tdbs = append(tdbs, tdb)
+	}
+	sort.Ints(tdbs)
+	for _, tdb := range tdbs {
+		set := sets[tdb]
+		if set == nil {
+			set = verify.NewKeySet(0)
+		}
+		if err := verify.ExtraInTarget(ctx, dst, tdb, found[tdb], set, prefixes[tdb], verify.Options{Match: o.Match, MaxReported: vo.MaxReported}, rep); err != nil {
+			return rep, fmt.Errorf("looking for keys only in the target: %w", err)
+		}
+	}
+	rep.ExtraChecked = true
 	rep.Seconds = time.Since(start).Seconds()
 	return rep, nil
 }
