@@ -97,9 +97,13 @@ func Main(args []string, env *Env) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	defer startProfile(env.Getenv("REDIS_MIGRATE_CPUPROFILE"))()
 	for _, c := range commands() {
 		if c.name != args[0] {
 			continue
+		}
+		if c.name != "serve" {
+			tuneGC(env.Getenv)
 		}
 		return exitCode(env, c.name, c.run(ctx, env, args[1:]))
 	}

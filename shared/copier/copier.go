@@ -260,8 +260,8 @@ func (c *Copier) sizeUp(ctx context.Context, src, dst redis.UniversalClient, pre
 			return keys, sizes, nil
 		}
 	}
-	small := keys[:0:0]
-	var smallSizes []int64
+	small := make([][]byte, 0, len(keys))
+	smallSizes := make([]int64, 0, len(keys))
 	for i, k := range keys {
 		n, err := cmds[i].Result()
 		switch {
@@ -386,14 +386,15 @@ func (c *Copier) restore(ctx context.Context, dst redis.UniversalClient, prefix 
 		key string
 		cmd redisconn.Once
 	}
-	var sent []pending
+	sent := make([]pending, 0, len(items))
 	for _, d := range items {
 		if d.ExpireAt > 0 && d.ExpireAt <= now {
 			res.Expired++ // would be written already expired: Redis would drop it anyway
 			continue
 		}
 		key := prefix + string(d.Key)
-		args := []any{"RESTORE", key, d.ExpireAt, d.Data}
+		args := make([]any, 4, 9)
+		args[0], args[1], args[2], args[3] = "RESTORE", key, d.ExpireAt, d.Data
 		if d.ExpireAt > 0 {
 			args = append(args, "ABSTTL")
 		}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"strings"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 
@@ -213,7 +214,7 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 		}
 		switch payload, how := im.payload(e); how {
 		case "restore", "reencode":
-			p := copier.Payload{Key: e.Key, Data: string(payload), ExpireAt: e.ExpireAtMs, Idle: e.Idle, Freq: e.Freq}
+			p := copier.Payload{Key: e.Key, Data: noCopyString(payload), ExpireAt: e.ExpireAtMs, Idle: e.Idle, Freq: e.Freq}
 			if how == "restore" {
 				cur.items = append(cur.items, p)
 			} else {
@@ -500,4 +501,13 @@ func failed(key, reason string) copier.Result {
 	r.Failed = 1
 	r.Failures = []copier.KeyFailure{{Key: copier.PrintableKey([]byte(key)), Reason: reason}}
 	return r
+}
+
+// noCopyString views a freshly built payload as a string without copying it: the payload is
+// never written after it is built, and a copy per key showed in the import's CPU profile.
+func noCopyString(b []byte) string {
+	if len(b) == 0 {
+		return ""
+	}
+	return unsafe.String(&b[0], len(b))
 }

@@ -102,12 +102,12 @@ func EncodeDump(v Value, targetRDBVersion int) ([]byte, error) {
 // DumpType is the value type a DUMP payload holds, read from its first byte and its version
 // trailer (which decides Valkey or Redis meaning of the codes); false when the payload is too
 // short or the code unknown. Nothing but those bytes is examined.
-func DumpType(payload []byte) (ValueType, bool) {
+func DumpType[P string | []byte](payload P) (ValueType, bool) {
 	n := len(payload)
 	if n < 11 {
 		return 0, false
 	}
-	ver := int(binary.LittleEndian.Uint16(payload[n-10:]))
+	ver := int(payload[n-10]) | int(payload[n-9])<<8
 	valkey := ver >= ValkeyVersion80
 	t := payload[0]
 	if t == opKeyMetaOrSlotImport && !valkey {

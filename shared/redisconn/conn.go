@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -59,6 +60,8 @@ type Conn struct {
 	// readFrom maps a master to the replica its keys are read from (UseReplicas).
 	readFrom    map[string]string
 	replicaAddr map[string]bool
+	// byDB caches Keys' standalone clients: Keys is called per key on hot paths.
+	byDB [16]atomic.Pointer[redis.Client]
 }
 
 // Version is the server's product and version, and the RDB version it writes (and the newest
@@ -202,6 +205,14 @@ func (c *Conn) Node(addr string, db int) *redis.Client {
 // cluster (db must be 0), the node client otherwise.
 func (c *Conn) Keys(db int) redis.UniversalClient {
 	if !c.Cluster {
+		if db >= 0 && db < len(c.byDB) {
+			if cl := c.byDB[db].Load(); cl != nil {
+				return cl
+			}
+			cl := c.Node(c.Endpoint.Addr(), db)
+			c.byDB[db].Store(cl)
+			return cl
+		}
 		return c.Node(c.Endpoint.Addr(), db)
 	}
 	c.mu.Lock()
