@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/redis-migrate/redis-migrate/shared/config"
+	"github.com/redis-migrate/redis-migrate/shared/engine"
 	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 	"github.com/redis-migrate/redis-migrate/shared/verify"
 )
@@ -79,6 +80,7 @@ func runVerifyCommand(ctx context.Context, env *Env, args []string) error {
 	if err != nil {
 		return err
 	}
+	rep.PeakRSS = engine.PeakRSS()
 	if *jsonOut {
 		_ = writeJSON(env.Stdout, rep)
 	}

@@ -107,7 +107,7 @@ func ReadDumps(ctx context.Context, conn *redisconn.Conn, c redis.UniversalClien
 			st.Err = err
 		default:
 			st.Payload = p
-			if t, ok := rdb.DumpType([]byte(p)); ok && t != rdb.TypeModule {
+			if t, ok := rdb.DumpType(p); ok && t != rdb.TypeModule {
 				st.Type = t.String()
 			}
 		}

@@ -82,6 +82,7 @@ type Report struct {
 	// DigestKeys counts the keys decided by in-server digests (payloads differed, big keys, or
 	// DUMP unusable); the rest were decided by equal DUMP payloads.
 	DigestKeys  int64        `json:"keys_by_digest"`
+	PeakRSS     int64        `json:"peak_rss_bytes,omitempty"` // set by the CLI: the process's peak RSS
 	TargetKeys  int64        `json:"target_keys"`
 	SourceKeys  int64        `json:"source_keys"`
 	Seconds     float64      `json:"seconds"`
@@ -279,6 +280,18 @@ func (v *verifier) check(ctx context.Context, db int, keys []string) error {
 	for i, k := range keys {
 		tkeys[i] = prefix + k
 	}
+	return v.checkPair(ctx, db, tdb, keys, tkeys)
+}
+
+// CheckKeys verifies one batch of source keys of db against their target names in tdb into rep:
+// DUMP payloads first, digests where only they can tell. For callers that plan their own
+// batches (the function app's verify batches); o should have its defaults filled in.
+func CheckKeys(ctx context.Context, src, dst *redisconn.Conn, db, tdb int, keys, tkeys []string, o Options, rep *Report) error {
+	v := &verifier{src: src, dst: dst, o: o.WithDefaults(), rep: rep, found: map[int]int64{}}
+	return v.checkPair(ctx, db, tdb, keys, tkeys)
+}
+
+func (v *verifier) checkPair(ctx context.Context, db, tdb int, keys, tkeys []string) error {
 	if v.o.Compare != CompareDigest && !v.noDump.Load() {
 		err := v.checkDumps(ctx, db, tdb, keys, tkeys)
 		if !errors.Is(err, errNoMemoryUsage) {
