@@ -82,6 +82,12 @@ func benchCopy(ctx context.Context, r *testenv.Runner, keys int) []Row {
 	f := measured{label: "DUMP + PEXPIRETIME of every key, raw pipelines of 256 keys (the source's floor)", ref: "goal: copy's source CPU per key no higher",
 		keys: n, secs: time.Since(start).Seconds(), src: m.used()[0], hasSrc: true, noTool: true}
 	rows = append(rows, f)
+	// The same with what the copy adds on the source: the planner's SCAN and the sizing.
+	m = meterCPU(src.Pid())
+	start = time.Now()
+	scanned := sizedFloor(ctx, r, sc)
+	rows = append(rows, measured{label: "SCAN + MEMORY USAGE + DUMP + PEXPIRETIME, raw pipelines (the copy's source commands)", ref: "",
+		keys: float64(scanned), secs: time.Since(start).Seconds(), src: m.used()[0], hasSrc: true, noTool: true})
 
 	run := func(label, ref string, wantKeys string, withSrc bool, args ...string) Run {
 		pids := []int{dst.Pid()}
@@ -102,7 +108,7 @@ func benchCopy(ctx context.Context, r *testenv.Runner, keys int) []Row {
 		if int(got) != keys {
 			r.Fatalf("%s: %s = %v, want %d\n%s", label, wantKeys, got, keys, out.Stderr)
 		}
-		row := measured{label: label, ref: ref, keys: n, secs: out.Seconds, tool: out.CPU, dst: used[0], hasDst: true, peak: out.PeakRSS}
+		row := measured{label: label, ref: ref, keys: n, secs: out.Seconds, tool: out.CPU, dst: used[0], hasDst: true, peak: out.PeakRSS, native: nkps}
 		if withSrc {
 			row.src, row.hasSrc = used[1], true
 		}
@@ -164,4 +170,32 @@ func nativeLoadCPU(r *testenv.Runner, bin, rdbFile string) (float64, time.Durati
 	defer s.Stop()
 	cpu := procCPU(s.Pid())
 	return loadSeconds(r, s), cpu
+}
+
+// sizedFloor sends the copy's source commands without the tool: SCAN COUNT 1000, then per slice
+// of 256 keys MEMORY USAGE in one pipeline and DUMP + PEXPIRETIME in the next.
+func sizedFloor(ctx context.Context, r *testenv.Runner, c *redis.Client) int {
+	var cursor uint64
+	n := 0
+	for {
+		keys, next, err := c.Scan(ctx, cursor, "", 1000).Result()
+		if err != nil {
+			r.Fatalf("scan: %v", err)
+		}
+		for i := 0; i < len(keys); i += 256 {
+			slice := keys[i:min(i+256, len(keys))]
+			p := c.Pipeline()
+			for _, k := range slice {
+				p.MemoryUsage(ctx, k)
+			}
+			if _, err := p.Exec(ctx); err != nil {
+				r.Fatalf("sizing: %v", err)
+			}
+			floor(ctx, r, c, slice)
+		}
+		n += len(keys)
+		if cursor = next; cursor == 0 {
+			return n
+		}
+	}
 }

@@ -32,6 +32,7 @@ var order = []string{"copy"}
 
 func main() {
 	keys := flag.Int("keys", 200000, "keys in the generated mixed dataset")
+	flag.StringVar(&profileDir, "cpuprofile", "", "write a CPU profile of every run of the binary into `DIR` (go tool pprof)")
 	flag.Parse()
 	names := flag.Args()
 	if len(names) == 0 {
@@ -61,6 +62,11 @@ func main() {
 	}
 }
 
+var (
+	profileDir string
+	profiles   int
+)
+
 // binary is the redis-migrate binary built by `make build`.
 func binary(r *testenv.Runner) string {
 	p := filepath.Join(testenv.RepoRoot(), "redis-migrate")
@@ -82,6 +88,11 @@ type Run struct {
 // runBinary runs redis-migrate with args plus --json and measures wall time and peak RSS.
 func runBinary(r *testenv.Runner, args ...string) Run {
 	cmd := exec.Command(binary(r), append(args, "--json")...)
+	if profileDir != "" {
+		profiles++
+		name := fmt.Sprintf("%02d-%s.pprof", profiles, args[0])
+		cmd.Env = append(os.Environ(), "REDIS_MIGRATE_CPUPROFILE="+filepath.Join(profileDir, name))
+	}
 	var out, errb strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &errb
 	start := time.Now()
