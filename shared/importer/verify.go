@@ -5,12 +5,16 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/redis-migrate/redis-migrate/shared/rdb"
 	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 	"github.com/redis-migrate/redis-migrate/shared/verify"
 )
+
+// verifyWorkers check batches of the file's keys against the target at once.
+const verifyWorkers = 4
 
 // maxNamedKeys bounds the key names kept (8 bytes each) to name keys found only in the target.
 const maxNamedKeys = 4 << 20
@@ -38,16 +42,67 @@ func Verify(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 	pending := map[int][]verify.Expected{}
 	found := map[int]int64{}
 	sets := map[int]*verify.KeySet{}
+	// Batches are checked by a few workers while the file is read on: reading and the target's
+	// round trips overlap.
+	type job struct {
+		tdb   int
+		items []verify.Expected
+	}
+	jobs := make(chan job, verifyWorkers)
+	var mu sync.Mutex
+	var checkErr error
+	var wg sync.WaitGroup
+	for i := 0; i < verifyWorkers; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := range jobs {
+				var part verify.Report
+				n, err := verify.CheckExpected(ctx, dst, dst.Keys(j.tdb), j.items, vo, &part)
+				mu.Lock()
+				found[j.tdb] += n
+				rep.Merge(&part, vo.MaxReported)
+				if err != nil && checkErr == nil {
+					checkErr = err
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	gone := func() {
+		mu.Lock()
+		rep.GoneSource++
+		mu.Unlock()
+	}
+	failed := func() error {
+		mu.Lock()
+		defer mu.Unlock()
+		return checkErr
+	}
 	flush := func(tdb int) error {
 		ws := pending[tdb]
 		if len(ws) == 0 {
-			return nil
+			return failed()
 		}
-		n, err := verify.CheckExpected(ctx, dst, dst.Keys(tdb), ws, vo, rep)
-		found[tdb] += n
-		pending[tdb] = ws[:0]
-		return err
+		pending[tdb] = nil
+		select {
+		case jobs <- job{tdb, ws}:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+		return failed()
 	}
+	finish := func() error {
+		close(jobs)
+		wg.Wait()
+		return checkErr
+	}
+	defer func() {
+		if jobs != nil {
+			close(jobs)
+			wg.Wait()
+		}
+	}()
 	var vd *verify.ValueDigest
 	now := time.Now().UnixMilli()
 	liveParts := 0 // parts of the current value with something left after field expiry
@@ -104,11 +159,11 @@ func Verify(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 			continue
 		}
 		if liveParts == 0 {
-			rep.GoneSource++ // a hash whose fields all expired: not imported
+			gone() // a hash whose fields all expired: not imported
 			continue
 		}
 		if e.ExpireAtMs > 0 && e.ExpireAtMs <= time.Now().UnixMilli()+vo.TTLTolerance.Milliseconds() {
-			rep.GoneSource++ // expired (or about to) in the target too: nothing to compare
+			gone() // expired (or about to) in the target too: nothing to compare
 			continue
 		}
 		st := verify.KeyState{Type: e.Type.String(), ExpireAt: e.ExpireAtMs}
@@ -130,12 +185,14 @@ func Verify(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 				return rep, err
 			}
 			st.Type = got[0].Type
+			mu.Lock()
 			if st.Type == "none" {
 				st.Type = "module"
 			} else {
 				found[tdb]++
 			}
 			rep.Compare(tkey, st, got[0], vo2)
+			mu.Unlock()
 			continue
 		}
 		pending[tdb] = append(pending[tdb], verify.Expected{Key: tkey, State: st, Body: body, RDBVersion: ver})
@@ -150,6 +207,11 @@ func Verify(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 		if err := flush(tdb); err != nil {
 			return rep, err
 		}
+	}
+	err = finish()
+	jobs = nil
+	if err != nil {
+		return rep, err
 	}
 	// Keys only in the target: per target db, with the prefixes of the source dbs mapped to it.
 	prefixes := map[int][]string{}

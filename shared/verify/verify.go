@@ -337,6 +337,26 @@ func (v *verifier) checkDigests(ctx context.Context, db, tdb int, keys, tkeys []
 	return nil
 }
 
+// Merge adds o's counts and differences (up to maxReported listed) into r.
+func (r *Report) Merge(o *Report, maxReported int) {
+	r.Checked += o.Checked
+	r.Matching += o.Matching
+	r.Missing += o.Missing
+	r.TypeDiff += o.TypeDiff
+	r.ValueDiff += o.ValueDiff
+	r.TTLDiff += o.TTLDiff
+	r.Errors += o.Errors
+	r.GoneSource += o.GoneSource
+	r.Extra += o.Extra
+	r.DigestKeys += o.DigestKeys
+	for _, d := range o.Differences {
+		if len(r.Differences) >= maxReported {
+			break
+		}
+		r.Differences = append(r.Differences, d)
+	}
+}
+
 // Compare records one key: want is the source's state (or the file's), got the target's.
 func (r *Report) Compare(key string, want, got KeyState, o Options) {
 	tol := o.TTLTolerance.Milliseconds()
