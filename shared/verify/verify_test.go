@@ -206,3 +206,22 @@ func TestVerifyOtherEncodings(t *testing.T) {
 	copyAll(t, s.URL(), d.URL())
 	checkPaths(t, s.URL(), d.URL(), d.Client(t, 0), false)
 }
+
+// A server that refuses MEMORY USAGE (keys cannot be sized before a DUMP): every key takes the
+// digest path, with the same verdicts.
+func TestVerifyWithoutMemoryUsage(t *testing.T) {
+	s, d := testenv.StartRedis(t), testenv.StartRedis(t)
+	fillSource(t, s.Client(t, 0))
+	copyAll(t, s.URL(), d.URL())
+	plant(t, d.Client(t, 0))
+	if err := d.Client(t, 0).Do(ctx, "ACL", "SETUSER", "default", "-memory").Err(); err != nil {
+		t.Fatal(err)
+	}
+	rep, got := verdicts(t, open(t, s.URL()), open(t, d.URL()), verify.Options{})
+	if strings.Join(got, "\n") != strings.Join(want(), "\n") {
+		t.Fatalf("reported\n%s\nwant\n%s", strings.Join(got, "\n"), strings.Join(want(), "\n"))
+	}
+	if rep.DigestKeys < rep.Checked {
+		t.Fatalf("%d of %d keys by digest, want all", rep.DigestKeys, rep.Checked)
+	}
+}
