@@ -89,3 +89,21 @@ func FuzzImportRequest(f *testing.F) {
 func FuzzVerifyRequest(f *testing.F) {
 	fuzzRequest(f, parseVerify, ``, `{}`, `{"sample":100}`, `{"full":true,"ttlToleranceMs":2000}`, `{"sample":-1}`)
 }
+
+// maxSourceOps is checked at kickoff and reaches the migration's options; copy invocations pace
+// themselves to their share.
+func TestStartRequestMaxSourceOps(t *testing.T) {
+	ok := `{"source":{"setting":"S"},"target":{"setting":"T"}`
+	for _, bad := range []string{`,"maxSourceOps":-1}`, `,"maxSourceOps":50}`} {
+		if err := parseStart([]byte(ok + bad)); err == nil || !strings.Contains(err.Error(), "maxSourceOps") {
+			t.Errorf("%s: %v", bad, err)
+		}
+	}
+	r, err := parseStartRequest([]byte(ok + `,"maxSourceOps":8000}`))
+	if err != nil || r.MaxSourceOps != 8000 {
+		t.Fatalf("%+v %v", r, err)
+	}
+	if p := sourcePacer(8000); p == nil {
+		t.Fatal("no pacer")
+	}
+}

@@ -46,6 +46,9 @@ type StartRequest struct {
 	// BigKeyBytes: keys whose MEMORY USAGE reaches it are copied in chunks, each in its own
 	// batch (default 8 MiB; -1 turns chunked copy off), like the CLI's --big-key-bytes.
 	BigKeyBytes int64 `json:"bigKeyBytes,omitempty"`
+	// MaxSourceOps caps the commands a second this migration sends to the source, like the CLI's
+	// --max-source-ops: each copy invocation paces itself to its share (see sourceOpsShare).
+	MaxSourceOps int `json:"maxSourceOps,omitempty"`
 	// Mode "online" keeps syncing changes after the copy (sync chains) until a cutover; the
 	// default "copy" moves a snapshot. Feed is the online mode's change feed (notify).
 	Mode string `json:"mode,omitempty"`
@@ -241,7 +244,7 @@ func checkEndpointFields(raw map[string]json.RawMessage, side string, required b
 // parseStartRequest reads and checks the body, naming the offending field in every error.
 func parseStartRequest(body []byte) (*StartRequest, error) {
 	whole, raw, err := parseObject(body, "want a JSON object with source and target", []string{"id", "source", "target",
-		"match", "type", "existing", "dbMap", "dbPrefix", "allowDbMerge", "batchKeys", "bigKeyBytes", "mode", "feed"})
+		"match", "type", "existing", "dbMap", "dbPrefix", "allowDbMerge", "batchKeys", "bigKeyBytes", "maxSourceOps", "mode", "feed"})
 	if err != nil {
 		return nil, err
 	}
@@ -363,6 +366,9 @@ func checkStartRequest(r *StartRequest) error {
 	case r.Feed != "" && r.Feed != "notify":
 		return fieldErrf("feed", "feed %q: want notify", r.Feed)
 	}
+	if r.MaxSourceOps < 0 || (r.MaxSourceOps > 0 && r.MaxSourceOps < 100) {
+		return fieldErrf("maxSourceOps", "maxSourceOps %d: want 0 (no limit) or at least 100", r.MaxSourceOps)
+	}
 	if r.BigKeyBytes < -1 || r.BigKeyBytes > maxBigKeyBytes {
 		return fieldErrf("bigKeyBytes", "bigKeyBytes %d: want a size in bytes (1..%d), or -1 to turn chunked copy off", r.BigKeyBytes, int64(maxBigKeyBytes))
 	}
@@ -481,7 +487,8 @@ func (a *App) start(ctx context.Context, id string, req *StartRequest) (*started
 	online := req.Mode == "online"
 	mig := &state.Migration{ID: id, Kind: "copy", CreatedAt: time.Now().UTC(), Source: req.Source.ref(), Target: req.Target.ref(),
 		Options: state.Options{Match: req.Match, Type: req.Type, Existing: req.Existing, DBMap: req.DBMap, DBPrefix: req.DBPrefix,
-			AllowDBMerge: req.AllowDBMerge, BatchKeys: req.BatchKeys, ExplicitDBMap: req.DBMap != "", BigKeyBytes: req.BigKeyBytes}}
+			AllowDBMerge: req.AllowDBMerge, BatchKeys: req.BatchKeys, ExplicitDBMap: req.DBMap != "", BigKeyBytes: req.BigKeyBytes,
+			MaxSourceOps: req.MaxSourceOps}}
 	if mig.Options.Existing == "" {
 		mig.Options.Existing = string(copier.ExistingFail)
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/engine"
 	"github.com/redis-migrate/redis-migrate/shared/fallback"
 	"github.com/redis-migrate/redis-migrate/shared/hostproto"
+	"github.com/redis-migrate/redis-migrate/shared/pace"
 	"github.com/redis-migrate/redis-migrate/shared/plan"
 	"github.com/redis-migrate/redis-migrate/shared/queue"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
@@ -415,7 +416,7 @@ func (a *App) copyOne(ctx context.Context, cm *copyMessage, delivery int) (copie
 		existing = copier.ExistingReplace
 	}
 	cp := copier.New(src, dst, copier.Options{Existing: existing, DBMap: dbMap, Fallback: NewFallback(dst), Reencode: fallback.Reencoder(dst),
-		BigKeyBytes: mig.Options.BigKeyBytes, DeferBigKeys: !b.Big})
+		BigKeyBytes: mig.Options.BigKeyBytes, DeferBigKeys: !b.Big, SourcePacer: sourcePacer(mig.Options.MaxSourceOps)})
 	res, err := cp.Copy(ctx, work)
 	if err != nil {
 		return copier.Result{}, nil, err
@@ -591,4 +592,20 @@ func (a *App) planDeadLetter(ctx context.Context, inv *hostproto.Invocation, rep
 	}
 	reply.Log("dead-lettered plan step %d of %s/%s", pm.Cursor.Step, pm.Migration, pm.Key)
 	return false, nil
+}
+
+// copyConcurrency is how many CopyBatch invocations one instance runs at once (host.json's
+// serviceBus maxConcurrentCalls).
+const copyConcurrency = 8
+
+// sourcePacer paces one invocation to its share of the migration's maxSourceOps: the limit over
+// the concurrent copy invocations of an instance. It is per invocation and per instance, so with
+// N instances the source may see up to N times the limit; it also backs off by itself from a
+// slow or busy source, as the CLI does.
+func sourcePacer(maxOps int) copier.SourcePacer {
+	share := 0
+	if maxOps > 0 {
+		share = max(maxOps/copyConcurrency, 1)
+	}
+	return pace.New(pace.Options{MaxOps: share})
 }

@@ -55,6 +55,8 @@ type Options struct {
 	// BigKeyBytes is the copier's big-key threshold (MEMORY USAGE); 0 = the copier's default,
 	// -1 = no chunked copy.
 	BigKeyBytes int64 `json:"bigKeyBytes,omitempty"`
+	// MaxSourceOps caps the migration's commands a second to the source; 0 = no limit.
+	MaxSourceOps int `json:"maxSourceOps,omitempty"`
 	// Import only: FUNCTION libraries (skip, load, replace), module values (fail, skip), CRC64.
 	Functions    string `json:"functions,omitempty"`
 	Modules      string `json:"modules,omitempty"`
