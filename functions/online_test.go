@@ -302,7 +302,9 @@ func TestOnlineFaults(t *testing.T) {
 	}
 	t.Logf("%d writes; chain %+v; states %v", n, c, seen)
 	time.Sleep(1200 * time.Millisecond)
-	testenv.AssertSameData(ctx, t, src.nodes, dst.nodes, nil, 5)
+	// Values exactly; expiries within 500 ms: a key re-copied by a repair pass on a loaded
+	// machine carries the copy's latency in its TTL (the cutover's verification tolerates 2 s).
+	testenv.AssertSameData(ctx, t, src.nodes, dst.nodes, nil, 500)
 
 	// Stop ends the chains; a stopped migration refuses a cutover.
 	if code, _, body := a.do("POST", path+"/stop", testKey, nil); code != http.StatusAccepted {
