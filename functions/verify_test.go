@@ -406,7 +406,7 @@ func TestExampleSettingsListEverySetting(t *testing.T) {
 		functions.SettingStallSeconds, functions.SettingLocalFunctionKey, functions.SettingEndpointSettings, functions.SettingImportTarget, functions.SettingImportExisting, functions.SettingImportDBMap,
 		functions.SettingImportDBPrefix, functions.SettingImportMatch, functions.SettingImportFunctions, functions.SettingImportModules,
 		functions.SettingImportSeconds, functions.SettingImportCheckpointMs, functions.SettingImportMaxAttempts,
-		functions.SettingSyncInvocationSeconds, functions.SettingSyncLeaseSeconds} {
+		functions.SettingSyncInvocationSeconds, functions.SettingSyncLeaseSeconds, functions.SettingRetryBaseMs, functions.SettingRetryMaxMs} {
 		if _, ok := settings[name]; !ok {
 			t.Errorf("%s is missing from local.settings.example.json", name)
 		}

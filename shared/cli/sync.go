@@ -17,6 +17,7 @@ import (
 
 	"github.com/redis-migrate/redis-migrate/shared/changefeed"
 	"github.com/redis-migrate/redis-migrate/shared/changefeed/notifyfeed"
+	"github.com/redis-migrate/redis-migrate/shared/changefeed/psyncfeed"
 	"github.com/redis-migrate/redis-migrate/shared/config"
 	"github.com/redis-migrate/redis-migrate/shared/copier"
 	"github.com/redis-migrate/redis-migrate/shared/engine"
@@ -35,9 +36,6 @@ type syncFlags struct {
 	untilLag, pauseWrites, ttlTolerance      time.Duration
 	maxPending                               int
 }
-
-// newPsyncFeed builds the psync feed when this build has it (see psync.go); nil otherwise.
-var newPsyncFeed func(src *redisconn.Conn, loader changefeed.Loader, dbs []int) (changefeed.Feed, error)
 
 func runSync(ctx context.Context, env *Env, args []string) error {
 	var f syncFlags
@@ -191,17 +189,7 @@ func runSync(ctx context.Context, env *Env, args []string) error {
 	case "notify":
 		feeds = []changefeed.Feed{notify()}
 	case "psync", "auto":
-		if newPsyncFeed == nil {
-			if f.feed == "psync" {
-				return usagef("--feed psync: not available in this build; use --feed notify")
-			}
-		} else {
-			pf, err := newPsyncFeed(src, loader, dbMap.Sources())
-			if err != nil {
-				return usageError{err}
-			}
-			feeds = append(feeds, pf)
-		}
+		feeds = append(feeds, psyncfeed.New(src, loader, psyncfeed.Options{DBs: dbMap.Sources(), Log: logf}))
 		if f.feed == "auto" {
 			feeds = append(feeds, notify())
 		}
