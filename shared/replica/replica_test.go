@@ -375,6 +375,9 @@ func TestPartialResync(t *testing.T) {
 	defer cancel()
 	errc = startSync(ctx, cfg, &pos, r)
 	written := w.finish()
+	// The last resume must have been answered before "caught up" means anything: when no write
+	// came after the previous link's last command, the handled offset already equals the master's.
+	waitFor(t, func() bool { _, co, _ := r.counts(); return co == 3 }, errc)
 	waitCaughtUp(t, c, r, errc)
 	if f, co, _ := r.counts(); f != 1 || co != 3 {
 		t.Fatalf("full syncs %d (want 1), continues %d (want 3)", f, co)
