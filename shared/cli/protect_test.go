@@ -85,3 +85,55 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// --read-from-replica on a cluster whose masters each have a replica: every key is read from a
+// replica (the masters see no DUMP; found sent to them by go-redis's ReadOnly routing before), the target equals the source, and a cluster without
+// replicas is refused before anything is written.
+func TestCopyClusterFromReplicas(t *testing.T) {
+	cl := testenv.StartCluster(t)
+	n := fill(t, cl.Client(t), 3000)
+
+	dst0 := testenv.StartRedis(t)
+	code, _, errs := run(t, "copy", "--source", cl.URL(), "--target", dst0.URL(), "--read-from-replica")
+	if code != ExitUsage || !strings.Contains(errs, "no replica") || dst0.Client(t, 0).DBSize(ctx).Val() != 0 {
+		t.Fatalf("cluster without replicas: exit %d\n%s", code, errs)
+	}
+
+	var masters []*redis.Client
+	for _, m := range cl.Masters {
+		mc := m.Client(t, 0)
+		masters = append(masters, mc)
+		id := mc.Do(ctx, "CLUSTER", "MYID").Val()
+		r := testenv.StartRedis(t, "--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000")
+		rc := r.Client(t, 0)
+		if err := rc.Do(ctx, "CLUSTER", "MEET", "127.0.0.1", m.Port).Err(); err != nil {
+			t.Fatal(err)
+		}
+		waitFor(t, func() bool { return strings.Contains(rc.ClusterNodes(ctx).Val(), id.(string)) })
+		if err := rc.Do(ctx, "CLUSTER", "REPLICATE", id).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, mc := range masters {
+		waitFor(t, func() bool {
+			info := mc.Info(ctx, "replication").Val()
+			return strings.Contains(info, "connected_slaves:1") && strings.Contains(info, "state=online")
+		})
+	}
+	waitFor(t, func() bool { return strings.Count(masters[0].ClusterNodes(ctx).Val(), "slave") == 3 })
+	for _, mc := range masters {
+		mc.ConfigResetStat(ctx)
+	}
+	dst := testenv.StartRedis(t)
+	// --no-verify: the closing verification reads the masters (the truth), not the replicas.
+	code, sum, errs := runJSON(t, "copy", "--source", cl.URL(), "--target", dst.URL(), "--read-from-replica", "--no-verify")
+	if code != 0 || sum.KeysCopied != int64(n) || !strings.Contains(errs, "in-sync replica") {
+		t.Fatalf("exit %d summary %+v\n%s", code, sum, errs)
+	}
+	for _, mc := range masters {
+		if stats := mc.Info(ctx, "commandstats").Val(); strings.Contains(stats, "cmdstat_dump:") {
+			t.Fatalf("a master served DUMPs: %s", stats)
+		}
+	}
+	testenv.AssertSameData(ctx, t, masters, []*redis.Client{dst.Client(t, 0)}, nil, 1)
+}

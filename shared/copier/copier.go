@@ -195,7 +195,7 @@ func (c *Copier) Copy(ctx context.Context, b plan.Batch) (Result, error) {
 	}
 	c.bigLimit(ctx)
 	prefix := c.Opts.DBMap.Prefix[b.DB]
-	src := c.Src.Keys(b.DB)
+	src := c.Src.ReadKeys(b.Shard, b.DB)
 	dst := c.Dst.Keys(targetDB)
 	if b.Big {
 		for _, k := range b.Keys {

@@ -157,3 +157,20 @@ func (c *Conn) CheckReplicaInSync(ctx context.Context) (string, error) {
 	}
 	return fmt.Sprintf("replica of %s (link up)", master), nil
 }
+
+// ReadKeys is the client a batch of shard's keys (shard: index in Masters) is read with: the
+// cluster client, or after UseReplicas the chosen replica itself. go-redis's ReadOnly routing
+// would keep a pipeline on the master as soon as one command in it (MEMORY USAGE, a container
+// command) is not flagged read-only, and would pick any replica, not the one checked in sync.
+func (c *Conn) ReadKeys(shard, db int) redis.UniversalClient {
+	c.mu.Lock()
+	var replica string
+	if shard >= 0 && shard < len(c.masters) {
+		replica = c.readFrom[c.masters[shard]]
+	}
+	c.mu.Unlock()
+	if replica == "" {
+		return c.Keys(db)
+	}
+	return c.Node(replica, db)
+}

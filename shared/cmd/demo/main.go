@@ -41,7 +41,7 @@ func main() {
 		r.Fatalf("copy exited %d", code)
 	}
 
-	say("running: redis-migrate verify --full (every key: type, value digest computed in each server, TTL)")
+	say("running: redis-migrate verify --full (every key: type, value and TTL; DUMP payloads compared, decoded where they differ)")
 	if code := cli.Main([]string{"verify", "--source", src.URL(), "--target", dst.URL(), "--full"}, &cli.Env{Stdout: os.Stdout, Stderr: os.Stderr}); code != 0 {
 		r.Fatalf("verify exited %d", code)
 	}
