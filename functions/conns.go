@@ -79,7 +79,6 @@ func (a *App) resolveEndpoint(ref state.EndpointRef, field string) (*config.Endp
 		if v == "" {
 			return nil, fieldErrf(field+".setting", "%s.setting: app setting %s is not set", field, ref.Setting)
 		}
-		registerURLSecret(v)
 		ep, err := config.ParseEndpoint(v)
 		if err != nil {
 			// Never the value, nor any part of it: only the setting's name and its shape.
@@ -95,7 +94,6 @@ func (a *App) resolveEndpoint(ref state.EndpointRef, field string) (*config.Endp
 			return nil, fieldErrf(field+".url", "%s.url: inline URLs are not accepted; put the URL in an app setting and send "+
 				`{"setting":"NAME"}, or set %s=true`, field, SettingAllowInlineURLs)
 		}
-		registerURLSecret(ref.URL)
 		ep, err := config.ParseEndpoint(ref.URL)
 		if err != nil {
 			return nil, fieldErrf(field+".url", "%s.url: %s", field, redact.Error(err))
@@ -126,22 +124,6 @@ func (a *App) resolveEndpoint(ref state.EndpointRef, field string) (*config.Endp
 func (a *App) inlineAllowed() bool {
 	v, _ := strconv.ParseBool(strings.TrimSpace(a.getenv(SettingAllowInlineURLs)))
 	return v
-}
-
-// registerURLSecret registers a URL's password with redact before anything can echo it, even
-// when the URL does not parse.
-func registerURLSecret(raw string) {
-	if i := strings.Index(raw, "://"); i >= 0 {
-		rest := raw[i+3:]
-		if at := strings.LastIndex(rest, "@"); at >= 0 {
-			userinfo := rest[:at]
-			if _, pw, ok := strings.Cut(userinfo, ":"); ok {
-				redact.Register(pw)
-			} else {
-				redact.Register(userinfo)
-			}
-		}
-	}
 }
 
 // openEndpoint resolves and opens one endpoint.

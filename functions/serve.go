@@ -17,6 +17,7 @@ import (
 	"github.com/Azure/azure-sdk-for-go/sdk/azidentity"
 
 	"github.com/redis-migrate/redis-migrate/shared/cli"
+	"github.com/redis-migrate/redis-migrate/shared/config"
 	"github.com/redis-migrate/redis-migrate/shared/hostharness"
 	"github.com/redis-migrate/redis-migrate/shared/queue"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
@@ -129,7 +130,7 @@ func LoadSettings(file string, required bool) (map[string]string, error) {
 func registerSettingSecrets(s map[string]string) {
 	for k, v := range s {
 		if strings.Contains(v, "://") {
-			registerURLSecret(v)
+			config.RegisterURLSecret(v)
 		}
 		if strings.Contains(v, ";") && strings.Contains(v, "=") {
 			// Values of secret keys only: SharedAccessKeyName=root must not mask "root".

@@ -102,7 +102,7 @@ func ParseEndpoint(raw string) (*Endpoint, error) {
 	if raw == "" {
 		return nil, &URLError{detail: "empty (" + urlForm + ")", Shape: "empty (" + urlForm + ")"}
 	}
-	registerUserinfo(raw)
+	RegisterURLSecret(raw)
 	if misSplitUserinfo(raw) {
 		// A '/', '?' or '#' inside the password ends the authority early: the URL parses, but
 		// with part of the password as the path. Never print it.
@@ -225,9 +225,9 @@ func userinfo(raw string) (string, bool) {
 	return rest[:at], true
 }
 
-// registerUserinfo registers the password (or a lone user part, the old password-only form)
+// RegisterURLSecret registers the password (or a lone user part, the old password-only form)
 // in raw and its decoded form, so nothing prints it even when the URL is malformed.
-func registerUserinfo(raw string) {
+func RegisterURLSecret(raw string) {
 	ui, ok := userinfo(raw)
 	if !ok {
 		return
