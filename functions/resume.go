@@ -3,7 +3,6 @@ package functions
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"math"
 	"net/http"
@@ -71,21 +70,10 @@ func (a *App) migrationResume(w http.ResponseWriter, r *http.Request) {
 
 // resume refuses a migration that is not stalled (409) and sends its missing work again.
 func (a *App) resume(ctx context.Context, id string) (*ResumeResponse, int, error) {
-	mig, err := a.store.GetMigration(ctx, id)
-	if errors.Is(err, state.ErrNotFound) {
-		return nil, http.StatusNotFound, fmt.Errorf("no migration %q", id)
-	}
+	mig, st, code, err := a.copyMigration(ctx, id, "it resumes from its checkpoint by itself "+
+		"(POST /api/imports again restarts a failed one)")
 	if err != nil {
-		return nil, http.StatusInternalServerError, err
-	}
-	if mig.Kind != "copy" || mig.Import != nil {
-		return nil, http.StatusConflict, fmt.Errorf("migration %s is an RDB import: it resumes from its checkpoint by itself "+
-			"(POST /api/imports again restarts a failed one)", id)
-	}
-	// A fresh aggregation, not a possibly stale summary: the decision must be right.
-	st, err := a.store.ComputeStatus(ctx, id)
-	if err != nil {
-		return nil, http.StatusInternalServerError, err
+		return nil, code, err
 	}
 	shards, err := a.store.Shards(ctx, mig)
 	if err != nil {

@@ -135,24 +135,34 @@ func (a *App) migrationVerify(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusAccepted, VerifyResponse{ID: id, Run: run.ID, StatusURL: loc, State: state.VerifyRunning, Mode: run.Mode(), Shards: len(run.Shards)})
 }
 
+// copyMigration reads a copy migration and its freshly computed status (not a possibly stale
+// summary: the caller's decision must be right). An unknown id is 404; an RDB import is 409,
+// with importWhy saying why the route does not apply to it.
+func (a *App) copyMigration(ctx context.Context, id, importWhy string) (*state.Migration, *state.Status, int, error) {
+	mig, err := a.store.GetMigration(ctx, id)
+	if errors.Is(err, state.ErrNotFound) {
+		return nil, nil, http.StatusNotFound, fmt.Errorf("no migration %q", id)
+	}
+	if err != nil {
+		return nil, nil, http.StatusInternalServerError, err
+	}
+	if mig.Kind != "copy" || mig.Import != nil {
+		return nil, nil, http.StatusConflict, fmt.Errorf("migration %s is an RDB import: %s", id, importWhy)
+	}
+	st, err := a.store.ComputeStatus(ctx, id)
+	if err != nil {
+		return nil, nil, http.StatusInternalServerError, err
+	}
+	return mig, st, 0, nil
+}
+
 // startVerify refuses what cannot be verified, writes the run into the record and enqueues one
 // plan message per shard. It returns the HTTP status of a refusal.
 func (a *App) startVerify(ctx context.Context, id string, req *VerifyRequest) (*state.VerifyRun, int, error) {
-	mig, err := a.store.GetMigration(ctx, id)
-	if errors.Is(err, state.ErrNotFound) {
-		return nil, http.StatusNotFound, fmt.Errorf("no migration %q", id)
-	}
+	mig, st, code, err := a.copyMigration(ctx, id, "there is no source server to verify against "+
+		"(the CLI's `redis-migrate import` verifies against the file)")
 	if err != nil {
-		return nil, http.StatusInternalServerError, err
-	}
-	if mig.Kind != "copy" || mig.Import != nil {
-		return nil, http.StatusConflict, fmt.Errorf("migration %s is an RDB import: there is no source server to verify against "+
-			"(the CLI's `redis-migrate import` verifies against the file)", id)
-	}
-	// A fresh aggregation, not a possibly stale summary: the decision must be right.
-	st, err := a.store.ComputeStatus(ctx, id)
-	if err != nil {
-		return nil, http.StatusInternalServerError, err
+		return nil, code, err
 	}
 	if st.State != state.StateCompleted && st.State != state.StateCompletedWithFailures {
 		return nil, http.StatusConflict, fmt.Errorf("migration %s is %s: verify it once it has completed", id, st.State)
