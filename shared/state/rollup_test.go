@@ -111,6 +111,12 @@ func TestRollupExactUnderDuplicatesAndConcurrentRollers(t *testing.T) {
 				rr.Delivery = d
 				if d == 2 {
 					rr.Result = copier.Result{Copied: int64(len(b.Keys)), Bytes: 999}
+					if i%7 == 3 {
+						// Either delivery of a refused batch reports a failure, with different
+						// counts, so the failures are there whichever write lands first.
+						rr.Result = copier.Result{Copied: 3, Failed: 2, Bytes: 999, Failures: []copier.KeyFailure{
+							{Key: string(b.Keys[0]), Reason: "refused"}, {Key: string(b.Keys[1]), Reason: "refused"}}}
+					}
 				}
 				ok, err := st.RecordResult(ctx, id, rr)
 				if err != nil {
