@@ -221,6 +221,7 @@ func (a *App) planStep(ctx context.Context, pm *planMessage, reply *hostproto.Re
 	var next plan.Cursor
 	var scanned int
 	var man *state.StepManifest
+	var runID string
 	if sc.manifests {
 		// An earlier delivery (or a crashed one) cut this step already: send what it cut.
 		if man, err = a.store.GetStep(ctx, mig.ID, pm.Key, cur.Step); err != nil && !errors.Is(err, state.ErrNotFound) {
@@ -233,8 +234,19 @@ func (a *App) planStep(ctx context.Context, pm *planMessage, reply *hostproto.Re
 		if sc.sample != nil {
 			batches, next, scanned, err = sc.sample(ctx, src, cur, prog)
 		} else {
-			opts := plan.Options{Match: mig.Options.Match, Type: mig.Options.Type, BatchKeys: mig.Options.BatchKeys}
-			batches, next, scanned, err = plan.Step(ctx, src.Node(cur.Addr, cur.DB), cur, opts, plan.Limits{MaxKeys: a.stepKeys, MaxTime: a.stepTime})
+			if runID, err = a.sameSourceProcess(ctx, src, cur.Addr, prog.RunID); err == nil {
+				opts := plan.Options{Match: mig.Options.Match, Type: mig.Options.Type, BatchKeys: mig.Options.BatchKeys}
+				batches, next, scanned, err = plan.Step(ctx, src.Node(cur.Addr, cur.DB), cur, opts, plan.Limits{MaxKeys: a.stepKeys, MaxTime: a.stepTime})
+			}
+			if err == nil {
+				_, err = a.sameSourceProcess(ctx, src, cur.Addr, runID)
+			}
+		}
+		var restarted *sourceRestartedError
+		if errors.As(err, &restarted) {
+			// Retrying cannot help: the shard's cursor is lost for good. Fail loudly.
+			reply.Log("%s step %d: %s", sc.name, cur.Step, restarted)
+			return false, a.markShardFailed(ctx, pm, restarted.Error(), false)
 		}
 		if err != nil {
 			return true, err
@@ -264,6 +276,9 @@ func (a *App) planStep(ctx context.Context, pm *planMessage, reply *hostproto.Re
 			return false, nil // a duplicate delivery of this step got there first
 		}
 		p.Step, p.Cursor, p.Done = next.Step, next.Cursor, next.Done
+		if p.RunID == "" {
+			p.RunID = runID
+		}
 		p.KeysScanned += int64(scanned)
 		p.BatchesSent += int64(len(batches))
 		p.Error = ""
@@ -277,6 +292,31 @@ func (a *App) planStep(ctx context.Context, pm *planMessage, reply *hostproto.Re
 		return false, nil
 	}
 	return a.sendContinuation(ctx, sc.next(next))
+}
+
+// sourceRestartedError: the source server scanned by a shard is another process than the one
+// its earlier steps scanned.
+type sourceRestartedError struct {
+	addr string
+}
+
+func (e *sourceRestartedError) Error() string {
+	return fmt.Sprintf("the source server %s restarted during the scan (its run_id changed): a SCAN cursor means nothing "+
+		"to a new server process, so keys could be missed; start a new migration (with \"existing\": \"replace\", as "+
+		"the target holds keys of this one)", e.addr)
+}
+
+// sameSourceProcess reads the run_id of the source server at addr and checks it is want (when
+// want is set): the shard's cursor is only valid for the process that returned it.
+func (a *App) sameSourceProcess(ctx context.Context, src *redisconn.Conn, addr, want string) (string, error) {
+	id, err := src.RunID(ctx, addr)
+	if err != nil {
+		return "", err
+	}
+	if want != "" && id != want {
+		return id, &sourceRestartedError{addr: addr}
+	}
+	return id, nil
 }
 
 // sendAll sends messages in chunks the sender can batch.

@@ -143,6 +143,9 @@ type ShardProgress struct {
 	// Sample is the number of random keys a sampling verification draws from this shard (0 for
 	// a scan of every key).
 	Sample int `json:"sample,omitempty"`
+	// RunID is the run_id of the source server the scan's first step read: a cursor is only
+	// valid for that process, so a later step that finds another one fails the shard.
+	RunID string `json:"runId,omitempty"`
 }
 
 // ShardKey names a shard's progress blob.
