@@ -1,6 +1,6 @@
 // Package functions is the Azure Functions face of redis-migrate: it adapts the custom-handler
 // invocations of MigrationStart, MigrationStatus, MigrationVerify, MigrationResume, MigrationCutover,
-// MigrationStop, PlanShard, CopyBatch, SyncShard (online mode, online.go), the dead-letter
+// MigrationStop, PlanShard, CopyBatch, SyncShard (online mode, online.go) and its timer SyncWatchdog (watchdog.go), the dead-letter
 // recorders, ImportStart and ImportRdb to the engine (plan, copier, importer) and to the state
 // kept in Blob storage. The bindings live
 // in <Name>/function.json beside this file and are embedded, so the binary can serve or emulate

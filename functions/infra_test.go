@@ -65,6 +65,7 @@ func TestInfraMatchesTheApp(t *testing.T) {
 		t.Error("the queues are not created from queueNames")
 	}
 	connections := map[string]bool{}
+	timerSchedules := map[string]string{}
 	err := fs.WalkDir(functions.Definitions(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(p, "function.json") {
 			return err
@@ -81,6 +82,9 @@ func TestInfraMatchesTheApp(t *testing.T) {
 			}
 			if typ == "blobTrigger" {
 				t.Errorf("%s: a blob trigger (the app takes blob events through Service Bus)", p)
+			}
+			if typ == "timerTrigger" {
+				timerSchedules[p], _ = b["schedule"].(string)
 			}
 			if typ != "serviceBusTrigger" {
 				continue
@@ -109,6 +113,29 @@ func TestInfraMatchesTheApp(t *testing.T) {
 	}
 	if bicepVar(t, bicep, "maxDeliveryCount") != "10" || !strings.Contains(bicep, "SERVICEBUS_MAX_DELIVERY_COUNT: string(maxDeliveryCount)") {
 		t.Error("SERVICEBUS_MAX_DELIVERY_COUNT must be the queues' maxDeliveryCount")
+	}
+
+	// Timers: the host does not index a timer whose %SETTING% schedule has no value, so the
+	// Bicep and the example settings give it one.
+	if len(timerSchedules) == 0 {
+		t.Error("no timer function (SyncWatchdog)")
+	}
+	example := readRepo(t, "local.settings.example.json")
+	for p, sched := range timerSchedules {
+		name := strings.Trim(sched, "%")
+		if !strings.HasPrefix(sched, "%") || !strings.HasSuffix(sched, "%") || name == "" {
+			t.Errorf("%s: schedule %q is not an app setting (%%NAME%%)", p, sched)
+			continue
+		}
+		if !regexp.MustCompile(`(?m)^\s+` + regexp.QuoteMeta(name) + `: '[^']+'`).MatchString(bicep) {
+			t.Errorf("%s: infra/main.bicep does not set %s", p, name)
+		}
+		if !strings.Contains(example, `"`+name+`": "`) {
+			t.Errorf("%s: local.settings.example.json lacks %s", p, name)
+		}
+	}
+	if !strings.Contains(bicep, "SYNC_WATCHDOG_SCHEDULE: '"+functions.DefaultSyncWatchdogSchedule+"'") {
+		t.Errorf("infra/main.bicep's SYNC_WATCHDOG_SCHEDULE is not the default %s", functions.DefaultSyncWatchdogSchedule)
 	}
 
 	// Containers.

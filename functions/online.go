@@ -39,8 +39,9 @@ import (
 // A duplicate or late N+1 finds Seq >= N+1 (or another generation) and steps aside. An
 // invocation that finds the lease expired instead of released takes over with a gap, and so does
 // one that was not capturing before its predecessor stopped: the engine runs a repair pass. A
-// chain that stops checkpointing (a lost or dead-lettered continuation) is seen by status as
-// stalled, restarted as a new generation, and repaired.
+// chain that stops checkpointing (a crash, a lost or dead-lettered continuation) is seen by
+// status as stalled, restarted as a new generation by the next status call or SyncWatchdog run
+// (watchdog.go), and repaired.
 
 // Settings of the online mode.
 const (
@@ -118,6 +119,9 @@ func (a *App) startOnline(ctx context.Context, mig *state.Migration, masters []s
 		msgs = append(msgs, a.syncMsg(mig.ID, c.Chain, 1, 0))
 	}
 	if err := a.store.CreateOnline(ctx, mig.ID, on); err != nil {
+		return err
+	}
+	if err := a.store.MarkOnlineRunning(ctx, mig.ID); err != nil {
 		return err
 	}
 	return a.sender.Send(ctx, queue.Sync, msgs)

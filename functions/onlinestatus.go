@@ -77,7 +77,8 @@ func (a *App) chainStalled(c *state.SyncChain, on *state.Online, now time.Time) 
 // onlineStatus builds the status of an online migration and drives what status drives: a
 // stalled chain is restarted (a new generation with a repair pass), a waiting cutover starts its
 // verification once every chain has caught up past it, a verifying one gets its verdict.
-func (a *App) onlineStatus(ctx context.Context, id string, st *state.Status) (*OnlineStatus, error) {
+// by names the caller in the log (MigrationStatus, SyncWatchdog).
+func (a *App) onlineStatus(ctx context.Context, id string, st *state.Status, by string) (*OnlineStatus, error) {
 	on, err := a.store.GetOnline(ctx, id)
 	if err != nil {
 		return nil, err
@@ -90,8 +91,8 @@ func (a *App) onlineStatus(ctx context.Context, id string, st *state.Status) (*O
 			return nil, err
 		}
 		if a.chainStalled(c, on, now) {
-			if rc, err := a.restartChain(ctx, id, c); err != nil {
-				a.logf("MigrationStatus: %s: restarting chain %s: %s", id, name, redact.Error(err))
+			if rc, err := a.restartChain(ctx, id, c, by); err != nil {
+				a.logf("%s: %s: restarting chain %s: %s", by, id, name, redact.Error(err))
 			} else {
 				c = rc
 			}
@@ -151,7 +152,7 @@ func (a *App) onlineStatus(ctx context.Context, id string, st *state.Status) (*O
 	info.CaughtUp = caught
 	if on.Cutover != nil && (on.Cutover.State == state.CutoverWaiting || on.Cutover.State == state.CutoverVerifying) {
 		if cut, err := a.driveCutover(ctx, id, on.Cutover, chains, st, gapsTotal); err != nil {
-			a.logf("MigrationStatus: %s: cutover: %s", id, redact.Error(err))
+			a.logf("%s: %s: cutover: %s", by, id, redact.Error(err))
 		} else if cut != nil {
 			info.Cutover = cut
 		}
@@ -175,9 +176,9 @@ func (a *App) onlineStatus(ctx context.Context, id string, st *state.Status) (*O
 }
 
 // restartChain starts a new generation of a stalled chain: its first invocation opens a gap, so
-// the shard gets a repair pass. The change is conditional, so concurrent status calls restart
-// it once.
-func (a *App) restartChain(ctx context.Context, id string, old *state.SyncChain) (*state.SyncChain, error) {
+// the shard gets a repair pass. The change is conditional, so concurrent status calls and
+// watchdog runs restart it once.
+func (a *App) restartChain(ctx context.Context, id string, old *state.SyncChain, by string) (*state.SyncChain, error) {
 	restarted := false
 	c, err := a.store.UpdateChain(ctx, id, old.Chain, func(c *state.SyncChain) (bool, error) {
 		restarted = false
@@ -202,8 +203,8 @@ func (a *App) restartChain(ctx context.Context, id string, old *state.SyncChain)
 	if err := a.sender.Send(ctx, queue.Sync, []queue.Message{a.syncMsg(id, c.Chain, c.Gen, 0)}); err != nil {
 		return c, err
 	}
-	a.logf("MigrationStatus: %s: chain %s stalled (last checkpoint %s): restarted as generation %d with a repair pass",
-		id, c.Chain, c.StalledAt.Format(time.RFC3339), c.Gen)
+	a.logf("%s: %s: chain %s stalled (last checkpoint %s): restarted as generation %d with a repair pass",
+		by, id, c.Chain, c.StalledAt.Format(time.RFC3339), c.Gen)
 	return c, nil
 }
 

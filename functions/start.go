@@ -631,7 +631,7 @@ func (a *App) migrationStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if mig, err := a.store.GetMigration(r.Context(), id); err == nil && mig.Mode == "online" {
-		ost, err := a.onlineStatus(r.Context(), id, st)
+		ost, err := a.onlineStatus(r.Context(), id, st, "MigrationStatus")
 		if err != nil {
 			a.logf("MigrationStatus: %s: %s", id, redact.Error(err))
 			writeError(w, http.StatusInternalServerError, redact.Error(err), "")

@@ -265,6 +265,8 @@ var commonSettings = {
   IMPORT_TARGET_SETTING: importTargetSetting
   // Keep below functionTimeout (host.json 00:30:00).
   IMPORT_INVOCATION_SECONDS: '1500'
+  // SyncWatchdog's NCRONTAB schedule: the host does not run a timer whose %SETTING% is unset.
+  SYNC_WATCHDOG_SCHEDULE: '*/30 * * * * *'
 }
 
 // Elastic Premium runs the custom handler on the Functions runtime stack; Flex Consumption

@@ -14,6 +14,22 @@
 //     Microsoft.Storage.BlobCreated event (Event Grid or CloudEvents schema) into the Service Bus
 //     queue it names when a blob version is written, as an Event Grid subscription into a queue
 //     does. Blob triggers are not emulated: the app has none (see README, "Importing an RDB").
+//   - Timer triggers: the NCRONTAB schedule (six fields, with seconds; %SETTING% resolved, and a
+//     timer whose setting is unset is not run, as the host does not index it) invokes
+//     POST /<Function> with the host's TimerInfo payload, one run at a time (timer.go).
+//     RunTimer runs one now, like the host's admin API.
+//
+// The handler runs in this process (NewHandler: an http.Server on its own port, sending to the
+// in-memory queue directly) or, with Options.Process, as a child process started the way the
+// host starts it (FUNCTIONS_CUSTOMHANDLER_PORT, the settings as its environment), reaching the
+// queues over AMQP through shared/queue/amqptest, which hands every message to Harness.Queue.
+// Only a child process can be killed truthfully (KillHandler, Fault KillDuringCall): a crash
+// of an instance ends everything in it at once, every goroutine, connection and half-written
+// request, which cancelling contexts in one process cannot promise (a goroutine that ignores
+// its context, a pooled Redis connection, a blob upload in flight would live on and write
+// after the "crash"). SIGKILL gives the real thing; the harness then lets the dead
+// invocations' message locks lapse (redelivery after LockDuration, DeliveryCount+1) and starts
+// the handler again, as the host restarts its worker.
 //
 // The harness never calls the app's Go code directly; tests and `serve --local` use it alike.
 package hostharness
@@ -38,6 +54,7 @@ import (
 	"time"
 
 	"github.com/redis-migrate/redis-migrate/shared/queue"
+	"github.com/redis-migrate/redis-migrate/shared/queue/amqptest"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
 )
 
@@ -56,6 +73,10 @@ const (
 	DeliverTwice                // deliver, and after it succeeds deliver the same message again
 	DuplicateNow                // enqueue a second copy before delivering, so both may run at once (a lost lock)
 	Lose                        // complete the message without calling the handler: it is lost (a local host killed, a message purged or expired)
+	// KillDuringCall delivers, and KillAfter into the call kills the handler process
+	// (KillHandler): the instance crashed mid-run, the message's lock lapses and it comes back
+	// after LockDuration. Needs Options.Process.
+	KillDuringCall
 )
 
 // DeliveryInfo describes a delivery to the fault hook.
@@ -81,6 +102,14 @@ type Options struct {
 	BlobEvents []BlobEventSubscription
 	// BlobPollInterval is how often their containers are listed; default 2s.
 	BlobPollInterval time.Duration
+	// Process runs the handler as a child process instead of NewHandler (see ProcessOptions);
+	// only then can it be killed (KillHandler, KillDuringCall).
+	Process *ProcessOptions
+	// LockDuration is the queues' message lock: how long after a killed invocation its message
+	// is delivered again (default 1 minute, as infra/main.bicep's queues).
+	LockDuration time.Duration
+	// KillAfter is how long into a KillDuringCall invocation the handler is killed (default 1s).
+	KillAfter time.Duration
 }
 
 // Harness is a running local host.
@@ -89,18 +118,27 @@ type Harness struct {
 	FunctionKey string
 	Queue       *queue.Memory
 
-	opts       Options
-	host       hostConfig
-	functions  []*function
-	settings   map[string]string
-	handlerURL string
-	client     *http.Client
-	front      *http.Server
-	back       *http.Server
-	closeApp   func()
-	log        io.Writer
-	cancel     context.CancelFunc
-	wg         sync.WaitGroup
+	opts      Options
+	host      hostConfig
+	functions []*function
+	settings  map[string]string
+	client    *http.Client
+	front     *http.Server
+	back      *http.Server // the in-process handler's server
+	amqp      *amqptest.Server
+	closeApp  func()
+	log       io.Writer
+	runCtx    context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+
+	wmu       sync.Mutex
+	cur       *worker
+	ready     chan struct{} // closed while cur is ready; replaced during a restart
+	restartMu sync.Mutex
+
+	cmu   sync.Mutex
+	calls map[string]int // invocations per function
 }
 
 // Setting returns an app setting as the handler sees it.
@@ -108,14 +146,14 @@ func (h *Harness) Setting(name string) string { return h.settings[name] }
 
 // Start starts the handler and the host emulation.
 func Start(ctx context.Context, o Options) (*Harness, error) {
-	if o.NewHandler == nil || o.Functions == nil {
-		return nil, errors.New("hostharness: Functions and NewHandler are required")
+	if (o.NewHandler == nil && o.Process == nil) || o.Functions == nil {
+		return nil, errors.New("hostharness: Functions and NewHandler (or Process) are required")
 	}
 	logw := o.Log
 	if logw == nil {
 		logw = os.Stderr
 	}
-	h := &Harness{opts: o, log: redact.Writer(logw), settings: map[string]string{}, client: &http.Client{}}
+	h := &Harness{opts: o, log: redact.Writer(logw), settings: map[string]string{}, client: &http.Client{}, calls: map[string]int{}, ready: make(chan struct{})}
 	for k, v := range o.Settings {
 		h.settings[k] = v
 	}
@@ -135,26 +173,39 @@ func Start(ctx context.Context, o Options) (*Harness, error) {
 	maxDeliveries, _ := strconv.Atoi(h.settings["SERVICEBUS_MAX_DELIVERY_COUNT"])
 	h.Queue = queue.NewMemory(queue.MemoryOptions{MaxDeliveryCount: maxDeliveries})
 
-	// The handler's own server, on the port the host would put in FUNCTIONS_CUSTOMHANDLER_PORT.
-	bl, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return nil, err
+	var w *worker
+	if o.Process != nil {
+		if err := h.startServiceBus(); err != nil {
+			return nil, err
+		}
+		if w, err = h.startProcess(ctx); err != nil {
+			h.shutdownServers()
+			return nil, err
+		}
+	} else {
+		// The handler's own server, on the port the host would put in FUNCTIONS_CUSTOMHANDLER_PORT.
+		bl, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		h.settings["FUNCTIONS_CUSTOMHANDLER_PORT"] = strconv.Itoa(bl.Addr().(*net.TCPAddr).Port)
+		getenv := func(k string) string { return h.settings[k] }
+		handler, closeApp, err := o.NewHandler(getenv, h.Queue, logw)
+		if err != nil {
+			bl.Close()
+			return nil, err
+		}
+		h.closeApp = closeApp
+		w = &worker{url: "http://" + bl.Addr().String()}
+		h.back = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
+		go func() { _ = h.back.Serve(bl) }()
+		if err := h.waitReady(ctx, w); err != nil {
+			h.shutdownServers()
+			return nil, err
+		}
 	}
-	h.settings["FUNCTIONS_CUSTOMHANDLER_PORT"] = strconv.Itoa(bl.Addr().(*net.TCPAddr).Port)
-	getenv := func(k string) string { return h.settings[k] }
-	handler, closeApp, err := o.NewHandler(getenv, h.Queue, logw)
-	if err != nil {
-		bl.Close()
-		return nil, err
-	}
-	h.closeApp = closeApp
-	h.handlerURL = "http://" + bl.Addr().String()
-	h.back = &http.Server{Handler: handler, ReadHeaderTimeout: 10 * time.Second}
-	go func() { _ = h.back.Serve(bl) }()
-	if err := h.waitReady(ctx); err != nil {
-		h.shutdownServers()
-		return nil, err
-	}
+	h.cur = w
+	close(h.ready)
 
 	fl, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", o.Port))
 	if err != nil {
@@ -166,7 +217,7 @@ func Start(ctx context.Context, o Options) (*Harness, error) {
 	go func() { _ = h.front.Serve(fl) }()
 
 	runCtx, cancel := context.WithCancel(context.Background())
-	h.cancel = cancel
+	h.runCtx, h.cancel = runCtx, cancel
 	for _, f := range h.functions {
 		switch f.kind {
 		case "serviceBusTrigger":
@@ -174,6 +225,14 @@ func Start(ctx context.Context, o Options) (*Harness, error) {
 				h.wg.Add(1)
 				go h.pump(runCtx, f)
 			}
+		case "timerTrigger":
+			if f.timerErr != nil {
+				// The host reports the function as errored and runs the others.
+				h.logf("%s: not scheduled: %v", f.name, f.timerErr)
+				continue
+			}
+			h.wg.Add(1)
+			go h.runTimer(runCtx, f)
 		case "blobTrigger":
 			h.logf("%s: blob triggers are not emulated (a custom handler gets the whole blob, or an undocumented "+
 				"deferred-binding descriptor); deliver blob events through Service Bus instead", f.name)
@@ -187,27 +246,6 @@ func Start(ctx context.Context, o Options) (*Harness, error) {
 	}
 	h.logf("host harness: %d functions, API at %s/%s/", len(h.functions), h.URL, h.host.routePrefix)
 	return h, nil
-}
-
-// waitReady polls GET / until the handler answers, as the host does after starting it.
-func (h *Harness) waitReady(ctx context.Context) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, h.handlerURL+"/", nil)
-		resp, err := h.client.Do(req)
-		if err == nil {
-			resp.Body.Close()
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("the custom handler did not answer GET / within 30s: %v", err)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
 }
 
 func (h *Harness) logf(format string, args ...any) {
@@ -258,6 +296,11 @@ func (h *Harness) shutdownServers() {
 	}
 	if h.back != nil {
 		_ = h.back.Shutdown(ctx)
+	}
+	h.stopWorker()
+	if h.amqp != nil {
+		_ = h.amqp.Close()
+		h.amqp = nil
 	}
 	if h.closeApp != nil {
 		h.closeApp()
@@ -325,6 +368,10 @@ type function struct {
 	authLevel string
 	// Service Bus
 	queue string
+	// Timer
+	schedule *cronSchedule
+	timerErr error     // the schedule could not be resolved or parsed: not scheduled
+	lastRun  time.Time // the last monitored run (ScheduleStatus.Last)
 	// bindings is how many bindings the function has (forwarding needs exactly two).
 	bindings int
 }
@@ -386,10 +433,19 @@ func loadFunctions(fsys fs.FS, settings map[string]string) ([]*function, error) 
 			if f.queue == "" {
 				return nil, fmt.Errorf("%s: serviceBusTrigger without queueName", p)
 			}
+		case "timerTrigger":
+			raw, _ := f.trigger["schedule"].(string)
+			sched, err := resolvePercentStrict(raw, settings)
+			if err == nil {
+				f.schedule, err = parseCron(sched)
+			}
+			if err != nil {
+				f.timerErr = fmt.Errorf("schedule %q: %v", raw, err)
+			}
 		case "":
 			return nil, fmt.Errorf("%s: no trigger binding", p)
 		default:
-			// Other triggers (timer, queue, ...) are not emulated; the function is listed only.
+			// Other triggers (queue, ...) are not emulated; the function is listed only.
 		}
 		out = append(out, f)
 	}
@@ -410,4 +466,35 @@ func resolvePercent(s string, settings map[string]string) string {
 		name := s[i+1 : i+1+j]
 		s = s[:i] + settings[name] + s[i+2+j:]
 	}
+}
+
+// resolvePercentStrict is resolvePercent for values the host refuses to bind unresolved (a
+// timer's schedule: "'%NAME%' does not resolve to a value").
+func resolvePercentStrict(s string, settings map[string]string) (string, error) {
+	for i := strings.Index(s, "%"); i >= 0; i = strings.Index(s, "%") {
+		j := strings.Index(s[i+1:], "%")
+		if j < 0 {
+			break
+		}
+		name := s[i+1 : i+1+j]
+		if settings[name] == "" {
+			return "", fmt.Errorf("%%%s%% does not resolve to a value (set the app setting %s)", name, name)
+		}
+		s = s[:i] + settings[name] + s[i+2+j:]
+	}
+	return s, nil
+}
+
+// Invocations is how many times the harness has invoked a function so far (HTTP requests
+// routed to it, queue deliveries sent to it, timer runs).
+func (h *Harness) Invocations(function string) int {
+	h.cmu.Lock()
+	defer h.cmu.Unlock()
+	return h.calls[function]
+}
+
+func (h *Harness) counted(function string) {
+	h.cmu.Lock()
+	h.calls[function]++
+	h.cmu.Unlock()
 }

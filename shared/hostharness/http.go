@@ -64,6 +64,7 @@ func (h *Harness) serveHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	h.counted(match.name)
 	// The host checks the key and leaves it where it was: a forwarded or proxied request still
 	// carries code= and x-functions-key (WebJobs.Script.WebHost's function key authorization
 	// handler only reads them), so the handler must never log a request's query or headers.
@@ -119,7 +120,12 @@ func (h *Harness) forward(w http.ResponseWriter, r *http.Request, f *function) {
 		sort.Strings(parts)
 		u.RawQuery = strings.Join(parts, "&")
 	}
-	out, err := http.NewRequestWithContext(r.Context(), r.Method, h.handlerURL+u.RequestURI(), body)
+	wk, err := h.current(r.Context())
+	if err != nil {
+		h.hostError(w, http.StatusInternalServerError, "")
+		return
+	}
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, wk.url+u.RequestURI(), body)
 	if err != nil {
 		h.hostError(w, http.StatusInternalServerError, "")
 		return
@@ -140,7 +146,12 @@ func (h *Harness) forward(w http.ResponseWriter, r *http.Request, f *function) {
 // X-Azure-Functions-InvocationId set (DefaultHttpWorkerService.AddProxyingHeaders) and the
 // invocation id as a correlation header; the response streams back.
 func (h *Harness) proxy(w http.ResponseWriter, r *http.Request, f *function) {
-	out, err := http.NewRequestWithContext(r.Context(), r.Method, h.handlerURL+r.URL.RequestURI(), r.Body)
+	wk, err := h.current(r.Context())
+	if err != nil {
+		h.hostError(w, http.StatusInternalServerError, "")
+		return
+	}
+	out, err := http.NewRequestWithContext(r.Context(), r.Method, wk.url+r.URL.RequestURI(), r.Body)
 	if err != nil {
 		h.hostError(w, http.StatusInternalServerError, "")
 		return
@@ -217,7 +228,11 @@ func (h *Harness) invokeHTTP(w http.ResponseWriter, r *http.Request, f *function
 
 // call POSTs an invocation to /<function> and decodes the reply.
 func (h *Harness) call(r *http.Request, name string, payload []byte) (int, *hostproto.Reply, error) {
-	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, h.handlerURL+"/"+name, bytes.NewReader(payload))
+	wk, err := h.current(r.Context())
+	if err != nil {
+		return 0, nil, err
+	}
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, wk.url+"/"+name, bytes.NewReader(payload))
 	if err != nil {
 		return 0, nil, err
 	}

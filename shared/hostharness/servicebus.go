@@ -46,7 +46,25 @@ func (h *Harness) deliver(ctx context.Context, f *function, d *queue.Delivery) {
 		h.logf("%s: message %s delivery %d: a second copy is delivered concurrently (injected)", f.name, d.ID, d.DeliveryCount)
 		h.Queue.Duplicate(d)
 	}
-	status, logs, err := h.invokeMessage(ctx, f, d)
+	w, err := h.current(ctx)
+	if err != nil {
+		h.Queue.Abandon(d, "the custom handler is not running")
+		return
+	}
+	h.counted(f.name)
+	var callDone chan struct{}
+	if fault == KillDuringCall {
+		callDone = make(chan struct{})
+		go h.killDuring(ctx, f, d, callDone)
+	}
+	status, logs, err := h.invokeMessage(ctx, f, d, w)
+	if callDone != nil {
+		close(callDone)
+	}
+	if err != nil && w.killed.Load() {
+		h.lapse(f, d)
+		return
+	}
 	ok := err == nil && status >= 200 && status <= 299
 	for _, l := range logs {
 		h.logf("%s: %s", f.name, l)
@@ -73,7 +91,7 @@ func (h *Harness) deliver(ctx context.Context, f *function, d *queue.Delivery) {
 
 // invokeMessage POSTs the message to /<function> in the host's encoding: the body and every
 // string or number in Metadata serialized a second time, objects nested.
-func (h *Harness) invokeMessage(ctx context.Context, f *function, d *queue.Delivery) (int, []string, error) {
+func (h *Harness) invokeMessage(ctx context.Context, f *function, d *queue.Delivery, w *worker) (int, []string, error) {
 	props := map[string]any{}
 	for k, v := range d.Properties {
 		props[k] = v
@@ -105,7 +123,7 @@ func (h *Harness) invokeMessage(ctx context.Context, f *function, d *queue.Deliv
 		"Metadata": md,
 	}
 	payload, _ := json.Marshal(inv)
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.handlerURL+"/"+f.name, bytes.NewReader(payload))
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url+"/"+f.name, bytes.NewReader(payload))
 	if err != nil {
 		return 0, nil, err
 	}
@@ -128,4 +146,36 @@ func sysMetadata(name string) map[string]any {
 	var g [16]byte
 	_, _ = rand.Read(g[:])
 	return map[string]any{"MethodName": name, "UtcNow": time.Now().UTC().Format(time.RFC3339Nano), "RandGuid": hex.EncodeToString(g[:])}
+}
+
+// killDuring kills the handler KillAfter into a KillDuringCall invocation, unless it ended first.
+func (h *Harness) killDuring(ctx context.Context, f *function, d *queue.Delivery, callDone <-chan struct{}) {
+	after := h.opts.KillAfter
+	if after <= 0 {
+		after = time.Second
+	}
+	select {
+	case <-callDone:
+		h.logf("%s: message %s delivery %d: the call ended within %s, before the injected kill", f.name, d.ID, d.DeliveryCount, after)
+	case <-time.After(after):
+		h.logf("%s: message %s delivery %d: killing the handler %s into the call (injected)", f.name, d.ID, d.DeliveryCount, after)
+		if err := h.KillHandler(ctx); err != nil {
+			h.logf("restarting the custom handler: %v", err)
+		}
+	}
+}
+
+// lapse is what happens to a message whose invocation died with its process: nobody settles
+// it, so Service Bus delivers it again once its lock expires (DeliveryCount+1).
+func (h *Harness) lapse(f *function, d *queue.Delivery) {
+	h.logf("%s: message %s delivery %d: the handler died during the call; its lock lapses in %s", f.name, d.ID, d.DeliveryCount, h.lockDuration())
+	h.wg.Add(1)
+	go func() {
+		defer h.wg.Done()
+		select {
+		case <-h.runCtx.Done():
+		case <-time.After(h.lockDuration()):
+		}
+		h.Queue.Abandon(d, "the message's lock expired")
+	}()
 }

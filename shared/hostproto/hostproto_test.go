@@ -7,6 +7,7 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Fixtures in the shapes of ../../../shared/functions-host-payloads.md: "host" is what the
@@ -194,5 +195,33 @@ func TestHostEncodingRoundTrip(t *testing.T) {
 	}
 	if string(m["s"]) != `"\"abc\""` || string(m["n"]) != `"4"` {
 		t.Fatalf("encoding %s %s", m["s"], m["n"])
+	}
+}
+
+func TestTimerShapes(t *testing.T) {
+	for _, body := range []string{
+		// The host: TimerInfo nested as an object.
+		`{"Data":{"timer":{"Schedule":{"AdjustForDST":true},"ScheduleStatus":{"Last":"2025-01-01T00:00:00+00:00","Next":"2025-01-01T00:05:00+00:00","LastUpdated":"2025-01-01T00:00:00+00:00"},"IsPastDue":true}},"Metadata":{"sys":{"MethodName":"SyncWatchdog"}}}`,
+		// The same object as a JSON string.
+		`{"Data":{"timer":"{\"Schedule\":{\"AdjustForDST\":true},\"ScheduleStatus\":{\"Last\":\"2025-01-01T00:00:00+00:00\",\"Next\":\"2025-01-01T00:05:00+00:00\",\"LastUpdated\":\"2025-01-01T00:00:00+00:00\"},\"IsPastDue\":true}"},"Metadata":{}}`,
+	} {
+		inv, err := Decode(strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ti, err := inv.Timer("timer")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ti.IsPastDue || ti.ScheduleStatus == nil || ti.ScheduleStatus.Next.Sub(ti.ScheduleStatus.Last) != 5*time.Minute {
+			t.Fatalf("%s: %+v %+v", body, ti, ti.ScheduleStatus)
+		}
+	}
+	inv, _ := Decode(strings.NewReader(`{"Data":{"timer":{"Schedule":{"AdjustForDST":true},"ScheduleStatus":null,"IsPastDue":false}},"Metadata":{}}`))
+	if ti, err := inv.Timer("timer"); err != nil || ti.IsPastDue || ti.ScheduleStatus != nil {
+		t.Fatalf("unmonitored: %+v %v", ti, err)
+	}
+	if _, err := inv.Timer("other"); err == nil {
+		t.Fatal("a missing binding decoded")
 	}
 }

@@ -2,7 +2,10 @@ package state
 
 import (
 	"context"
+	"fmt"
 	"time"
+
+	"github.com/Azure/azure-sdk-for-go/sdk/storage/azblob/bloberror"
 )
 
 // Online migrations (mode "online"): besides the copy's state, each source master has a sync
@@ -10,6 +13,7 @@ import (
 //
 //	<id>/online.json            stop and cutover requests, the cutover's progress
 //	<id>/sync/<chain>.json      one per source master: the lease, the handover, the chain's metrics
+//	_running/online/<id>        present while the migration runs (the running index, see RunningOnline)
 //
 // Both are updated under optimistic concurrency (If-Match on the ETag), so the lease in a chain
 // record is taken, renewed and released by conditional writes.
@@ -136,4 +140,35 @@ func (s *Store) GetChain(ctx context.Context, id, chain string) (*SyncChain, err
 // taken, renewed and released only through it.
 func (s *Store) UpdateChain(ctx context.Context, id, chain string, fn func(*SyncChain) (bool, error)) (*SyncChain, error) {
 	return update(ctx, s, chainName(id, chain), fn)
+}
+
+// The running index: one empty blob per online migration that still runs, so a timer can find
+// them with one small listing instead of reading every migration. The prefix starts with "_",
+// which no migration id does (ValidID).
+const runningPrefix = "_running/online/"
+
+// MarkOnlineRunning adds an online migration to the running index (idempotent).
+func (s *Store) MarkOnlineRunning(ctx context.Context, id string) error {
+	_, err := s.putJSON(ctx, runningPrefix+id, struct{}{}, nil, nil)
+	return err
+}
+
+// UnmarkOnlineRunning removes a stopped or failed online migration from the running index.
+func (s *Store) UnmarkOnlineRunning(ctx context.Context, id string) error {
+	_, err := s.c.NewBlobClient(runningPrefix+id).Delete(ctx, nil)
+	if err != nil && !bloberror.HasCode(err, bloberror.BlobNotFound) {
+		return fmt.Errorf("removing %s from the running index: %s", id, describe(err))
+	}
+	return nil
+}
+
+// RunningOnline lists the ids in the running index.
+func (s *Store) RunningOnline(ctx context.Context) ([]string, error) {
+	var ids []string
+	err := s.listAll(ctx, runningPrefix, func(rest string, _ metadata) {
+		if ValidID(rest) {
+			ids = append(ids, rest)
+		}
+	})
+	return ids, err
 }

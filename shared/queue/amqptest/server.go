@@ -2,8 +2,9 @@
 // azservicebus sender. It speaks plain AMQP on loopback (the SDK does so when the connection
 // string says UseDevelopmentEmulator=true) and implements just what a sender needs: SASL
 // ANONYMOUS/PLAIN, open/begin/attach, the $cbs put-token exchange, link credit, and transfers
-// settled as Accepted. Every message that arrives on a queue is recorded for assertions. It is
-// not a broker: nothing is ever delivered to receivers.
+// settled as Accepted. Every message that arrives on a queue is recorded for assertions and
+// handed to Options.OnMessage. It is not a broker: nothing is ever delivered to receivers (the
+// host harness forwards what arrives into its in-memory queue, which delivers).
 package amqptest
 
 import (
@@ -41,6 +42,10 @@ type Options struct {
 	RejectTokens bool
 	// Logf, when set, receives one line per frame (debugging).
 	Logf func(format string, args ...any)
+	// OnMessage, when set, receives every queue message before its transfer is settled, so a
+	// harness can hand it on (to an in-memory queue) before the sender's Send returns. An error
+	// fails the connection, and the sender sees its Send fail.
+	OnMessage func(Message) error
 }
 
 // Server is a running stand-in.
@@ -469,8 +474,8 @@ func (c *conn) deliver(ss *session, l *link, payload []byte) error {
 			msgs = append(msgs, inner)
 		}
 	}
+	var recs []Message
 	c.s.mu.Lock()
-	defer c.s.mu.Unlock()
 	c.s.transfers[l.address]++
 	for _, m := range msgs {
 		rec := Message{Queue: l.address, Properties: m.ApplicationProperties}
@@ -486,6 +491,15 @@ func (c *conn) deliver(ss *session, l *link, payload []byte) error {
 			rec.Body = append(rec.Body, d...)
 		}
 		c.s.messages[l.address] = append(c.s.messages[l.address], rec)
+		recs = append(recs, rec)
+	}
+	c.s.mu.Unlock()
+	if c.s.opts.OnMessage != nil {
+		for _, rec := range recs {
+			if err := c.s.opts.OnMessage(rec); err != nil {
+				return fmt.Errorf("message %s on %s: %w", rec.ID, rec.Queue, err)
+			}
+		}
 	}
 	return nil
 }
