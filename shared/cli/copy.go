@@ -32,20 +32,26 @@ type copyFlags struct {
 	readFromReplica                                            bool
 }
 
-func runCopy(ctx context.Context, env *Env, args []string) error {
-	var f copyFlags
-	fs := newFlagSet(env, "copy", "--source URL --target URL [options]")
+// bindScope registers the flags copy and sync share: the endpoints, which keys, where they go
+// and how big keys travel. verb names the command in the help text.
+func (f *copyFlags) bindScope(fs *FlagSet, verb string) {
 	fs.StringVar(&f.source, "source", "", "source `URL`: redis://[user:password@]host:port[/db] or rediss://...")
 	fs.StringVar(&f.target, "target", "", "target `URL` (Azure Managed Redis: rediss://:<key>@<name>.<region>.redis.azure.net:10000)")
-	fs.StringVar(&f.match, "match", "", "copy only keys matching this `glob` (SCAN MATCH)")
-	fs.StringVar(&f.scanType, "type", "", "copy only keys of this `type` (SCAN TYPE: string, list, set, zset, hash, stream)")
-	fs.StringVar(&f.existing, "existing", "fail", "keys already in the target: fail (refuse a non-empty target), skip, replace")
+	fs.StringVar(&f.match, "match", "", verb+" only keys matching this `glob` (SCAN MATCH)")
+	fs.StringVar(&f.scanType, "type", "", verb+" only keys of this `type` (SCAN TYPE: string, list, set, zset, hash, stream)")
 	fs.StringVar(&f.dbMap, "db-map", "", "source-to-target databases, e.g. `0:0,3:0` (default 0:0; other dbs must be mapped)")
 	fs.StringVar(&f.dbPrefix, "db-prefix", "", "key prefix per source db, e.g. `3:legacy:`")
 	fs.BoolVar(&f.allowMerge, "allow-db-merge", false, "allow mapping several dbs to one target db without distinct prefixes")
+	fs.Int64Var(&f.bigKeyBytes, "big-key-bytes", 8<<20, "copy keys whose MEMORY USAGE reaches this many `bytes` in chunks (-1: never)")
+}
+
+func runCopy(ctx context.Context, env *Env, args []string) error {
+	var f copyFlags
+	fs := newFlagSet(env, "copy", "--source URL --target URL [options]")
+	f.bindScope(fs, "copy")
+	fs.StringVar(&f.existing, "existing", "fail", "keys already in the target: fail (refuse a non-empty target), skip, replace")
 	fs.IntVar(&f.workers, "workers", 8, "parallel copier workers")
 	fs.IntVar(&f.batchKeys, "batch-keys", 500, "keys per batch")
-	fs.Int64Var(&f.bigKeyBytes, "big-key-bytes", 8<<20, "copy keys whose MEMORY USAGE reaches this many `bytes` in chunks (-1: never)")
 	fs.BoolVar(&f.dryRun, "dry-run", false, "print the plan (shards, keys per db, estimated size) and copy nothing")
 	fs.BoolVar(&f.jsonOut, "json", false, "print one JSON summary on stdout")
 	fs.BoolVar(&f.noVerify, "no-verify", false, "skip the verification that follows the copy")
