@@ -78,6 +78,11 @@ type Config struct {
 	ListeningPort int
 	// Dial, when set, opens the TCP connection (tests, proxies).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// EmptySnapshot asks the master for a snapshot without data (REPLCONF rdb-filter-only "",
+	// Redis 7.0+ and Valkey), for a caller that copies the data another way and only wants the
+	// command stream: the master forks but writes no key. A master that does not know the
+	// option sends its whole snapshot, which FullSync receives as usual.
+	EmptySnapshot bool
 }
 
 // ErrRefused is matched (errors.Is) by the error Sync returns when the server does not let a
@@ -297,6 +302,44 @@ func (l *link) handshake(ctx context.Context) error {
 		if err := l.call(s...); err != nil {
 			return err
 		}
+	}
+	if l.cfg.EmptySnapshot {
+		// Older servers answer "Unrecognized REPLCONF option": they send the whole snapshot.
+		var se *ServerError
+		var re *RefusedError
+		if err := l.call("REPLCONF", "rdb-filter-only", ""); err != nil && !errors.As(err, &se) && !errors.As(err, &re) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Probe checks that the master lets this user replicate, as Sync would begin: the handshake
+// (AUTH, REPLCONF) and PSYNC accepted. It closes the link at the master's first answer to
+// PSYNC (a keepalive newline while it prepares the snapshot, or +FULLRESYNC), before any
+// snapshot is sent; with EmptySnapshot the master's fork, if it started, writes no key.
+func Probe(ctx context.Context, cfg Config) error {
+	c := cfg.defaults()
+	conn, err := dial(ctx, c)
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	stop := context.AfterFunc(ctx, func() { _ = conn.Close() })
+	defer stop()
+	l := &link{cfg: c, conn: conn, br: bufio.NewReaderSize(conn, 4<<10)}
+	if err := l.handshake(ctx); err != nil {
+		return err
+	}
+	if err := l.send("PSYNC", "?", "-1"); err != nil {
+		return err
+	}
+	line, err := l.readLine(c.DialTimeout, false)
+	if err != nil {
+		return fmt.Errorf("reading the reply to PSYNC: %w", err)
+	}
+	if strings.HasPrefix(line, "-") {
+		return replyError("PSYNC", line[1:])
 	}
 	return nil
 }

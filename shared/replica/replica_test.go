@@ -545,3 +545,70 @@ func TestSlowLoadKeepsLink(t *testing.T) {
 	cancel()
 	<-errc
 }
+
+// EmptySnapshot: the master sends a snapshot without keys, then the stream of every write made
+// after it, on disk-based and diskless masters and Valkey, and continues it after a break.
+// Probe accepts a user allowed to replicate (without a snapshot being sent: the master still
+// counts no replica) and refuses one that is not.
+func TestEmptySnapshotAndProbe(t *testing.T) {
+	ctx := context.Background()
+	for _, sv := range servers {
+		t.Run(sv.name, func(t *testing.T) {
+			s := sv.start(t)
+			c := s.Client(t, 0)
+			startWriter(t, s, 0, 2000, 0).wait()
+			if err := replica.Probe(ctx, replica.Config{Addr: s.Addr, EmptySnapshot: true}); err != nil {
+				t.Fatalf("probe: %v", err)
+			}
+			waitNoReplica(t, c)
+			r := newRecorder()
+			lctx, cancel := context.WithCancel(ctx)
+			errc := startSync(lctx, replica.Config{Addr: s.Addr, EmptySnapshot: true}, nil, r)
+			waitFor(t, func() bool { f, _, _ := r.counts(); return f == 1 }, errc)
+			if r.lastSnap != 0 {
+				t.Fatalf("the empty snapshot held %d keys", r.lastSnap)
+			}
+			w := startWriter(t, s, 2000, 300, 0)
+			written := w.wait()
+			waitCaughtUp(t, c, r, errc)
+			cancel()
+			<-errc
+			for _, k := range written {
+				if r.snapKeys[k] != 1 {
+					t.Fatalf("%s seen %d times in the stream", k, r.snapKeys[k])
+				}
+			}
+			// The next link continues where this one stopped.
+			from := r.pos()
+			w = startWriter(t, s, 2300, 100, 0)
+			written = w.wait()
+			lctx, cancel = context.WithCancel(ctx)
+			defer cancel()
+			errc = startSync(lctx, replica.Config{Addr: s.Addr, EmptySnapshot: true}, &from, r)
+			waitCaughtUp(t, c, r, errc)
+			if f, co, _ := r.counts(); f != 1 || co != 1 {
+				t.Fatalf("full syncs %d, continues %d after a resume", f, co)
+			}
+			for _, k := range written {
+				if r.snapKeys[k] != 1 {
+					t.Fatalf("%s seen %d times after the resume", k, r.snapKeys[k])
+				}
+			}
+		})
+	}
+	s := testenv.StartRedis(t)
+	if err := s.Client(t, 0).Do(ctx, "ACL", "SETUSER", "reader", "on", ">s3cret-pw", "~*", "+@read", "+ping", "+replconf").Err(); err != nil {
+		t.Fatal(err)
+	}
+	err := replica.Probe(ctx, replica.Config{Addr: s.Addr, Username: "reader", Password: "s3cret-pw", EmptySnapshot: true})
+	var re *replica.RefusedError
+	if !errors.As(err, &re) || re.Command != "PSYNC" || !strings.Contains(re.Msg, "NOPERM") || strings.Contains(err.Error(), "s3cret-pw") {
+		t.Fatalf("probe of a user without PSYNC: %v", err)
+	}
+	// The default diskless master waits repl-diskless-sync-delay before its snapshot: the probe
+	// answers at its first keepalive.
+	t0 := time.Now()
+	if err := replica.Probe(ctx, replica.Config{Addr: s.Addr}); err != nil || time.Since(t0) > 4*time.Second {
+		t.Fatalf("probe of a diskless master: %v after %v", err, time.Since(t0))
+	}
+}

@@ -37,6 +37,12 @@ type Options struct {
 	ReadTimeout time.Duration
 	// MaxBackoff between reconnect attempts (default 5s).
 	MaxBackoff time.Duration
+	// NoSnapshot: the caller copies the data itself (the function app's SCAN copy over its
+	// queues) and wants only the stream. Each link asks for an empty snapshot (REPLCONF
+	// rdb-filter-only, Redis 7.0+ and Valkey) and discards whatever snapshot arrives; the loader
+	// is never called and the feed is not a SnapshotFeed. A full resynchronisation after a break
+	// is still a Gap.
+	NoSnapshot bool
 }
 
 // Feed is the psync feed over a set of source masters. It implements changefeed.Feed,
@@ -92,8 +98,9 @@ func (f *Feed) Name() string { return "psync" }
 // Shards implements changefeed.Feed.
 func (f *Feed) Shards() []string { return append([]string(nil), f.shards...) }
 
-// DeliversSnapshot implements changefeed.SnapshotFeed: the master's RDB is the initial copy.
-func (f *Feed) DeliversSnapshot() bool { return true }
+// DeliversSnapshot implements changefeed.SnapshotFeed: the master's RDB is the initial copy,
+// unless Options.NoSnapshot.
+func (f *Feed) DeliversSnapshot() bool { return !f.o.NoSnapshot }
 
 // EncodePosition is the checkpoint form of a replication position (JSON, no secret).
 func EncodePosition(p replica.Position) changefeed.Position {
@@ -124,23 +131,108 @@ func (f *Feed) Resume(pos map[string]changefeed.Position) {
 }
 
 // Positions returns the position each shard has handled up to (for a checkpoint; prefer the
-// one a Barrier carries, which is known to be applied once its keys are).
+// one a Barrier carries, which is known to be applied once its keys are). A shard loading a
+// new snapshot has none: the position before it is one the master could not continue.
 func (f *Feed) Positions() map[string]changefeed.Position {
-	f.mu.Lock()
-	links := make([]*shardLink, 0, len(f.links))
-	for _, l := range f.links {
-		links = append(links, l)
-	}
-	f.mu.Unlock()
 	out := map[string]changefeed.Position{}
-	for _, l := range links {
-		l.mu.Lock()
-		if l.havePos {
-			out[l.addr] = EncodePosition(l.pos)
+	for _, ls := range f.Links() {
+		if ls.Position != nil {
+			out[ls.Shard] = EncodePosition(*ls.Position)
 		}
-		l.mu.Unlock()
 	}
 	return out
+}
+
+// LinkStatus is where one shard's replication link stands.
+type LinkStatus struct {
+	Shard string
+	// Position is what the link has handled (every command up to it was passed to the sink);
+	// nil before the first PSYNC was answered and while a new snapshot loads.
+	Position *replica.Position
+	// MasterOffset is the master's master_repl_offset at the last barrier request (-1: none);
+	// MasterOffset - Position.Offset is how many bytes of the stream the link is behind.
+	MasterOffset int64
+	// Continues counts PSYNCs the master continued (+CONTINUE), FullSyncs the snapshots it
+	// sent (+FULLRESYNC); Resumed says the feed was given a saved position for this shard.
+	Continues, FullSyncs int
+	Resumed              bool
+}
+
+// Links reports every shard's link, in the order of Shards.
+func (f *Feed) Links() []LinkStatus {
+	f.mu.Lock()
+	links := make([]*shardLink, 0, len(f.links))
+	for _, a := range f.shards {
+		if l := f.links[a]; l != nil {
+			links = append(links, l)
+		}
+	}
+	f.mu.Unlock()
+	out := make([]LinkStatus, 0, len(links))
+	for _, l := range links {
+		l.mu.Lock()
+		ls := LinkStatus{Shard: l.addr, MasterOffset: l.masterOff, Continues: l.continues, FullSyncs: l.loads, Resumed: l.wasResumed}
+		if l.havePos && !l.loading {
+			p := l.pos
+			ls.Position = &p
+		}
+		l.mu.Unlock()
+		out = append(out, ls)
+	}
+	return out
+}
+
+// Check tells whether the feed can run on this source, as Start would begin but without
+// capturing anything: the command table readable (COMMAND) and every master accepting this
+// user's PSYNC (each probe link is closed at the master's first answer, before a snapshot is
+// sent). It returns a *changefeed.RefusedError naming what to change, as Start does.
+func (f *Feed) Check(ctx context.Context) error {
+	if len(f.shards) == 0 {
+		return errors.New("psyncfeed: no source master")
+	}
+	if _, err := f.loadTable(ctx); err != nil {
+		return err
+	}
+	for _, addr := range f.shards {
+		user, pass, err := f.src.Credentials(ctx)
+		if err == nil {
+			err = replica.Probe(ctx, f.linkConfig(addr, user, pass))
+		}
+		if err != nil {
+			return refusal(addr, err)
+		}
+	}
+	return nil
+}
+
+func (f *Feed) linkConfig(addr, user, pass string) replica.Config {
+	return replica.Config{
+		Addr: addr, Username: user, Password: pass, TLS: f.src.TLSConfig(),
+		ReadTimeout: f.o.ReadTimeout, EmptySnapshot: f.o.NoSnapshot,
+	}
+}
+
+func (f *Feed) loadTable(ctx context.Context) (*cmdkeys.Table, error) {
+	tab, err := cmdkeys.Load(ctx, f.src.Node(f.shards[0], 0))
+	if err != nil {
+		msg := redact.Error(err)
+		if strings.Contains(msg, "NOPERM") || strings.Contains(strings.ToLower(msg), "unknown command") {
+			return nil, &changefeed.RefusedError{Feed: "psync", Msg: fmt.Sprintf("psync feed: the source refuses COMMAND (%s): the user needs +command (and +psync +replconf +sync)", oneLine(msg))}
+		}
+		return nil, fmt.Errorf("psync feed: %s", msg)
+	}
+	return tab, nil
+}
+
+// refusal turns a link's failure into the one-line error Start and Check give.
+func refusal(addr string, err error) error {
+	var re *replica.RefusedError
+	if errors.As(err, &re) {
+		return &changefeed.RefusedError{Feed: "psync", Msg: fmt.Sprintf(
+			"psync feed: source master %s refuses replication: %s %s (the user needs +psync +replconf +sync; Azure Cache for Redis, ElastiCache and Azure Managed Redis never allow it: use --feed notify)",
+			addr, re.Command, oneLine(redact.String(re.Msg)))}
+	}
+	return fmt.Errorf("psync feed: source master %s: %s", addr, oneLine(redact.Error(err)))
 }
 
 // Start loads the command table, opens one replication link per master and returns once every
@@ -157,13 +249,9 @@ func (f *Feed) Start(ctx context.Context, sink changefeed.Sink) error {
 	if len(f.shards) == 0 {
 		return errors.New("psyncfeed: no source master")
 	}
-	tab, err := cmdkeys.Load(ctx, f.src.Node(f.shards[0], 0))
+	tab, err := f.loadTable(ctx)
 	if err != nil {
-		msg := redact.Error(err)
-		if strings.Contains(msg, "NOPERM") || strings.Contains(strings.ToLower(msg), "unknown command") {
-			return &changefeed.RefusedError{Feed: "psync", Msg: fmt.Sprintf("psync feed: the source refuses COMMAND (%s): the user needs +command (and +psync +replconf +sync)", oneLine(msg))}
-		}
-		return fmt.Errorf("psync feed: %s", msg)
+		return err
 	}
 	runCtx, cancel := context.WithCancel(context.Background())
 	f.mu.Lock()
@@ -172,8 +260,9 @@ func (f *Feed) Start(ctx context.Context, sink changefeed.Sink) error {
 	for _, addr := range f.shards {
 		l := &shardLink{f: f, addr: addr, sink: sink, tab: tab, ready: ready}
 		if p, ok := f.resume[addr]; ok {
-			l.pos, l.havePos, l.resumed = p, true, true
+			l.pos, l.havePos, l.resumed, l.wasResumed = p, true, true, true
 		}
+		l.masterOff = -1
 		f.links[addr] = l
 		f.wg.Add(1)
 		go l.run(runCtx)
@@ -236,14 +325,17 @@ type shardLink struct {
 	loads     int       // snapshots started (a second one is a gap)
 	linkStart time.Time // when the current link sent PSYNC
 
-	mu       sync.Mutex
-	pos      replica.Position
-	havePos  bool
-	resumed  bool // pos came from Resume and was not yet continued or replaced
-	loading  bool // a snapshot is being loaded: pos is not where the target stands
-	lastLog  string
-	lastLogT time.Time
-	pending  []barrier
+	mu         sync.Mutex
+	pos        replica.Position
+	havePos    bool
+	resumed    bool // pos came from Resume and was not yet continued or replaced
+	wasResumed bool // the feed was given a saved position for this shard
+	continues  int
+	masterOff  int64 // master_repl_offset at the last barrier request
+	loading    bool  // a snapshot is being loaded: pos is not where the target stands
+	lastLog    string
+	lastLogT   time.Time
+	pending    []barrier
 }
 
 type barrier struct {
@@ -260,10 +352,7 @@ func (l *shardLink) run(ctx context.Context) {
 	backoff := 100 * time.Millisecond
 	for attempt := 0; ; attempt++ {
 		user, pass, err := l.f.src.Credentials(ctx)
-		cfg := replica.Config{
-			Addr: l.addr, Username: user, Password: pass, TLS: l.f.src.TLSConfig(),
-			ReadTimeout: l.f.o.ReadTimeout,
-		}
+		cfg := l.f.linkConfig(l.addr, user, pass)
 		if err == nil {
 			l.mu.Lock()
 			var from *replica.Position
@@ -280,14 +369,7 @@ func (l *shardLink) run(ctx context.Context) {
 			return
 		}
 		msg := oneLine(redact.Error(err))
-		var re *replica.RefusedError
-		if errors.As(err, &re) {
-			l.signal(&changefeed.RefusedError{Feed: "psync", Msg: fmt.Sprintf(
-				"psync feed: source master %s refuses replication: %s %s (the user needs +psync +replconf +sync; Azure Cache for Redis, ElastiCache and Azure Managed Redis never allow it: use --feed notify)",
-				l.addr, re.Command, oneLine(redact.String(re.Msg)))})
-		} else {
-			l.signal(fmt.Errorf("psync feed: source master %s: %s", l.addr, msg))
-		}
+		l.signal(refusal(l.addr, err))
 		l.f.o.Log(fmt.Sprintf("psync %s: link ended (%s); reconnecting", l.addr, msg))
 		select {
 		case <-ctx.Done():
@@ -304,27 +386,33 @@ func (l *shardLink) run(ctx context.Context) {
 // first of a shard that had no saved position is a gap (keys deleted meanwhile stay in the
 // target until the repair pass).
 func (l *shardLink) FullSync(ctx context.Context, pos replica.Position, rdb io.Reader) error {
-	l.signal(nil)
 	l.mu.Lock()
 	resumed := l.resumed
 	l.resumed, l.loading = false, true
+	l.loads++
+	loads := l.loads
 	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()
 		l.loading = false
 		l.mu.Unlock()
 	}()
-	l.loads++
+	// The gap is reported before Start returns, so a caller sees it as soon as capture is on.
 	switch {
 	case resumed:
 		l.gap("the source could not continue from the saved replication position (its backlog no longer holds it, or it restarted): full resynchronisation")
-	case l.loads > 1:
+	case loads > 1:
 		l.gap("the source could not continue the replication stream after a broken link (repl-backlog-size too small for the outage): full resynchronisation")
 	}
-	l.f.o.Log(fmt.Sprintf("psync %s: loading the source's snapshot (replication id %s, offset %d)", l.addr, pos.ReplID, pos.Offset))
-	if err := l.f.loader(ctx, l.addr, rdb); err != nil {
-		l.gap("loading the source's snapshot failed: " + oneLine(redact.Error(err)))
-		return fmt.Errorf("loading the snapshot: %w", err)
+	l.signal(nil)
+	if l.f.o.NoSnapshot {
+		// The data is copied another way: the snapshot (empty where the master knows
+		// rdb-filter-only) is read and dropped.
+		if _, err := io.Copy(io.Discard, rdb); err != nil {
+			return fmt.Errorf("reading the snapshot: %w", err)
+		}
+	} else if err := l.loadSnapshot(ctx, pos, rdb); err != nil {
+		return err
 	}
 	l.mu.Lock()
 	l.pos, l.havePos = pos, true
@@ -346,12 +434,22 @@ func (l *shardLink) FullSync(ctx context.Context, pos replica.Position, rdb io.R
 	return nil
 }
 
+func (l *shardLink) loadSnapshot(ctx context.Context, pos replica.Position, rdb io.Reader) error {
+	l.f.o.Log(fmt.Sprintf("psync %s: loading the source's snapshot (replication id %s, offset %d)", l.addr, pos.ReplID, pos.Offset))
+	if err := l.f.loader(ctx, l.addr, rdb); err != nil {
+		l.gap("loading the source's snapshot failed: " + oneLine(redact.Error(err)))
+		return fmt.Errorf("loading the snapshot: %w", err)
+	}
+	return nil
+}
+
 // Continued implements replica.Handler: the master continues the stream, nothing was lost.
 func (l *shardLink) Continued(pos replica.Position) {
-	l.signal(nil)
 	l.mu.Lock()
 	l.pos, l.havePos, l.resumed = pos, true, false
+	l.continues++
 	l.mu.Unlock()
+	l.signal(nil)
 }
 
 // Command implements replica.Handler.
@@ -431,6 +529,7 @@ func (l *shardLink) requestBarrier(ctx context.Context) error {
 		return fmt.Errorf("psync feed: INFO replication on %s gives no master_repl_offset", l.addr)
 	}
 	l.mu.Lock()
+	l.masterOff = off
 	if l.havePos && !l.resumed && !l.loading && l.pos.Offset >= off {
 		pos := l.pos
 		l.mu.Unlock()

@@ -493,3 +493,69 @@ func waitOnline(t *testing.T, c *redis.Client) {
 		time.Sleep(20 * time.Millisecond)
 	}
 }
+
+// NoSnapshot (the function app's SCAN copy does the data): the loader is never called, every
+// write after Start is reported, Links tells the position and the master's offset, and a feed
+// resumed from that position continues (+CONTINUE) and counts it. Check accepts the default
+// user and refuses one without PSYNC as Start would, without a replica being left behind.
+func TestNoSnapshotAndCheck(t *testing.T) {
+	ctx := context.Background()
+	s := testenv.StartRedis(t, "--repl-diskless-sync-delay", "0")
+	c := s.Client(t, 0)
+	for i := 0; i < 500; i++ {
+		c.Set(ctx, "pre:"+strconv.Itoa(i), "v", 0)
+	}
+	src := open(t, s.URL())
+	noLoad := func(context.Context, string, io.Reader) error { return errors.New("the loader was called") }
+	if err := psyncfeed.New(src, noLoad, psyncfeed.Options{NoSnapshot: true}).Check(ctx); err != nil {
+		t.Fatalf("Check: %v", err)
+	}
+	r := newRec()
+	f := psyncfeed.New(src, noLoad, psyncfeed.Options{NoSnapshot: true, Log: r.log})
+	if changefeed.Snapshots(f) {
+		t.Fatal("a NoSnapshot feed says it delivers the snapshot")
+	}
+	if err := f.Start(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	c.Set(ctx, "k1", "1", 0)
+	barrier(t, f, r)
+	ls := f.Links()
+	if len(ls) != 1 || ls[0].Position == nil || ls[0].FullSyncs != 1 || ls[0].Continues != 0 || ls[0].MasterOffset < 0 || ls[0].Position.Offset < ls[0].MasterOffset {
+		t.Fatalf("links: %+v", ls)
+	}
+	r.mu.Lock()
+	if len(r.gaps) != 0 || r.changed["0/k1"] != 1 || r.changed["0/pre:1"] != 0 {
+		t.Fatalf("gaps %q, changed %v", r.gaps, r.changed)
+	}
+	r.mu.Unlock()
+	saved := f.Positions()
+	f.Close()
+	c.Set(ctx, "k2", "1", 0)
+	r2 := newRec()
+	f2 := psyncfeed.New(src, noLoad, psyncfeed.Options{NoSnapshot: true})
+	f2.Resume(saved)
+	if err := f2.Start(ctx, r2); err != nil {
+		t.Fatal(err)
+	}
+	defer f2.Close()
+	barrier(t, f2, r2)
+	if ls := f2.Links(); ls[0].Continues != 1 || ls[0].FullSyncs != 0 || !ls[0].Resumed {
+		t.Fatalf("resumed links: %+v", ls)
+	}
+	r2.mu.Lock()
+	if len(r2.gaps) != 0 || r2.changed["0/k2"] != 1 {
+		t.Fatalf("resume: gaps %q, changed %v", r2.gaps, r2.changed)
+	}
+	r2.mu.Unlock()
+
+	if err := c.Do(ctx, "ACL", "SETUSER", "reader", "on", ">s3cret-pw", "~*", "+@read", "+ping", "+info", "+command", "+replconf").Err(); err != nil {
+		t.Fatal(err)
+	}
+	ro := open(t, "redis://reader:s3cret-pw@"+s.Addr)
+	err := psyncfeed.New(ro, noLoad, psyncfeed.Options{NoSnapshot: true}).Check(ctx)
+	var re *changefeed.RefusedError
+	if !errors.As(err, &re) || !strings.Contains(err.Error(), "+psync") || strings.Contains(err.Error(), "s3cret-pw") {
+		t.Fatalf("Check of a user without PSYNC: %v", err)
+	}
+}
