@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/redis-migrate/redis-migrate/shared/changefeed"
 	"github.com/redis-migrate/redis-migrate/shared/changefeed/notifyfeed"
+	"github.com/redis-migrate/redis-migrate/shared/changefeed/psyncfeed"
 	"github.com/redis-migrate/redis-migrate/shared/copier"
 	"github.com/redis-migrate/redis-migrate/shared/fallback"
 	"github.com/redis-migrate/redis-migrate/shared/hostproto"
@@ -94,23 +96,54 @@ func newToken() string {
 	return hex.EncodeToString(b[:])
 }
 
-// checkOnlineFeed refuses an online migration whose source cannot feed changes, naming the
-// setting to change, before anything is written or enqueued.
-func checkOnlineFeed(ctx context.Context, src *redisconn.Conn, dbs []int) error {
-	if _, err := notifyfeed.New(src, nil, notifyfeed.Options{DBs: dbs}).Check(ctx); err != nil {
-		return fieldErrf("source", "mode online: %s", redact.Error(err))
+// checkOnlineFeed picks the change feed of an online migration (want: "" or notify, psync,
+// auto) and refuses one whose source cannot feed changes, naming what to change, before
+// anything is written or enqueued. psync is checked as the CLI's sync starts it (the command
+// table readable, every master accepting this user's PSYNC), without a snapshot being sent;
+// auto takes psync where the source allows it and notify otherwise.
+func (a *App) checkOnlineFeed(ctx context.Context, src *redisconn.Conn, dbs []int, want string) (string, error) {
+	notify := func() error {
+		_, err := notifyfeed.New(src, nil, notifyfeed.Options{DBs: dbs}).Check(ctx)
+		return err
 	}
-	return nil
+	psync := func() error {
+		return psyncfeed.New(src, nil, psyncfeed.Options{DBs: dbs, NoSnapshot: true}).Check(ctx)
+	}
+	switch want {
+	case "psync":
+		if err := psync(); err != nil {
+			return "", fieldErrf("source", "mode online, feed psync: %s", redact.Error(err))
+		}
+		return "psync", nil
+	case "auto":
+		perr := psync()
+		var refused *changefeed.RefusedError
+		if perr == nil {
+			return "psync", nil
+		}
+		if !errors.As(perr, &refused) {
+			return "", fieldErrf("source", "mode online, feed auto: %s", redact.Error(perr))
+		}
+		if err := notify(); err != nil {
+			return "", fieldErrf("source", "mode online, feed auto: neither feed can run on this source: %s; and %s", redact.Error(perr), redact.Error(err))
+		}
+		a.logf("MigrationStart: feed auto: %s; using the notify feed", redact.Error(perr))
+		return "notify", nil
+	}
+	if err := notify(); err != nil {
+		return "", fieldErrf("source", "mode online: %s", redact.Error(err))
+	}
+	return "notify", nil
 }
 
 // startOnline writes the control record and one chain record per source master and enqueues
 // the first invocation of each chain; each sends its master's plan messages once its capture is
 // in place, so the copy never starts before changes are captured.
-func (a *App) startOnline(ctx context.Context, mig *state.Migration, masters []string) error {
-	on := &state.Online{Feed: "notify"}
+func (a *App) startOnline(ctx context.Context, mig *state.Migration, masters []string, feed string) error {
+	on := &state.Online{Feed: feed}
 	var msgs []queue.Message
 	for i, addr := range masters {
-		c := &state.SyncChain{Chain: chainKey(i), Shard: i, Addr: addr, Feed: "notify", Gen: 1, Seq: -1, NextCapturing: -1, HandedTo: -1,
+		c := &state.SyncChain{Chain: chainKey(i), Shard: i, Addr: addr, Feed: feed, Gen: 1, Seq: -1, NextCapturing: -1, HandedTo: -1,
 			CheckpointAt: time.Now().UTC()}
 		if err := a.store.CreateChain(ctx, mig.ID, c); err != nil {
 			return err
@@ -158,7 +191,9 @@ type syncInvocation struct {
 	reply   *hostproto.Reply
 	started time.Time
 	name    string
-	counted struct{ applied, gaps, repairs int64 }
+	counted struct{ applied, gaps, repairs, continues, fullResyncs int64 }
+	// pf is the psync feed (nil for notify): its link's position goes into every checkpoint.
+	pf *psyncfeed.Feed
 }
 
 func (s *syncInvocation) logf(format string, args ...any) {
@@ -223,12 +258,30 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 
 	// 1. Capture first.
 	gate := make(chan struct{})
-	feed := notifyfeed.New(src, []string{c.Addr}, notifyfeed.Options{DBs: dbMap.Sources()})
+	resume := &syncer.Checkpoint{Version: 1, Feed: "notify", InitialDone: true}
+	var feed changefeed.Feed
+	if c.Feed == "psync" {
+		// Only the stream: the copy is the SCAN copy over the plan and copy queues, so the
+		// master sends an empty snapshot (or one that is dropped) on a new link.
+		// A stale position (the backlog lost it) is no gap either: the master's new stream
+		// starts now, and the predecessor captures until it sees this invocation capturing.
+		s.pf = psyncfeed.New(src, nil, psyncfeed.Options{Shards: []string{c.Addr}, DBs: dbMap.Sources(), NoSnapshot: true,
+			ResumeOverlaps: true, Log: func(m string) { s.logf("%s", m) }})
+		resume.Feed = "psync"
+		if len(c.Position) > 0 {
+			// Continue where the chain stands: the predecessor captures until it sees this
+			// invocation capturing, so the streams overlap (re-applied keys) and nothing is missed.
+			resume.Positions = map[string]changefeed.Position{c.Addr: changefeed.Position(c.Position)}
+		}
+		feed = s.pf
+	} else {
+		feed = notifyfeed.New(src, []string{c.Addr}, notifyfeed.Options{DBs: dbMap.Sources()})
+	}
 	cfg := syncer.Config{Source: src, Target: dst, Feed: feed,
 		Plan:          plan.Options{Match: s.mig.Options.Match, Type: s.mig.Options.Type, BatchKeys: s.mig.Options.BatchKeys},
 		Copy:          copier.Options{Existing: copier.ExistingReplace, DBMap: dbMap, Fallback: NewFallback(dst), Reencode: fallback.Reencoder(dst), BigKeyBytes: s.mig.Options.BigKeyBytes},
 		ExplicitDBMap: s.mig.Options.ExplicitDBMap, AllowDBMerge: s.mig.Options.AllowDBMerge, Workers: 4,
-		Resume:   &syncer.Checkpoint{Version: 1, Feed: "notify", InitialDone: true},
+		Resume:   resume,
 		Handover: true, Gate: gate,
 		Log: func(m string) { s.logf("%s", m) },
 	}
@@ -244,6 +297,16 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 		}
 	}
 	defer closeSy()
+	// psync: the master continued the chain's stream from its saved position, so even a
+	// predecessor that stopped before this invocation was capturing left nothing unseen (what it
+	// captured but did not apply is in its pending keys). After a +FULLRESYNC instead, only a
+	// predecessor still capturing (a handover) leaves no gap.
+	continued := false
+	if s.pf != nil {
+		if ls := s.pf.Links(); len(ls) == 1 && ls[0].Resumed && ls[0].Continues > 0 && ls[0].FullSyncs == 0 {
+			continued = true
+		}
+	}
 	if sm.Gen == 1 && sm.Seq == 0 {
 		// The copy of this master starts only now that its changes are captured.
 		if err := a.sendPlans(ctx, s.mig, c.Shard); err != nil {
@@ -267,11 +330,11 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 	var took bool
 	var pending []state.PendingKey
 	var gapReason string
-	var handed bool
+	var handed, late bool
 	for {
 		now := time.Now()
 		c, err = a.store.UpdateChain(ctx, id, sm.Chain, func(c *state.SyncChain) (bool, error) {
-			took, pending, gapReason, handed = false, nil, "", false
+			took, pending, gapReason, handed, late = false, nil, "", false, false
 			self := c.Gen == sm.Gen && c.Seq == sm.Seq && c.Holder != "" && !c.Stopped && now.After(c.LeaseUntil)
 			if !self && aside(c, sm) != "" {
 				return false, nil
@@ -283,10 +346,11 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 			case c.Holder == "":
 				handed = c.HandedTo == sm.Seq
 				pending = c.Pending
-				if !handed && c.Seq >= 0 {
+				late = !handed && c.Seq >= 0 && c.Seq == sm.Seq-1 && continued
+				if !handed && c.Seq >= 0 && !late {
 					gapReason = fmt.Sprintf("invocation %d stopped before invocation %d was capturing", c.Seq, sm.Seq)
 				}
-				if handed {
+				if handed || late {
 					c.Handovers++
 				}
 			case now.After(c.LeaseUntil):
@@ -333,6 +397,9 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 	sy.MarkPending(keys)
 	if gapReason != "" {
 		sy.OpenGap(c.Addr, gapReason)
+	}
+	if late {
+		s.logf("invocation %d stopped before this one was capturing, but the replication stream continued from its position: no gap", sm.Seq-1)
 	}
 	s.logf("took the lease (handed over: %v, %d pending keys%s)", handed, len(keys), map[bool]string{true: ", gap: " + gapReason, false: ""}[gapReason != ""])
 	copyDone := c.CopyDone
@@ -442,6 +509,28 @@ func (s *syncInvocation) metrics(c *state.SyncChain, sh syncer.ShardStatus, st s
 	c.Gaps += sh.Gaps - s.counted.gaps
 	c.Repairs += sh.Repairs - s.counted.repairs
 	s.counted.applied, s.counted.gaps, s.counted.repairs = st.Applied, sh.Gaps, sh.Repairs
+	if s.pf == nil {
+		return
+	}
+	ls := s.pf.Links()
+	if len(ls) != 1 {
+		return
+	}
+	l := ls[0]
+	if l.Position != nil {
+		c.Position = json.RawMessage(psyncfeed.EncodePosition(*l.Position))
+	}
+	if l.MasterOffset >= 0 {
+		c.MasterOffset = l.MasterOffset
+	}
+	// The first link of a chain without a position asks for a snapshot: not a resync.
+	fulls := int64(l.FullSyncs)
+	if !l.Resumed && fulls > 0 {
+		fulls--
+	}
+	c.Continues += int64(l.Continues) - s.counted.continues
+	c.FullResyncs += fulls - s.counted.fullResyncs
+	s.counted.continues, s.counted.fullResyncs = int64(l.Continues), fulls
 }
 
 // release stops capture and apply, writes the pending keys and releases the lease. handedTo is

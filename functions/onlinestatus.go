@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/redis-migrate/redis-migrate/shared/changefeed"
+	"github.com/redis-migrate/redis-migrate/shared/changefeed/psyncfeed"
 	"github.com/redis-migrate/redis-migrate/shared/queue"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
 	"github.com/redis-migrate/redis-migrate/shared/state"
@@ -68,6 +70,35 @@ type ChainStatus struct {
 	LastCheckpoint   time.Time `json:"lastCheckpoint"`
 	// StalledAt is the last checkpoint of the generation the latest restart replaced.
 	StalledAt *time.Time `json:"stalledAt,omitempty"`
+	// Psync is where a psync chain stands in its master's replication stream.
+	Psync *PsyncStatus `json:"psync,omitempty"`
+}
+
+// PsyncStatus is a psync chain's replication position.
+type PsyncStatus struct {
+	ReplID string `json:"replId"`
+	// Offset: every change of the stream up to it is applied or pending; the next invocation
+	// continues from it. MasterOffset is the master's offset at the last barrier, LagBytes the
+	// difference (how far the chain's link was behind the master then).
+	Offset       int64 `json:"offset"`
+	MasterOffset int64 `json:"masterOffset"`
+	LagBytes     int64 `json:"lagBytes"`
+	// Continues: links the master continued from the saved position; FullResyncs: links it
+	// could not (the backlog no longer held it), each a gap and a repair pass.
+	Continues   int64 `json:"continues"`
+	FullResyncs int64 `json:"fullResyncs"`
+}
+
+func psyncStatus(c *state.SyncChain) *PsyncStatus {
+	if c.Feed != "psync" {
+		return nil
+	}
+	ps := &PsyncStatus{MasterOffset: c.MasterOffset, Continues: c.Continues, FullResyncs: c.FullResyncs, Offset: -1}
+	if p, err := psyncfeed.DecodePosition(changefeed.Position(c.Position)); err == nil {
+		ps.ReplID, ps.Offset = p.ReplID, p.Offset
+		ps.LagBytes = max(0, c.MasterOffset-p.Offset)
+	}
+	return ps
 }
 
 func (a *App) chainStalled(c *state.SyncChain, on *state.Online, now time.Time) bool {
@@ -108,7 +139,8 @@ func (a *App) onlineStatus(ctx context.Context, id string, st *state.Status, by 
 	for _, c := range chains {
 		cs := ChainStatus{Chain: c.Chain, Addr: c.Addr, Feed: c.Feed, Generation: c.Gen, Invocation: c.Seq, LagMs: -1, AppliedAsOf: c.AppliedAsOf,
 			PendingKeys: c.PendingKeys, AppliedPerSecond: c.AppliedPerSec, KeysApplied: c.Applied, GapReason: c.GapReason, Gaps: c.Gaps,
-			RepairsDone: c.Repairs, Handovers: c.Handovers, Takeovers: c.Takeovers, Restarts: c.Restarts, LastCheckpoint: c.CheckpointAt}
+			RepairsDone: c.Repairs, Handovers: c.Handovers, Takeovers: c.Takeovers, Restarts: c.Restarts, LastCheckpoint: c.CheckpointAt,
+			Psync: psyncStatus(c)}
 		if !c.AppliedAsOf.IsZero() {
 			cs.LagMs = max(0, now.Sub(c.AppliedAsOf).Milliseconds())
 		}

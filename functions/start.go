@@ -50,7 +50,8 @@ type StartRequest struct {
 	// --max-source-ops: each copy invocation paces itself to its share (see sourceOpsShare).
 	MaxSourceOps int `json:"maxSourceOps,omitempty"`
 	// Mode "online" keeps syncing changes after the copy (sync chains) until a cutover; the
-	// default "copy" moves a snapshot. Feed is the online mode's change feed (notify).
+	// default "copy" moves a snapshot. Feed is the online mode's change feed: notify (the
+	// default), psync, or auto (psync where the source lets a client replicate, else notify).
 	Mode string `json:"mode,omitempty"`
 	Feed string `json:"feed,omitempty"`
 }
@@ -361,10 +362,8 @@ func checkStartRequest(r *StartRequest) error {
 	switch {
 	case r.Feed != "" && r.Mode != "online":
 		return fieldErrf("feed", "feed: only used with mode online")
-	case r.Feed == "psync":
-		return fieldErrf("feed", "feed psync: not available in the function app yet (a continuation cannot continue another invocation's replication link); use feed notify, or `redis-migrate sync --feed psync` from a machine")
-	case r.Feed != "" && r.Feed != "notify":
-		return fieldErrf("feed", "feed %q: want notify", r.Feed)
+	case r.Feed != "" && r.Feed != "notify" && r.Feed != "psync" && r.Feed != "auto":
+		return fieldErrf("feed", "feed %q: want notify, psync or auto", r.Feed)
 	}
 	if r.MaxSourceOps < 0 || (r.MaxSourceOps > 0 && r.MaxSourceOps < 100) {
 		return fieldErrf("maxSourceOps", "maxSourceOps %d: want 0 (no limit) or at least 100", r.MaxSourceOps)
@@ -528,8 +527,9 @@ func (a *App) start(ctx context.Context, id string, req *StartRequest) (*started
 		return nil, fieldErrf(preflightField(err), "preflight: %s", redact.Error(err))
 	}
 	mig.EstimatedKeys = pf.Estimated
+	feed := ""
 	if online {
-		if err := checkOnlineFeed(ctx, src, dbMap.Sources()); err != nil {
+		if feed, err = a.checkOnlineFeed(ctx, src, dbMap.Sources(), req.Feed); err != nil {
 			return nil, err
 		}
 		mig.Mode = "online"
@@ -554,11 +554,11 @@ func (a *App) start(ctx context.Context, id string, req *StartRequest) (*started
 				return nil, a.failStart(ctx, id, err)
 			}
 		}
-		if err := a.startOnline(ctx, mig, src.Masters()); err != nil {
+		if err := a.startOnline(ctx, mig, src.Masters(), feed); err != nil {
 			return nil, a.failStart(ctx, id, fmt.Errorf("starting the sync chains: %s", redact.Error(err)))
 		}
-		a.logf("MigrationStart: %s: online %s -> %s, %d shard(s), %d sync chain(s), about %d keys", id, mig.Source.Describe(), mig.Target.Describe(),
-			len(shards), len(src.Masters()), pf.Estimated)
+		a.logf("MigrationStart: %s: online %s -> %s, feed %s, %d shard(s), %d sync chain(s), about %d keys", id, mig.Source.Describe(), mig.Target.Describe(),
+			feed, len(shards), len(src.Masters()), pf.Estimated)
 		return &started{shards: len(shards), estimated: pf.Estimated}, nil
 	}
 	var msgs []queue.Message

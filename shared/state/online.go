@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"time"
 
@@ -43,6 +44,16 @@ type SyncChain struct {
 	GapReason string `json:"gapReason,omitempty"`
 	CopyDone  bool   `json:"copyDone"`
 	Stopped   bool   `json:"stopped"`
+	// Position (feed psync) is where the chain stands in the master's replication stream
+	// (replication id, offset, database): every change up to it was applied or is in Pending.
+	// A continuation resumes from it (PSYNC <replid> <offset+1>); written with every checkpoint.
+	Position json.RawMessage `json:"position,omitempty"`
+	// MasterOffset (psync) is the master's replication offset at the holder's last barrier.
+	MasterOffset int64 `json:"masterOffset,omitempty"`
+	// Continues (psync) counts links the master continued from a saved position; FullResyncs
+	// those it could not (its backlog no longer held the position): each opened a gap.
+	Continues   int64 `json:"continues,omitempty"`
+	FullResyncs int64 `json:"fullResyncs,omitempty"`
 
 	// Metrics, written at every checkpoint.
 	AppliedAsOf   time.Time `json:"appliedAsOf"` // every change before it is in the target

@@ -43,6 +43,11 @@ type Options struct {
 	// is never called and the feed is not a SnapshotFeed. A full resynchronisation after a break
 	// is still a Gap.
 	NoSnapshot bool
+	// ResumeOverlaps: the positions given to Resume come from a predecessor that keeps capturing
+	// until this feed's Start has returned (a function-app handover). A full resynchronisation
+	// answering the first PSYNC is then no gap: the new stream starts at the master's offset of
+	// that moment, before the predecessor stops. Any later one is a gap as always.
+	ResumeOverlaps bool
 }
 
 // Feed is the psync feed over a set of source masters. It implements changefeed.Feed,
@@ -322,7 +327,7 @@ type shardLink struct {
 	ready chan<- error // first accepted PSYNC (nil) or first failure; used once
 
 	readyOnce sync.Once
-	loads     int       // snapshots started (a second one is a gap)
+	loads     int       // snapshots started (one after an answered PSYNC is a gap)
 	linkStart time.Time // when the current link sent PSYNC
 
 	mu         sync.Mutex
@@ -330,6 +335,7 @@ type shardLink struct {
 	havePos    bool
 	resumed    bool // pos came from Resume and was not yet continued or replaced
 	wasResumed bool // the feed was given a saved position for this shard
+	answered   bool // a PSYNC of this link was answered (a later snapshot follows a break)
 	continues  int
 	masterOff  int64 // master_repl_offset at the last barrier request
 	loading    bool  // a snapshot is being loaded: pos is not where the target stands
@@ -387,10 +393,9 @@ func (l *shardLink) run(ctx context.Context) {
 // target until the repair pass).
 func (l *shardLink) FullSync(ctx context.Context, pos replica.Position, rdb io.Reader) error {
 	l.mu.Lock()
-	resumed := l.resumed
-	l.resumed, l.loading = false, true
+	resumed, first := l.resumed, !l.answered
+	l.resumed, l.loading, l.answered = false, true, true
 	l.loads++
-	loads := l.loads
 	l.mu.Unlock()
 	defer func() {
 		l.mu.Lock()
@@ -399,9 +404,11 @@ func (l *shardLink) FullSync(ctx context.Context, pos replica.Position, rdb io.R
 	}()
 	// The gap is reported before Start returns, so a caller sees it as soon as capture is on.
 	switch {
+	case resumed && first && l.f.o.ResumeOverlaps:
+		l.f.o.Log(fmt.Sprintf("psync %s: the source could not continue from the saved position (its backlog no longer holds it): a new stream from offset %d, which the predecessor's capture overlaps", l.addr, pos.Offset))
 	case resumed:
 		l.gap("the source could not continue from the saved replication position (its backlog no longer holds it, or it restarted): full resynchronisation")
-	case loads > 1:
+	case !first:
 		l.gap("the source could not continue the replication stream after a broken link (repl-backlog-size too small for the outage): full resynchronisation")
 	}
 	l.signal(nil)
@@ -446,7 +453,7 @@ func (l *shardLink) loadSnapshot(ctx context.Context, pos replica.Position, rdb 
 // Continued implements replica.Handler: the master continues the stream, nothing was lost.
 func (l *shardLink) Continued(pos replica.Position) {
 	l.mu.Lock()
-	l.pos, l.havePos, l.resumed = pos, true, false
+	l.pos, l.havePos, l.resumed, l.answered = pos, true, false, true
 	l.continues++
 	l.mu.Unlock()
 	l.signal(nil)

@@ -559,3 +559,88 @@ func TestNoSnapshotAndCheck(t *testing.T) {
 		t.Fatalf("Check of a user without PSYNC: %v", err)
 	}
 }
+
+// ResumeOverlaps (a function-app handover: the predecessor captures until this feed runs): a
+// stale position answered by a full resynchronisation is no gap. A full resynchronisation after
+// a broken link is one, also on a feed whose first PSYNC was continued.
+func TestResumeOverlapsAndLaterResync(t *testing.T) {
+	ctx := context.Background()
+	s := testenv.StartRedis(t, "--repl-diskless-sync-delay", "0", "--repl-backlog-size", "16384")
+	c := s.Client(t, 0)
+	src := open(t, s.URL())
+	noLoad := func(context.Context, string, io.Reader) error { return errors.New("the loader was called") }
+	big := strings.Repeat("z", 1000)
+	overflow := func(kill bool) {
+		pipe := c.Pipeline()
+		if kill {
+			pipe.Do(ctx, "CLIENT", "KILL", "TYPE", "replica")
+		}
+		for i := 0; i < 100; i++ {
+			pipe.Set(ctx, "big:"+strconv.Itoa(i), big, 0)
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := newRec()
+	f := psyncfeed.New(src, noLoad, psyncfeed.Options{NoSnapshot: true})
+	if err := f.Start(ctx, r); err != nil {
+		t.Fatal(err)
+	}
+	barrier(t, f, r)
+	saved := f.Positions()
+	f.Close()
+	overflow(false)
+
+	r2 := newRec()
+	f2 := psyncfeed.New(src, noLoad, psyncfeed.Options{NoSnapshot: true, ResumeOverlaps: true})
+	f2.Resume(saved)
+	if err := f2.Start(ctx, r2); err != nil {
+		t.Fatal(err)
+	}
+	defer f2.Close()
+	c.Set(ctx, "k3", "1", 0)
+	barrier(t, f2, r2)
+	r2.mu.Lock()
+	if len(r2.gaps) != 0 || r2.changed["0/k3"] != 1 {
+		t.Fatalf("overlapping resume: gaps %q, changed %v", r2.gaps, r2.changed)
+	}
+	r2.mu.Unlock()
+	if ls := f2.Links(); ls[0].FullSyncs != 1 || ls[0].Continues != 0 {
+		t.Fatalf("links: %+v", ls)
+	}
+	pos := f2.Positions()
+	f2.Close()
+
+	// A feed whose saved position is continued, then loses its link beyond the backlog.
+	r3 := newRec()
+	f3 := psyncfeed.New(src, noLoad, psyncfeed.Options{NoSnapshot: true, ResumeOverlaps: true})
+	f3.Resume(pos)
+	if err := f3.Start(ctx, r3); err != nil {
+		t.Fatal(err)
+	}
+	defer f3.Close()
+	barrier(t, f3, r3)
+	overflow(true)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r3.mu.Lock()
+		n := len(r3.gaps)
+		r3.mu.Unlock()
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no gap after a broken link beyond the backlog: links %+v", f3.Links())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if ls := f3.Links(); ls[0].Continues != 1 || ls[0].FullSyncs != 1 {
+		t.Fatalf("links: %+v", ls)
+	}
+	r3.mu.Lock()
+	defer r3.mu.Unlock()
+	if !strings.Contains(r3.gaps[0], "full resynchronisation") {
+		t.Fatalf("gaps %q", r3.gaps)
+	}
+}
