@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/redis-migrate/redis-migrate/shared/changefeed"
@@ -191,9 +192,12 @@ type syncInvocation struct {
 	reply   *hostproto.Reply
 	started time.Time
 	name    string
-	counted struct{ applied, gaps, repairs, continues, fullResyncs int64 }
+	counted struct{ applied, gaps, repairs int64 }
 	// pf is the psync feed (nil for notify): its link's position goes into every checkpoint.
 	pf *psyncfeed.Feed
+	// The chain's psync counts when this invocation took the lease (only the holder changes
+	// them, so base + this invocation's own counts is exact however often a write is retried).
+	base struct{ continues, fullResyncs int64 }
 }
 
 func (s *syncInvocation) logf(format string, args ...any) {
@@ -360,12 +364,14 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 				return false, nil // held: wait
 			}
 			if c.GapOpen && gapReason == "" {
-				gapReason = "handed over with a gap open: " + c.GapReason
+				gapReason = "handed over with a gap open: " + strings.TrimPrefix(c.GapReason, "handed over with a gap open: ")
 			}
 			if c.Seq < 0 && c.GapOpen && gapReason == "" {
 				gapReason = c.GapReason
 			}
 			took = true
+			s.base.continues, s.base.fullResyncs = c.Continues, c.FullResyncs
+			s.psyncMetrics(c)
 			c.Seq, c.Holder, c.LeaseUntil = sm.Seq, s.token, now.Add(lease)
 			c.Pending, c.HandedTo, c.CheckpointAt = nil, -1, now.UTC()
 			return true, nil
@@ -509,6 +515,11 @@ func (s *syncInvocation) metrics(c *state.SyncChain, sh syncer.ShardStatus, st s
 	c.Gaps += sh.Gaps - s.counted.gaps
 	c.Repairs += sh.Repairs - s.counted.repairs
 	s.counted.applied, s.counted.gaps, s.counted.repairs = st.Applied, sh.Gaps, sh.Repairs
+	s.psyncMetrics(c)
+}
+
+// psyncMetrics writes the psync link's position and counts into the chain record.
+func (s *syncInvocation) psyncMetrics(c *state.SyncChain) {
 	if s.pf == nil {
 		return
 	}
@@ -528,9 +539,7 @@ func (s *syncInvocation) metrics(c *state.SyncChain, sh syncer.ShardStatus, st s
 	if !l.Resumed && fulls > 0 {
 		fulls--
 	}
-	c.Continues += int64(l.Continues) - s.counted.continues
-	c.FullResyncs += fulls - s.counted.fullResyncs
-	s.counted.continues, s.counted.fullResyncs = int64(l.Continues), fulls
+	c.Continues, c.FullResyncs = s.base.continues+int64(l.Continues), s.base.fullResyncs+fulls
 }
 
 // release stops capture and apply, writes the pending keys and releases the lease. handedTo is

@@ -329,8 +329,8 @@ func TestOnlineFaults(t *testing.T) {
 	}
 }
 
-// Refusals before anything is written: notifications off, an unknown mode or feed, psync,
-// cutover of a copy migration.
+// Refusals before anything is written: notifications off, an unknown mode or feed, cutover of
+// a copy migration (psync refusals: TestOnlinePsyncRefusals).
 func TestOnlineRefusals(t *testing.T) {
 	src := onlineStandalone(t) // notify-keyspace-events empty
 	dst := onlineStandalone(t)
@@ -343,7 +343,7 @@ func TestOnlineRefusals(t *testing.T) {
 	}{
 		{map[string]any{"mode": "online"}, "source", "notify-keyspace-events"},
 		{map[string]any{"mode": "live"}, "mode", "want copy or online"},
-		{map[string]any{"mode": "online", "feed": "psync"}, "feed", "not available in the function app"},
+		{map[string]any{"mode": "online", "feed": "replica"}, "feed", "want notify, psync or auto"},
 		{map[string]any{"feed": "notify"}, "feed", "only used with mode online"},
 	} {
 		req := map[string]any{}
