@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -39,6 +40,10 @@ type appOptions struct {
 	azurite  *testenv.Azurite
 	// eventSchema is the delivery schema of the modelled Event Grid subscription ("" = Event Grid).
 	eventSchema string
+	// process runs the handler as a child process (the built binary's `serve`), so a test can
+	// kill it (a.h.KillHandler); lockDuration is then the queues' message lock.
+	process      bool
+	lockDuration time.Duration
 }
 
 // startApp starts Azurite and the whole function app behind the local host harness.
@@ -65,11 +70,15 @@ func startApp(t *testing.T, o appOptions) *app {
 		}
 	}
 	log := &syncBuffer{}
-	h, err := hostharness.Start(context.Background(), hostharness.Options{
+	opts := hostharness.Options{
 		Functions: functions.Definitions(), HostJSON: hostJSON, Settings: settings,
 		NewHandler: functions.LocalHandler, Log: log, Fault: o.fault, BlobPollInterval: 200 * time.Millisecond,
-		BlobEvents: functions.BlobEvents(o.eventSchema),
-	})
+		BlobEvents: functions.BlobEvents(o.eventSchema), LockDuration: o.lockDuration,
+	}
+	if o.process {
+		opts.NewHandler, opts.Process = nil, &hostharness.ProcessOptions{Path: handlerBinary(t), Args: []string{"serve"}}
+	}
+	h, err := hostharness.Start(context.Background(), opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -583,4 +592,41 @@ func TestRunDemo(t *testing.T) {
 		t.Fatalf("%+v", st)
 	}
 	testenv.AssertSameData(ctx, t, []*redis.Client{src.Client(t, 0)}, []*redis.Client{dst.Client(t, 0)}, nil, 2000)
+}
+
+var handlerBuild struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// handlerBinary builds the app's binary once per test run, for harnesses that start the handler
+// as the host does (a child process running `serve`).
+func handlerBinary(t *testing.T) string {
+	t.Helper()
+	handlerBuild.once.Do(func() {
+		dir, err := os.MkdirTemp("", "redis-migrate-handler-")
+		if err != nil {
+			handlerBuild.err = err
+			return
+		}
+		handlerBuild.path = filepath.Join(dir, "handler")
+		cmd := exec.Command("go", "build", "-o", handlerBuild.path, ".")
+		cmd.Dir = testenv.RepoRoot()
+		if out, err := cmd.CombinedOutput(); err != nil {
+			handlerBuild.err = fmt.Errorf("go build: %v: %s", err, out)
+		}
+	})
+	if handlerBuild.err != nil {
+		t.Fatal(handlerBuild.err)
+	}
+	return handlerBuild.path
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if handlerBuild.path != "" {
+		_ = os.RemoveAll(filepath.Dir(handlerBuild.path))
+	}
+	os.Exit(code)
 }

@@ -23,6 +23,10 @@ func (h *Harness) pump(ctx context.Context, f *function) {
 		if err != nil {
 			return
 		}
+		if ctx.Err() != nil { // shutting down: leave the message, as a stopping host does
+			h.Queue.Abandon(d, "the host is shutting down")
+			return
+		}
 		h.deliver(ctx, f, d)
 	}
 }
