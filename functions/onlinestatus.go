@@ -116,12 +116,16 @@ func (a *App) onlineStatus(ctx context.Context, id string, st *state.Status, by 
 	}
 	now := time.Now()
 	chains := make([]*state.SyncChain, 0, len(on.Chains))
+	// found: the chains this call found stalled, with their last checkpoint. They are reported
+	// stalled even though restarted now: that is what the caller needs to see once.
+	found := map[string]time.Time{}
 	for _, name := range on.Chains {
 		c, err := a.store.GetChain(ctx, id, name)
 		if err != nil {
 			return nil, err
 		}
 		if a.chainStalled(c, on, now) {
+			found[name] = c.CheckpointAt
 			if rc, err := a.restartChain(ctx, id, c, by); err != nil {
 				a.logf("%s: %s: restarting chain %s: %s", by, id, name, redact.Error(err))
 			} else {
@@ -153,9 +157,12 @@ func (a *App) onlineStatus(ctx context.Context, id string, st *state.Status, by 
 			cs.StalledAt = &t
 		}
 		live := c.Holder != "" && now.Before(c.LeaseUntil)
+		last, stalledNow := found[c.Chain]
 		switch {
 		case c.Stopped:
 			cs.State = StateStopped
+		case stalledNow:
+			cs.State, cs.LastCheckpoint = "stalled", last
 		case a.chainStalled(c, on, now):
 			cs.State = "stalled"
 		case !live:

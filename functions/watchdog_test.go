@@ -162,7 +162,8 @@ func TestOnlineWatchdogRestartsADeadLetteredChain(t *testing.T) {
 }
 
 // Watchdog runs and status calls at the same moment on a stalled chain restart it once: the
-// restart is a conditional write of the chain record.
+// restart is a conditional write of the chain record. Then a lone status call on a stalled
+// chain answers it stalled, with its last checkpoint, and restarts it.
 func TestOnlineWatchdogAndStatusRestartOnce(t *testing.T) {
 	ctx := context.Background()
 	src := onlineStandalone(t, "--notify-keyspace-events", "KA")
@@ -176,7 +177,7 @@ func TestOnlineWatchdogAndStatusRestartOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	fault := func(d hostharness.DeliveryInfo) hostharness.Fault {
-		if d.Function == "SyncShard" && strings.HasSuffix(d.MessageID, ".g1.s1") {
+		if d.Function == "SyncShard" && (strings.HasSuffix(d.MessageID, ".g1.s1") || strings.HasSuffix(d.MessageID, ".g2.s1")) {
 			return hostharness.Lose
 		}
 		return hostharness.Deliver
@@ -214,6 +215,18 @@ func TestOnlineWatchdogAndStatusRestartOnce(t *testing.T) {
 	if got := strings.Count(a.log.String(), ": chain c0 stalled"); got != 1 {
 		t.Fatalf("%d restarts logged", got)
 	}
-	a.waitOnline(path, 60*time.Second, "caught up", caughtUp)
+	// Generation 2 loses its continuation too: a lone status call finds it stalled, says so
+	// with the time of its last checkpoint, and restarts it.
+	dead := waitChain(t, store, id, 60*time.Second, "stalled again", func(c *state.SyncChain) bool {
+		return c.Gen == 2 && c.Holder == "" && c.Seq >= 0 && time.Since(c.CheckpointAt) > 2500*time.Millisecond
+	})
+	sh := a.onlineStatus(path).Online.Shards[0]
+	if sh.State != "stalled" || !sh.LastCheckpoint.Equal(dead.CheckpointAt) || sh.Restarts != 2 || sh.StalledAt == nil || !sh.StalledAt.Equal(dead.CheckpointAt) {
+		t.Fatalf("status of a stalled chain: %+v; last checkpoint %s", sh, dead.CheckpointAt)
+	}
+	st := a.waitOnline(path, 60*time.Second, "caught up", caughtUp)
+	if sh := st.Online.Shards[0]; sh.Generation != 3 || sh.State != "applying" || sh.RepairsDone < 2 {
+		t.Fatalf("chain after two restarts: %+v", sh)
+	}
 	testenv.AssertSameData(ctx, t, src.nodes, dst.nodes, nil, 500)
 }
