@@ -61,7 +61,11 @@ func TestOnlineWatchdogRestartsAKilledChain(t *testing.T) {
 		functions.SettingSyncWatchdogSchedule: "* * * * * *"}})
 	w := testenv.StartWriter(src.keys, testenv.WriterOptions{Rate: 1000, Seed: 11, Keys: 500})
 	id, path := kickoffOnline(a)
-	waitChain(t, store, id, 60*time.Second, "applying", func(c *state.SyncChain) bool {
+	waitChain(t, store, id, 60*time.Second, "applying before its continuation was sent", func(c *state.SyncChain) bool {
+		sent, _ := a.h.Queue.Stats("sync")
+		if sent > 1 {
+			t.Fatalf("the first invocation sent its continuation before the copy was done: %+v", c)
+		}
 		return c.Gen == 1 && c.CopyDone && c.Holder != "" && c.Applied > 0
 	})
 	statusCalls := a.h.Invocations("MigrationStatus")
