@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -233,4 +234,19 @@ func TestOnlineWatchdogAndStatusRestartOnce(t *testing.T) {
 		t.Fatalf("chain after two restarts: %+v", sh)
 	}
 	testenv.AssertSameData(ctx, t, src.nodes, dst.nodes, nil, 500)
+
+	// A stopped migration leaves the watchdog's index at its next run.
+	if ids, err := store.RunningOnline(ctx); err != nil || len(ids) != 1 || ids[0] != id {
+		t.Fatalf("running index: %v %v", ids, err)
+	}
+	if code, _, body := a.do("POST", path+"/stop", testKey, nil); code != http.StatusAccepted {
+		t.Fatalf("stop: %d %s", code, body)
+	}
+	a.waitOnline(path, 30*time.Second, "stopped", func(st *functions.OnlineStatus) bool { return st.State == functions.StateStopped })
+	if status, err := a.h.RunTimer(ctx, "SyncWatchdog"); err != nil || status != 200 {
+		t.Fatalf("watchdog run: %d %v", status, err)
+	}
+	if ids, err := store.RunningOnline(ctx); err != nil || len(ids) != 0 {
+		t.Fatalf("running index after the stop: %v %v", ids, err)
+	}
 }
