@@ -312,3 +312,28 @@ func TestOnlinePsyncRefusals(t *testing.T) {
 		t.Fatalf("stop: %d %s", code, body)
 	}
 }
+
+// A cluster source: one psync chain per master, each continuing its own master's stream across
+// handovers; cutover consistent, target equal key by key.
+func TestOnlinePsyncCluster(t *testing.T) {
+	ctx := context.Background()
+	src := onlineCluster(t, "--repl-diskless-sync-delay", "0", "--repl-backlog-size", "64mb")
+	dst := onlineStandalone(t)
+	if err := testenv.FillBulk(ctx, src.keys, "b:", 3000, 1); err != nil {
+		t.Fatal(err)
+	}
+	w := testenv.StartWriter(src.keys, testenv.WriterOptions{Rate: 1500, Seed: 11, Keys: 1000})
+	a := onlineApp(t, src.url, dst.url, 2, nil, nil)
+	_, path := kickoffPsync(a)
+	a.waitOnline(path, 90*time.Second, "syncing", func(st *functions.OnlineStatus) bool { return st.State == functions.StateSyncing })
+	time.Sleep(5 * time.Second) // handovers under load
+	st := finishOnline(t, a, path, w, src, dst)
+	if len(st.Online.Shards) != len(src.nodes) {
+		t.Fatalf("%d chains for %d masters", len(st.Online.Shards), len(src.nodes))
+	}
+	for _, c := range st.Online.Shards {
+		if c.Feed != "psync" || c.Psync == nil || c.Psync.Continues < 1 || c.Gaps != 0 || c.KeysApplied == 0 {
+			t.Fatalf("chain %s: %+v %+v", c.Chain, c, c.Psync)
+		}
+	}
+}
