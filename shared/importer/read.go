@@ -212,7 +212,12 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 			cur.result.Expired++ // every field had expired (the reader skips empty hashes)
 			continue
 		}
-		switch payload, how := im.payload(e); how {
+		payload, how, err := im.payload(e)
+		if err != nil {
+			_ = issue()
+			return err
+		}
+		switch how {
 		case "restore", "reencode":
 			p := copier.Payload{Key: e.Key, Data: noCopyString(payload), ExpireAt: e.ExpireAtMs, Idle: e.Idle, Freq: e.Freq}
 			if how == "restore" {
@@ -261,26 +266,32 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 }
 
 // payload picks how a single-part value is written: its own bytes when the target reads the
-// encoding, re-encoded when it does not, or commands.
-func (im *importer) payload(e *rdb.Entry) ([]byte, string) {
+// encoding, re-encoded when it does not, or commands. Only the last two need the value decoded
+// (e.Value is set for them).
+func (im *importer) payload(e *rdb.Entry) ([]byte, string, error) {
 	if e.Type == rdb.TypeModule {
 		if e.Raw == nil {
-			return nil, "commands"
+			return nil, "commands", nil
 		}
-		return rdb.BuildDump(e.TypeByte, e.Raw, uint16(im.payloadVersion())), "module"
+		return rdb.BuildDump(e.TypeByte, e.Raw, uint16(im.payloadVersion())), "module", nil
 	}
 	if rdb.HasFieldTTLs(e.Value) {
-		return nil, "commands"
+		return nil, "commands", nil
 	}
 	if e.Raw != nil && e.TypeByte < 22 {
 		if min := rdb.TypeMinVersion(e.TypeByte, im.rd.IsValkey()); min > 0 && min <= im.targetRDB {
-			return rdb.BuildDump(e.TypeByte, e.Raw, uint16(im.payloadVersion())), "restore"
+			return rdb.BuildDump(e.TypeByte, e.Raw, uint16(im.payloadVersion())), "restore", nil
 		}
 	}
-	if p, err := rdb.EncodeDump(e.Value, im.targetRDB); err == nil {
-		return p, "reencode"
+	v, err := im.rd.Decode(e)
+	if err != nil {
+		return nil, "", err
 	}
-	return nil, "commands"
+	e.Value = v
+	if p, err := rdb.EncodeDump(e.Value, im.targetRDB); err == nil {
+		return p, "reencode", nil
+	}
+	return nil, "commands", nil
 }
 
 // liveFields returns h without the fields whose TTL is at or before now (h itself if none).

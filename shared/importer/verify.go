@@ -34,7 +34,9 @@ func Verify(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 	}
 	start := time.Now()
 	rep := &verify.Report{Mode: "full, against the file", ExtraAllowed: vo.AllowExtra}
-	rd, err := rdb.NewReader(r, rdb.Options{SkipChecksum: o.SkipChecksum})
+	// Values compared by their bytes are not decoded (RawValues); the others are decoded for
+	// their digests.
+	rd, err := rdb.NewReader(r, rdb.Options{SkipChecksum: o.SkipChecksum, RawValues: true})
 	if err != nil {
 		return nil, err
 	}
@@ -135,21 +137,27 @@ func Verify(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 		// by its bytes (or decoded); others by digest, built here part by part.
 		whole := e.Part == 0 && e.Last && e.Raw != nil && e.TypeByte < 22 && e.Type != rdb.TypeStream && e.Type != rdb.TypeModule
 		v := e.Value
+		live := true // something of the value is left to import
 		if h, ok := v.(*rdb.Hash); ok {
 			// Expired fields were left out by the import, as by a loading server.
 			if h = liveFields(h, now); len(h.Fields) == 0 {
-				v = nil
+				live = false
 			} else {
 				v = h
 			}
 		}
-		if v != nil {
+		if live {
 			liveParts++
 		}
 		switch {
-		case whole && v != nil:
+		case whole && live:
 			body = append(append(make([]byte, 0, len(e.Raw)+1), e.TypeByte), e.Raw...)
-		case v != nil:
+		case live:
+			if v == nil { // left raw by the reader, yet not compared by its bytes
+				if v, err = rd.Decode(e); err != nil {
+					return rep, err
+				}
+			}
 			if vd == nil {
 				vd = verify.NewValueDigest(e.Type, vo.ChunkSize)
 			}

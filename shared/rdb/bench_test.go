@@ -18,7 +18,7 @@ var (
 // benchFile builds a 200k-key file mixing the encodings a Redis 7 server
 // writes: strings, listpack hashes/zsets/sets, quicklists, intsets, plain
 // hashes and zsets above the listpack limits, streams, and expires.
-func benchFile(b *testing.B) []byte {
+func benchFile(b testing.TB) []byte {
 	benchOnce.Do(func() {
 		rng := rand.New(rand.NewSource(1))
 		var buf bytes.Buffer
@@ -104,13 +104,18 @@ func benchFile(b *testing.B) []byte {
 	return benchData
 }
 
-func BenchmarkReader(b *testing.B) {
+func BenchmarkReader(b *testing.B) { benchReader(b, Options{}) }
+
+// BenchmarkReaderRaw reads the same file with RawValues, as the importer does.
+func BenchmarkReaderRaw(b *testing.B) { benchReader(b, Options{RawValues: true}) }
+
+func benchReader(b *testing.B, opts Options) {
 	data := benchFile(b)
 	b.SetBytes(int64(len(data)))
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		rd, err := NewReader(bytes.NewReader(data), Options{})
+		rd, err := NewReader(bytes.NewReader(data), opts)
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -13,6 +13,7 @@ type decoder struct {
 	opts    Options
 	version int
 	valkey  bool
+	scratch []byte // LZF blobs checked by the raw walk (walk.go)
 }
 
 func (d *decoder) off() int64 { return d.in.offset() }
@@ -109,25 +110,9 @@ func (d *decoder) readEncoded(off int64, kind uint64, what string) ([]byte, erro
 		}
 		return strconv.AppendInt(nil, int64(int32(binary.LittleEndian.Uint32(p))), 10), nil
 	case 3:
-		clen, err := d.readLength(what + " (LZF compressed length)")
+		clen, ulen, err := d.readLZFLengths(off, what)
 		if err != nil {
 			return nil, err
-		}
-		ulen, err := d.readLength(what + " (LZF length)")
-		if err != nil {
-			return nil, err
-		}
-		if ulen == 0 || clen == 0 {
-			return nil, errAt(off, ErrCorrupt, "%s: LZF lengths %d/%d must be positive", what, clen, ulen)
-		}
-		if err := d.checkSize(off, what, ulen); err != nil {
-			return nil, err
-		}
-		if err := d.checkSize(off, what+" (LZF compressed)", clen); err != nil {
-			return nil, err
-		}
-		if ulen/lzfMaxRatio > clen {
-			return nil, errAt(off, ErrCorrupt, "%s: LZF length %d impossible from %d compressed bytes", what, ulen, clen)
 		}
 		c, err := d.in.readCopy(int64(clen), what)
 		if err != nil {
@@ -140,6 +125,29 @@ func (d *decoder) readEncoded(off int64, kind uint64, what string) ([]byte, erro
 		return out, nil
 	}
 	return nil, errAt(off, ErrCorrupt, "%s: unknown string encoding %d", what, kind)
+}
+
+// readLZFLengths reads and checks the two lengths of an LZF string starting at off.
+func (d *decoder) readLZFLengths(off int64, what string) (clen, ulen uint64, err error) {
+	if clen, err = d.readLength(what + " (LZF compressed length)"); err != nil {
+		return 0, 0, err
+	}
+	if ulen, err = d.readLength(what + " (LZF length)"); err != nil {
+		return 0, 0, err
+	}
+	if ulen == 0 || clen == 0 {
+		return 0, 0, errAt(off, ErrCorrupt, "%s: LZF lengths %d/%d must be positive", what, clen, ulen)
+	}
+	if err := d.checkSize(off, what, ulen); err != nil {
+		return 0, 0, err
+	}
+	if err := d.checkSize(off, what+" (LZF compressed)", clen); err != nil {
+		return 0, 0, err
+	}
+	if ulen/lzfMaxRatio > clen {
+		return 0, 0, errAt(off, ErrCorrupt, "%s: LZF length %d impossible from %d compressed bytes", what, ulen, clen)
+	}
+	return clen, ulen, nil
 }
 
 // readString reads a whole string (raw, integer or LZF encoded).

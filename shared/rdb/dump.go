@@ -77,6 +77,35 @@ func DecodeDumpWith(payload []byte, opts Options) (*Entry, int, error) {
 	return e, ver, nil
 }
 
+// decodeValue decodes one whole encoded value of type code t.
+func decodeValue(t byte, raw []byte, version int, valkey bool, maxString int64) (Value, error) {
+	ti, ok := lookupType(t, valkey)
+	if !ok {
+		return nil, encErr(ErrUnsupported, "unknown value type %d", t)
+	}
+	o := Options{MaxStringBytes: maxString}.withDefaults()
+	o.ChunkElements, o.ChunkBytes = math.MaxInt, math.MaxInt
+	d := &decoder{in: newInput(bytes.NewReader(raw), 0, len(raw)+1), opts: o, version: version, valkey: valkey}
+	st, err := d.newValueState(t, ti)
+	if err != nil {
+		return nil, err
+	}
+	done, err := st.fill(d)
+	if err != nil {
+		return nil, err
+	}
+	if !done {
+		return nil, errAt(d.off(), ErrCorrupt, "value did not end")
+	}
+	if rest := int64(len(raw)) - d.off(); rest != 0 {
+		return nil, errAt(d.off(), ErrCorrupt, "%d unexpected bytes after the value", rest)
+	}
+	if ms, ok := st.(*moduleState); ok {
+		ms.m.Raw = raw[ms.idEnd:]
+	}
+	return st.take(), nil
+}
+
 // BuildDump frames an encoded value as a DUMP payload.
 func BuildDump(typeByte byte, encodedValue []byte, rdbVersion uint16) []byte {
 	out := make([]byte, 0, len(encodedValue)+11)

@@ -19,6 +19,14 @@ func (e elem) bytes() []byte {
 	return e.s
 }
 
+// blen is len(e.bytes()) without building the bytes.
+func (e elem) blen() int {
+	if e.isInt {
+		return decLen(e.i)
+	}
+	return len(e.s)
+}
+
 func (e elem) size() int {
 	if e.isInt {
 		return 8

@@ -13,8 +13,11 @@ import (
 type input struct {
 	src  io.Reader
 	buf  []byte
+	size int // the buffer's normal size (rewind may grow it for a while)
 	r, w int
-	obs  int   // buf[obs:r] consumed but not yet observed
+	// buf[obs:r] is consumed but not yet observed. obs > r only after rewind: the bytes up to
+	// obs are being read a second time and were observed the first time.
+	obs  int
 	base int64 // absolute offset of buf[0]
 	err  error // sticky source error
 
@@ -33,7 +36,7 @@ func newInput(src io.Reader, off int64, size int) *input {
 	if size <= 0 {
 		size = defaultBufSize
 	}
-	return &input{src: src, buf: make([]byte, size), base: off}
+	return &input{src: src, buf: make([]byte, size), size: size, base: off}
 }
 
 func (in *input) offset() int64 { return in.base + int64(in.r) }
@@ -87,11 +90,17 @@ func (in *input) fill(n int, what string) error {
 			return in.eofError(n, what)
 		}
 		if in.r > 0 {
-			in.observe()
-			copy(in.buf, in.buf[in.r:in.w])
+			in.observe() // leaves obs >= r
+			dst := in.buf
+			if len(dst) > in.size && in.w-in.r <= in.size/2 && n <= in.size {
+				dst = make([]byte, in.size) // back to the normal size after a rewind grew it
+			}
+			copy(dst, in.buf[in.r:in.w])
+			in.buf = dst
 			in.base += int64(in.r)
 			in.w -= in.r
-			in.r, in.obs = 0, 0
+			in.obs -= in.r
+			in.r = 0
 		}
 		k, err := in.src.Read(in.buf[in.w:])
 		in.w += k
@@ -174,6 +183,67 @@ func (in *input) readCopy(n int64, what string) ([]byte, error) {
 		in.r += int(k)
 	}
 	return out, nil
+}
+
+// discard consumes n bytes as readCopy would (the same errors at the same offsets), without
+// keeping them.
+func (in *input) discard(n int64, what string) error {
+	if n < 0 {
+		return &Error{Offset: in.offset(), Msg: what + ": negative length", Err: ErrCorrupt}
+	}
+	for n > 0 {
+		if in.r == in.w {
+			if err := in.fill(1, what); err != nil {
+				return err
+			}
+		}
+		k := int64(in.w - in.r)
+		if k > n {
+			k = n
+		}
+		in.r += int(k)
+		n -= k
+	}
+	return nil
+}
+
+// view consumes n bytes and returns them without a copy (valid until the next read) when they
+// are already buffered; otherwise it reads them like readCopy.
+func (in *input) view(n int64, what string) ([]byte, error) {
+	if n >= 0 && n <= int64(in.w-in.r) {
+		b := in.buf[in.r : in.r+int(n)]
+		in.r += int(n)
+		return b, nil
+	}
+	return in.readCopy(n, what)
+}
+
+// rewind moves the read position back to where the running capture started: the captured bytes
+// are read again before the rest of the input (they were fed to the CRC the first time and are
+// not fed again) and the capture keeps them, now with the given limit. It reports false when
+// the capture overflowed and the bytes are gone.
+func (in *input) rewind(limit int) bool {
+	in.observe()
+	if !in.capOn || in.capOver {
+		return false
+	}
+	c := in.capBuf
+	unread := in.w - in.r
+	n := len(c) + unread
+	buf := in.buf
+	if n > len(buf) {
+		buf = make([]byte, n)
+	}
+	copy(buf[len(c):], in.buf[in.r:in.w]) // may overlap: copy moves
+	copy(buf, c)
+	in.buf = buf
+	in.base += int64(in.r) - int64(len(c))
+	in.r, in.w, in.obs = 0, n, len(c)
+	in.capLimit = limit
+	if len(c) > limit {
+		in.capOver, in.capBuf = true, nil
+	}
+	return true
 }
 
 func itoa(v int64) string { return strconv.FormatInt(v, 10) }

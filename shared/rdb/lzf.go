@@ -10,6 +10,15 @@ const lzfMaxRatio = 89
 // lzfDecompress inflates an LZF block into exactly outLen bytes.
 func lzfDecompress(src []byte, outLen int) ([]byte, error) {
 	out := make([]byte, outLen)
+	if err := lzfRun(out, src, outLen); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// lzfRun walks an LZF block that must inflate to exactly outLen bytes, writing them to out
+// (len(out) == outLen) or, with out nil, only checking the block: the same errors either way.
+func lzfRun(out, src []byte, outLen int) error {
 	ip, op := 0, 0
 	for ip < len(src) {
 		ctrl := int(src[ip])
@@ -17,12 +26,14 @@ func lzfDecompress(src []byte, outLen int) ([]byte, error) {
 		if ctrl < 32 {
 			n := ctrl + 1
 			if ip+n > len(src) {
-				return nil, fmt.Errorf("literal run of %d bytes at %d exceeds input of %d bytes", n, ip, len(src))
+				return fmt.Errorf("literal run of %d bytes at %d exceeds input of %d bytes", n, ip, len(src))
 			}
 			if op+n > outLen {
-				return nil, fmt.Errorf("literal run of %d bytes overflows output of %d bytes", n, outLen)
+				return fmt.Errorf("literal run of %d bytes overflows output of %d bytes", n, outLen)
 			}
-			copy(out[op:], src[ip:ip+n])
+			if out != nil {
+				copy(out[op:], src[ip:ip+n])
+			}
 			ip += n
 			op += n
 			continue
@@ -30,35 +41,37 @@ func lzfDecompress(src []byte, outLen int) ([]byte, error) {
 		n := ctrl >> 5
 		if n == 7 {
 			if ip >= len(src) {
-				return nil, fmt.Errorf("truncated back reference at %d", ip)
+				return fmt.Errorf("truncated back reference at %d", ip)
 			}
 			n += int(src[ip])
 			ip++
 		}
 		if ip >= len(src) {
-			return nil, fmt.Errorf("truncated back reference at %d", ip)
+			return fmt.Errorf("truncated back reference at %d", ip)
 		}
 		ref := op - (ctrl&0x1f)<<8 - int(src[ip]) - 1
 		ip++
 		n += 2
 		if ref < 0 {
-			return nil, fmt.Errorf("back reference %d bytes before output start", -ref)
+			return fmt.Errorf("back reference %d bytes before output start", -ref)
 		}
 		if op+n > outLen {
-			return nil, fmt.Errorf("back reference of %d bytes overflows output of %d bytes", n, outLen)
+			return fmt.Errorf("back reference of %d bytes overflows output of %d bytes", n, outLen)
 		}
-		if ref+n <= op {
-			copy(out[op:op+n], out[ref:ref+n])
-		} else {
-			// Overlapping copy repeats the pattern, byte by byte.
-			for i := 0; i < n; i++ {
-				out[op+i] = out[ref+i]
+		if out != nil {
+			if ref+n <= op {
+				copy(out[op:op+n], out[ref:ref+n])
+			} else {
+				// Overlapping copy repeats the pattern, byte by byte.
+				for i := 0; i < n; i++ {
+					out[op+i] = out[ref+i]
+				}
 			}
 		}
 		op += n
 	}
 	if op != outLen {
-		return nil, fmt.Errorf("decompressed %d bytes, expected %d", op, outLen)
+		return fmt.Errorf("decompressed %d bytes, expected %d", op, outLen)
 	}
-	return out, nil
+	return nil
 }

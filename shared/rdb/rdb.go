@@ -51,6 +51,14 @@ type Options struct {
 	// ReturnEmpty makes Next return empty collections with Entry.Empty set
 	// instead of silently skipping (and counting) them.
 	ReturnEmpty bool
+	// RawValues leaves values undecoded where their bytes suffice: a string,
+	// list, set, sorted set or hash in an encoding older than the field-TTL
+	// types (code < 22) that decoding would deliver whole with Raw comes with
+	// Raw and a nil Value. Its bytes are still walked and checked exactly as
+	// decoding checks them, so corrupt input fails with the same error at the
+	// same offset. Reader.Decode gives the Value when it is needed after all.
+	// Other values (streams, modules, field TTLs, values in parts) are decoded.
+	RawValues bool
 }
 
 // Defaults used when Options fields are zero.

@@ -234,8 +234,12 @@ func (r *Reader) next() (*Entry, error) {
 			}
 			r.prefixed = false
 			e.DB = r.db // a SELECTDB between the prefix and the value counts
-			if err := r.startValue(e, t, ti); err != nil {
+			whole, err := r.startValue(e, t, ti)
+			if err != nil {
 				return nil, err
+			}
+			if whole != nil {
+				return whole, nil
 			}
 			break
 		}
@@ -250,12 +254,14 @@ func dialect(valkey bool) string {
 }
 
 // startValue reads the key and the value header; parts come from
-// continueValue.
-func (r *Reader) startValue(e *Entry, t byte, ti typeInfo) error {
+// continueValue. With Options.RawValues a value that comes whole is walked
+// to its end here and returned raw (nil, with nothing else to do, when it
+// was an empty collection that is skipped).
+func (r *Reader) startValue(e *Entry, t byte, ti typeInfo) (*Entry, error) {
 	d := &r.d
 	key, err := d.readString("key")
 	if err != nil {
-		return err
+		return nil, err
 	}
 	e.Key, e.TypeByte, e.Type = key, t, ti.vt
 	limit := d.opts.ChunkBytes
@@ -264,15 +270,55 @@ func (r *Reader) startValue(e *Entry, t byte, ti typeInfo) error {
 		limit = int(min(d.opts.MaxStringBytes, math.MaxInt32))
 	}
 	valueOff := d.off()
-	d.in.startCapture(limit)
+	if d.opts.RawValues && walkable(t) {
+		d.in.startCapture(limit + rawSlack)
+		total, collection, err := d.walkValue(t, valueOff)
+		empty := collection && total == 0
+		if err == nil && empty && d.opts.ReturnEmpty {
+			err = errSplit // decoded, so the entry carries its empty Value
+		}
+		switch {
+		case err == nil:
+			raw := d.in.stopCapture()
+			if empty {
+				r.empty++
+				return nil, nil
+			}
+			out := *e
+			out.Raw, out.Last = raw, true
+			return &out, nil
+		case err != errSplit:
+			d.in.stopCapture()
+			return nil, err
+		}
+		if !d.in.rewind(limit) {
+			d.in.stopCapture()
+			return nil, errAt(valueOff, ErrLimit, "value cannot be read again from its start")
+		}
+	} else {
+		d.in.startCapture(limit)
+	}
 	st, err := d.newValueState(t, ti)
 	if err != nil {
 		d.in.stopCapture()
-		return err
+		return nil, err
 	}
 	r.curBuf = curValue{st: st, valueOff: valueOff}
 	r.cur = &r.curBuf
-	return nil
+	return nil, nil
+}
+
+// Decode returns the value of a key entry: Value, or Raw decoded when the
+// reader left it undecoded (Options.RawValues).
+func (r *Reader) Decode(e *Entry) (Value, error) {
+	if e.Value != nil || e.Raw == nil || e.Kind != KindKey {
+		return e.Value, nil
+	}
+	v, err := decodeValue(e.TypeByte, e.Raw, r.d.version, r.d.valkey, r.d.opts.MaxStringBytes)
+	if err != nil {
+		return nil, errAt(e.Offset, ErrCorrupt, "key %q: decoding its value again: %v", e.Key, err)
+	}
+	return v, nil
 }
 
 // continueValue produces the next part of the current value; it returns
