@@ -280,7 +280,7 @@ func (im *importer) payload(e *rdb.Entry) ([]byte, string, error) {
 	}
 	if e.Raw != nil && e.TypeByte < 22 {
 		if min := rdb.TypeMinVersion(e.TypeByte, im.rd.IsValkey()); min > 0 && min <= im.targetRDB {
-			return rdb.BuildDump(e.TypeByte, e.Raw, uint16(im.payloadVersion())), "restore", nil
+			return e.Dump(uint16(im.payloadVersion())), "restore", nil
 		}
 	}
 	v, err := im.rd.Decode(e)

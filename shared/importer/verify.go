@@ -151,7 +151,7 @@ func Verify(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 		}
 		switch {
 		case whole && live:
-			body = append(append(make([]byte, 0, len(e.Raw)+1), e.TypeByte), e.Raw...)
+			body = e.Body()
 		case live:
 			if v == nil { // left raw by the reader, yet not compared by its bytes
 				if v, err = rd.Decode(e); err != nil {

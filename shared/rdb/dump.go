@@ -106,13 +106,44 @@ func decodeValue(t byte, raw []byte, version int, valkey bool, maxString int64) 
 	return st.take(), nil
 }
 
+// Body is the DUMP payload of a key entry without its trailer: TypeByte then
+// Raw (nil when Raw is). For values the reader captured it is made without a
+// copy.
+func (e *Entry) Body() []byte {
+	if e.Raw == nil {
+		return nil
+	}
+	if len(e.body) == len(e.Raw)+1 {
+		return e.body[:len(e.body):len(e.body)]
+	}
+	return append(append(make([]byte, 0, len(e.Raw)+1), e.TypeByte), e.Raw...)
+}
+
+// Dump is BuildDump(e.TypeByte, e.Raw, rdbVersion) (nil when Raw is nil). For
+// values the reader captured the trailer is written in place after the
+// value's bytes, with no copy: the payload shares Raw's memory, and a second
+// call (also on a copy of the Entry) rewrites the first one's trailer.
+func (e *Entry) Dump(rdbVersion uint16) []byte {
+	if e.Raw == nil {
+		return nil
+	}
+	if len(e.body) != len(e.Raw)+1 {
+		return BuildDump(e.TypeByte, e.Raw, rdbVersion)
+	}
+	return appendTrailer(e.body, rdbVersion)
+}
+
+func appendTrailer(out []byte, rdbVersion uint16) []byte {
+	out = binary.LittleEndian.AppendUint16(out, rdbVersion)
+	return binary.LittleEndian.AppendUint64(out, CRC64(0, out))
+}
+
 // BuildDump frames an encoded value as a DUMP payload.
 func BuildDump(typeByte byte, encodedValue []byte, rdbVersion uint16) []byte {
 	out := make([]byte, 0, len(encodedValue)+11)
 	out = append(out, typeByte)
 	out = append(out, encodedValue...)
-	out = binary.LittleEndian.AppendUint16(out, rdbVersion)
-	return binary.LittleEndian.AppendUint64(out, CRC64(0, out))
+	return appendTrailer(out, rdbVersion)
 }
 
 // EncodeDump encodes v as a complete DUMP payload (see EncodeValue) whose

@@ -317,3 +317,60 @@ func TestDumpKeyMeta(t *testing.T) {
 		t.Fatal("value")
 	}
 }
+
+// The three-run CRC64 of long inputs equals the one-run loop at every length and split.
+func TestCRC64LongInputs(t *testing.T) {
+	const crcLane = 4096
+	data := make([]byte, 5*3*crcLane+77)
+	for i := range data {
+		data[i] = byte(i*131 + i>>7)
+	}
+	for _, n := range []int{0, 7, 100, 191, 192, 193, 400, 3*crcLane - 1, 3 * crcLane, 3*crcLane + 1, 7*crcLane + 5, len(data)} {
+		if CRC64(0, data[:n]) != crc64Slice8(0, data[:n]) {
+			t.Fatalf("length %d differs", n)
+		}
+		if CRC64(12345, data[:n]) != crc64Slice8(12345, data[:n]) {
+			t.Fatalf("length %d from a running CRC differs", n)
+		}
+	}
+	for _, cut := range []int{1, 8, crcLane, 3*crcLane + 3} {
+		if CRC64(CRC64(0, data[:cut]), data[cut:]) != crc64Slice8(0, data) {
+			t.Fatalf("split at %d differs", cut)
+		}
+	}
+}
+
+func BenchmarkCRC64(b *testing.B) {
+	p := make([]byte, 64<<10)
+	for i := range p {
+		p[i] = byte(i * 7)
+	}
+	b.SetBytes(int64(len(p)))
+	for i := 0; i < b.N; i++ {
+		CRC64(0, p)
+	}
+}
+
+func BenchmarkCRC64Payload(b *testing.B) {
+	p := make([]byte, 400)
+	b.SetBytes(int64(len(p)))
+	for i := 0; i < b.N; i++ {
+		CRC64(0, p)
+	}
+}
+
+func BenchmarkCRC64PayloadOneRun(b *testing.B) {
+	p := make([]byte, 400)
+	b.SetBytes(int64(len(p)))
+	for i := 0; i < b.N; i++ {
+		crc64Slice8(0, p)
+	}
+}
+
+func BenchmarkCRC64OneRun(b *testing.B) {
+	p := make([]byte, 64<<10)
+	b.SetBytes(int64(len(p)))
+	for i := 0; i < b.N; i++ {
+		crc64Slice8(0, p)
+	}
+}

@@ -486,6 +486,11 @@ func validateBlob(kind blobKind, b []byte, off int64, group int) (int, error) {
 		}
 		n++
 	}
+	return n, blobDone(kind, b, off, group, it, declared, n)
+}
+
+// blobDone makes the checks of a blob that need all of its n entries walked by it.
+func blobDone(kind blobKind, b []byte, off int64, group int, it blobIter, declared, n int) error {
 	name := blobNames[kind]
 	if kind == blobZiplist {
 		z := it.(*ziplist)
@@ -495,14 +500,14 @@ func validateBlob(kind blobKind, b []byte, off int64, group int) (int, error) {
 			last = z.p - z.prevLen
 		}
 		if int(binary.LittleEndian.Uint32(b[4:])) != last {
-			return 0, errAt(off, ErrCorrupt, "ziplist tail offset %d, last entry at %d", binary.LittleEndian.Uint32(b[4:]), last)
+			return errAt(off, ErrCorrupt, "ziplist tail offset %d, last entry at %d", binary.LittleEndian.Uint32(b[4:]), last)
 		}
 	}
 	if declared >= 0 && declared != n && !(declared == 0xffff && (kind == blobZiplist || kind == blobListpack)) {
-		return 0, errAt(off, ErrCorrupt, "%s header count %d, found %d entries", name, declared, n)
+		return errAt(off, ErrCorrupt, "%s header count %d, found %d entries", name, declared, n)
 	}
 	if group > 1 && n%group != 0 {
-		return 0, errAt(off, ErrCorrupt, "%s has %d entries, not a multiple of %d", name, n, group)
+		return errAt(off, ErrCorrupt, "%s has %d entries, not a multiple of %d", name, n, group)
 	}
-	return n, nil
+	return nil
 }

@@ -85,6 +85,12 @@ func FuzzReader(f *testing.F) {
 }
 
 func fuzzRead(t *testing.T, data []byte) {
+	// Leaving values raw changes nothing but Value: the same entries, Raw and errors.
+	for _, o := range []Options{fuzzOpts, {ChunkElements: 16, ChunkBytes: 1024, MaxStringBytes: 1 << 20}} {
+		if _, err := sameAsDecoding(data, o); err != nil {
+			t.Fatalf("RawValues: %v", err)
+		}
+	}
 	rd, err := NewReader(bytes.NewReader(data), fuzzOpts)
 	if err != nil {
 		return

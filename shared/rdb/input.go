@@ -8,8 +8,9 @@ import (
 
 // input is a buffered byte source that tracks the absolute offset, feeds
 // consumed bytes to the CRC64 and optionally captures them (for Entry.Raw).
-// Consumed bytes are "observed" lazily in bulk, which keeps the per-byte
-// path cheap.
+// Consumed bytes are "observed" by the capture lazily in bulk, and fed to the
+// CRC only before the buffer moves (a buffer's worth at a time), which keeps
+// the per-byte path cheap.
 type input struct {
 	src  io.Reader
 	buf  []byte
@@ -23,11 +24,16 @@ type input struct {
 
 	crcOn bool
 	crc   uint64
+	crcAt int64 // absolute offset up to which crc is computed
 
 	capOn    bool
 	capOver  bool
 	capLimit int
 	capBuf   []byte
+	// capHead: capBuf starts with capType, a value's type byte read before the capture, so the
+	// captured value is a DUMP payload body with room left for the trailer (Entry.Dump).
+	capHead bool
+	capType byte
 }
 
 const defaultBufSize = 64 << 10
@@ -36,50 +42,100 @@ func newInput(src io.Reader, off int64, size int) *input {
 	if size <= 0 {
 		size = defaultBufSize
 	}
-	return &input{src: src, buf: make([]byte, size), size: size, base: off}
+	return &input{src: src, buf: make([]byte, size), size: size, base: off, crcAt: off}
 }
 
 func (in *input) offset() int64 { return in.base + int64(in.r) }
 
-// observe feeds consumed-but-unobserved bytes to the CRC and the capture.
+// checksum feeds every consumed byte not yet in the CRC to it. Offsets, not buffer positions,
+// say which: a byte read again after rewind is fed once.
+func (in *input) checksum() {
+	end := in.base + int64(in.r)
+	if !in.crcOn || in.crcAt >= end {
+		return
+	}
+	in.crc = CRC64(in.crc, in.buf[in.crcAt-in.base:in.r])
+	in.crcAt = end
+}
+
+// observe feeds consumed-but-unobserved bytes to the capture.
 func (in *input) observe() {
 	if in.obs >= in.r {
 		return
 	}
 	b := in.buf[in.obs:in.r]
 	in.obs = in.r
-	if in.crcOn {
-		in.crc = CRC64(in.crc, b)
-	}
 	if in.capOn && !in.capOver {
-		if len(in.capBuf)+len(b) > in.capLimit {
+		if len(in.capBuf)-in.head()+len(b) > in.capLimit {
 			in.capOver = true
 			in.capBuf = nil
 		} else {
-			in.capBuf = append(in.capBuf, b...)
+			in.capAppend(b)
 		}
 	}
 }
 
+func (in *input) head() int {
+	if in.capHead && in.capBuf != nil {
+		return 1
+	}
+	return 0
+}
+
+// capAppend adds b to the capture, leaving room for a DUMP trailer.
+func (in *input) capAppend(b []byte) {
+	if in.capBuf == nil && in.capHead {
+		in.capBuf = make([]byte, 1, 1+len(b)+dumpTrailer)
+		in.capBuf[0] = in.capType
+	}
+	if need := len(in.capBuf) + len(b); need > cap(in.capBuf) {
+		nb := make([]byte, len(in.capBuf), max(need+dumpTrailer, 2*cap(in.capBuf)))
+		copy(nb, in.capBuf)
+		in.capBuf = nb
+	}
+	in.capBuf = append(in.capBuf, b...)
+}
+
+// dumpTrailer is the size of a DUMP payload's trailer: RDB version and CRC64.
+const dumpTrailer = 10
+
 func (in *input) startCapture(limit int) {
 	in.observe()
-	in.capOn, in.capOver, in.capLimit, in.capBuf = true, false, limit, nil
+	in.capOn, in.capOver, in.capLimit, in.capBuf, in.capHead = true, false, limit, nil, false
+}
+
+// startValueCapture captures a value whose type byte t was just read.
+func (in *input) startValueCapture(limit int, t byte) {
+	in.startCapture(limit)
+	in.capHead, in.capType = true, t
 }
 
 // stopCapture ends capturing and returns the captured bytes, or nil if the
 // capture overflowed its limit.
 func (in *input) stopCapture() []byte {
+	b, _ := in.stopValueCapture()
+	return b
+}
+
+// stopValueCapture is stopCapture that also returns, for a value capture, the type byte and
+// the value in one slice with spare capacity for the trailer; raw is that slice after the type
+// byte, capped so that appending to it cannot reach the spare room.
+func (in *input) stopValueCapture() (raw, body []byte) {
 	in.observe()
 	in.capOn = false
 	b := in.capBuf
-	in.capBuf = nil
+	head := in.head()
+	in.capBuf, in.capHead = nil, false
 	if in.capOver {
-		return nil
+		return nil, nil
 	}
 	if b == nil {
-		b = []byte{}
+		return []byte{}, nil
 	}
-	return b
+	if head == 0 {
+		return b, nil
+	}
+	return b[1:len(b):len(b)], b
 }
 
 // fill makes at least n (<= len(buf)) bytes available.
@@ -90,6 +146,7 @@ func (in *input) fill(n int, what string) error {
 			return in.eofError(n, what)
 		}
 		if in.r > 0 {
+			in.checksum()
 			in.observe() // leaves obs >= r
 			dst := in.buf
 			if len(dst) > in.size && in.w-in.r <= in.size/2 && n <= in.size {
@@ -223,11 +280,12 @@ func (in *input) view(n int64, what string) ([]byte, error) {
 // not fed again) and the capture keeps them, now with the given limit. It reports false when
 // the capture overflowed and the bytes are gone.
 func (in *input) rewind(limit int) bool {
+	in.checksum() // the bytes before the capture leave the buffer
 	in.observe()
 	if !in.capOn || in.capOver {
 		return false
 	}
-	c := in.capBuf
+	c := in.capBuf[in.head():]
 	unread := in.w - in.r
 	n := len(c) + unread
 	buf := in.buf
@@ -238,7 +296,7 @@ func (in *input) rewind(limit int) bool {
 	copy(buf, c)
 	in.buf = buf
 	in.base += int64(in.r) - int64(len(c))
-	in.r, in.w, in.obs = 0, n, len(c)
+	in.r, in.w, in.obs = 0, n, len(c) // offsets below crcAt are not fed to the CRC again
 	in.capLimit = limit
 	if len(c) > limit {
 		in.capOver, in.capBuf = true, nil

@@ -66,6 +66,14 @@ func sameAsDecoding(data []byte, opts Options) (int, error) {
 		if a.Kind != KindKey {
 			continue
 		}
+		if a.Raw != nil {
+			want := BuildDump(a.TypeByte, a.Raw, 7)
+			for _, x := range []*Entry{a, b} {
+				if !bytes.Equal(x.Body(), want[:len(want)-10]) || !bytes.Equal(x.Dump(7), want) {
+					return 0, fmt.Errorf("key %q: Body or Dump differ from BuildDump", a.Key)
+				}
+			}
+		}
 		if b.Value != nil {
 			if msg := diffValues(a.Value, b.Value); msg != "" {
 				return 0, fmt.Errorf("key %q: %s", a.Key, msg)

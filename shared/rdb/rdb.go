@@ -154,6 +154,9 @@ type Entry struct {
 	Raw []byte
 	// Empty marks an empty collection (only returned with ReturnEmpty).
 	Empty bool
+	// body is TypeByte and Raw in one slice with room for a DUMP trailer
+	// after them, when the reader captured Raw so (see Body, Dump).
+	body []byte
 
 	AuxKey, AuxValue []byte
 

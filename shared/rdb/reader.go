@@ -271,7 +271,7 @@ func (r *Reader) startValue(e *Entry, t byte, ti typeInfo) (*Entry, error) {
 	}
 	valueOff := d.off()
 	if d.opts.RawValues && walkable(t) {
-		d.in.startCapture(limit + rawSlack)
+		d.in.startValueCapture(limit+rawSlack, t)
 		total, collection, err := d.walkValue(t, valueOff)
 		empty := collection && total == 0
 		if err == nil && empty && d.opts.ReturnEmpty {
@@ -279,13 +279,13 @@ func (r *Reader) startValue(e *Entry, t byte, ti typeInfo) (*Entry, error) {
 		}
 		switch {
 		case err == nil:
-			raw := d.in.stopCapture()
+			raw, body := d.in.stopValueCapture()
 			if empty {
 				r.empty++
 				return nil, nil
 			}
 			out := *e
-			out.Raw, out.Last = raw, true
+			out.Raw, out.body, out.Last = raw, body, true
 			return &out, nil
 		case err != errSplit:
 			d.in.stopCapture()
@@ -296,7 +296,7 @@ func (r *Reader) startValue(e *Entry, t byte, ti typeInfo) (*Entry, error) {
 			return nil, errAt(valueOff, ErrLimit, "value cannot be read again from its start")
 		}
 	} else {
-		d.in.startCapture(limit)
+		d.in.startValueCapture(limit, t)
 	}
 	st, err := d.newValueState(t, ti)
 	if err != nil {
@@ -338,9 +338,9 @@ func (r *Reader) continueValue() (*Entry, error) {
 	e.Part = c.part
 	e.Last = done
 	if c.part == 0 {
-		raw := d.in.stopCapture()
+		raw, body := d.in.stopValueCapture()
 		if done {
-			e.Raw = raw
+			e.Raw, e.body = raw, body
 		}
 		if ms, ok := c.st.(*moduleState); ok {
 			if raw == nil {
@@ -517,7 +517,7 @@ func (r *Reader) readOpcode(e *Entry, t byte, off int64) error {
 // after the trailer (AOF tail, diskless EOF mark) are never read.
 func (r *Reader) finish() error {
 	d := &r.d
-	d.in.observe()
+	d.in.checksum()
 	computed := d.in.crc
 	check := d.in.crcOn
 	d.in.crcOn = false

@@ -176,53 +176,82 @@ func (w *walker) str(what string) (int, error) {
 	return int(n), d.in.discard(int64(n), what)
 }
 
-// blob mirrors readBlob; the iterator it returns reads bytes that stay valid until the next
-// read from the input.
-func (w *walker) blob(kind blobKind, group int, what string) (blobIter, error) {
+// blob mirrors readBlob and the decoders' loops over its elements in one pass: visit is called
+// for each element in order until it returns an event (errSplit, or an error decoding raises
+// while it takes elements). The blob is still walked to its end, and its own errors come first,
+// as decoding checks a blob whole before it takes any element.
+func (w *walker) blob(kind blobKind, group int, what string, visit func(i int, e elem) error) error {
 	d := w.d
 	off := d.off()
 	n, enc, err := d.readLen(what)
 	if err != nil {
-		return nil, err
+		return err
 	}
 	var b []byte
 	switch {
 	case enc && n == 3:
 		clen, ulen, err := d.readLZFLengths(off, what)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		if err := w.budget(clen); err != nil {
-			return nil, err
+			return err
 		}
 		c, err := d.in.view(int64(clen), what)
 		if err != nil {
-			return nil, err
+			return err
 		}
 		b = d.lzfScratch(int(ulen))
 		if err := lzfRun(b, c, int(ulen)); err != nil {
-			return nil, errAt(off, ErrCorrupt, "%s: LZF: %v", what, err)
+			return errAt(off, ErrCorrupt, "%s: LZF: %v", what, err)
 		}
 	case enc:
 		if b, err = d.readEncoded(off, n, what); err != nil {
-			return nil, err
+			return err
 		}
 	default:
 		if err := d.checkSize(off, what, n); err != nil {
-			return nil, err
+			return err
 		}
 		if err := w.budget(n); err != nil {
-			return nil, err
+			return err
 		}
 		if b, err = d.in.view(int64(n), what); err != nil {
-			return nil, err
+			return err
 		}
 	}
-	if _, err := validateBlob(kind, b, off, group); err != nil {
-		return nil, err
+	it, declared, err := newBlobIter(kind, b, off)
+	if err != nil {
+		return err
 	}
-	it, _, err := newBlobIter(kind, b, off)
-	return it, err
+	count := 0
+	var event error
+	for {
+		e, ok, err := it.next()
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		if event == nil {
+			event = visit(count, e)
+		}
+		count++
+	}
+	if err := blobDone(kind, b, off, group, it, declared, count); err != nil {
+		return err
+	}
+	return event
+}
+
+// element counts one element of a single-element blob.
+func (w *walker) element(_ int, e elem) error {
+	if w.lim.full() {
+		return errSplit // decoding would end the part before it
+	}
+	w.lim.add(e.blen())
+	return nil
 }
 
 // lzfScratch is an n-byte buffer for an LZF blob that is checked and then dropped.
@@ -311,53 +340,30 @@ func (w *walker) hash() error {
 
 // seqBlob mirrors listState/setState over one blob of single elements.
 func (w *walker) seqBlob(kind blobKind, what string) error {
-	it, err := w.blob(kind, 1, what)
-	if err != nil {
-		return err
-	}
-	for !w.lim.full() {
-		e, ok, err := it.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
-			return nil
-		}
-		w.lim.add(e.blen())
-	}
-	return split(!it.more())
+	return w.blob(kind, 1, what, w.element)
 }
 
 // pairBlob mirrors zsetState (member, score) and hashState (field, value) over one blob.
 func (w *walker) pairBlob(kind blobKind, what string, zset bool) error {
-	d := w.d
-	it, err := w.blob(kind, 2, what)
-	if err != nil {
-		return err
-	}
-	for !w.lim.full() {
-		off := d.off()
-		a, ok, err := it.next()
-		if err != nil {
-			return err
-		}
-		if !ok {
+	var first elem
+	return w.blob(kind, 2, what, func(i int, e elem) error {
+		if i%2 == 0 {
+			if w.lim.full() {
+				return errSplit
+			}
+			first = e
 			return nil
 		}
-		b, _, err := it.next()
-		if err != nil {
-			return err
-		}
 		if !zset {
-			w.lim.add(a.blen() + b.blen())
-			continue
+			w.lim.add(first.blen() + e.blen())
+			return nil
 		}
-		if _, ok := b.float(); !ok {
-			return errAt(off, ErrCorrupt, "zset score %q is not a number", b.s)
+		if _, ok := e.float(); !ok {
+			return errAt(w.d.off(), ErrCorrupt, "zset score %q is not a number", e.s)
 		}
-		w.lim.add(a.blen() + 8)
-	}
-	return split(!it.more())
+		w.lim.add(first.blen() + 8)
+		return nil
+	})
 }
 
 // quicklist mirrors listState for QUICKLIST (ziplist nodes) and QUICKLIST_2 (plain or listpack
@@ -368,25 +374,13 @@ func (w *walker) quicklist(v2 bool) error {
 	if err != nil {
 		return err
 	}
-	var it blobIter
 	for !w.lim.full() {
-		if it != nil {
-			e, ok, err := it.next()
-			if err != nil {
-				return err
-			}
-			if ok {
-				w.lim.add(e.blen())
-				continue
-			}
-			it = nil
-		}
 		if remaining == 0 {
 			return nil
 		}
 		remaining--
 		if !v2 {
-			if it, err = w.blob(blobZiplist, 1, "quicklist node"); err != nil {
+			if err := w.blob(blobZiplist, 1, "quicklist node", w.element); err != nil {
 				return err
 			}
 			continue
@@ -404,14 +398,14 @@ func (w *walker) quicklist(v2 bool) error {
 			}
 			w.lim.add(n)
 		case 2:
-			if it, err = w.blob(blobListpack, 1, "quicklist node"); err != nil {
+			if err := w.blob(blobListpack, 1, "quicklist node", w.element); err != nil {
 				return err
 			}
 		default:
 			return errAt(off, ErrCorrupt, "quicklist container %d is neither plain (1) nor packed (2)", c)
 		}
 	}
-	return split(remaining == 0 && (it == nil || !it.more()))
+	return split(remaining == 0) // the last node's elements are all taken
 }
 
 // split is the end of a walk whose part filled up: whole when nothing is left, else errSplit.
