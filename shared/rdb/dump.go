@@ -1,7 +1,6 @@
 package rdb
 
 import (
-	"bytes"
 	"encoding/binary"
 	"math"
 )
@@ -17,6 +16,18 @@ func DecodeDump(payload []byte) (*Entry, int, error) {
 // DecodeDumpWith is DecodeDump with limits (only MaxStringBytes applies;
 // the value is never split).
 func DecodeDumpWith(payload []byte, opts Options) (*Entry, int, error) {
+	return decodeDump(payload, opts, false)
+}
+
+// DecodeDumpView is DecodeDump whose value aliases the payload wherever the
+// payload holds its bytes as they are (strings not compressed, elements of
+// compact encodings): no copy of them is made, so the payload must not change
+// while the value is used. For comparing values read once.
+func DecodeDumpView(payload []byte) (*Entry, int, error) {
+	return decodeDump(payload, Options{}, true)
+}
+
+func decodeDump(payload []byte, opts Options, view bool) (*Entry, int, error) {
 	n := len(payload)
 	if n < 11 {
 		return nil, 0, encErr(ErrCorrupt, "DUMP payload of %d bytes is too short", n)
@@ -33,7 +44,7 @@ func DecodeDumpWith(payload []byte, opts Options) (*Entry, int, error) {
 	body := payload[:n-10]
 	o := opts.withDefaults()
 	o.ChunkElements, o.ChunkBytes = math.MaxInt, math.MaxInt
-	d := &decoder{in: newInput(bytes.NewReader(body), 0, len(body)+1), opts: o, version: ver, valkey: valkey}
+	d := &decoder{in: newInputBytes(body, view), opts: o, version: ver, valkey: valkey}
 	e := &Entry{Kind: KindKey, Idle: -1, Freq: -1, Last: true}
 	off := d.off()
 	t, err := d.in.readByte("value type")
@@ -85,7 +96,30 @@ func decodeValue(t byte, raw []byte, version int, valkey bool, maxString int64) 
 	}
 	o := Options{MaxStringBytes: maxString}.withDefaults()
 	o.ChunkElements, o.ChunkBytes = math.MaxInt, math.MaxInt
-	d := &decoder{in: newInput(bytes.NewReader(raw), 0, len(raw)+1), opts: o, version: version, valkey: valkey}
+	d := &decoder{in: newInputBytes(raw, false), opts: o, version: version, valkey: valkey}
+	return d.whole(t, ti, raw)
+}
+
+// DecodeBodyView decodes a DUMP payload without its trailer (a type byte and
+// the value, as Entry.Body gives them) from a file of RDB version version
+// (80 for Valkey), aliasing body as DecodeDumpView does.
+func DecodeBodyView(body []byte, version int) (Value, error) {
+	if len(body) < 2 {
+		return nil, encErr(ErrCorrupt, "value of %d bytes is too short", len(body))
+	}
+	valkey := version >= ValkeyVersion80
+	ti, ok := lookupType(body[0], valkey)
+	if !ok || body[0] == opKeyMetaOrSlotImport {
+		return nil, encErr(ErrUnsupported, "unknown value type %d", body[0])
+	}
+	o := Options{}.withDefaults()
+	o.ChunkElements, o.ChunkBytes = math.MaxInt, math.MaxInt
+	d := &decoder{in: newInputBytes(body[1:], true), opts: o, version: version, valkey: valkey}
+	return d.whole(body[0], ti, body[1:])
+}
+
+// whole decodes one value of type t that is all of raw.
+func (d *decoder) whole(t byte, ti typeInfo, raw []byte) (Value, error) {
 	st, err := d.newValueState(t, ti)
 	if err != nil {
 		return nil, err

@@ -34,6 +34,10 @@ type input struct {
 	// captured value is a DUMP payload body with room left for the trailer (Entry.Dump).
 	capHead bool
 	capType byte
+
+	// borrowed: buf is the caller's memory, holding the whole input; it is never written.
+	// alias: readCopy returns parts of it instead of copies.
+	borrowed, alias bool
 }
 
 const defaultBufSize = 64 << 10
@@ -43,6 +47,12 @@ func newInput(src io.Reader, off int64, size int) *input {
 		size = defaultBufSize
 	}
 	return &input{src: src, buf: make([]byte, size), size: size, base: off, crcAt: off}
+}
+
+// newInputBytes reads b in place, without copying it into a buffer; with alias, strings read
+// from it are parts of b (which must then stay unchanged as long as they are used).
+func newInputBytes(b []byte, alias bool) *input {
+	return &input{buf: b, size: len(b), w: len(b), err: io.EOF, borrowed: true, alias: alias}
 }
 
 func (in *input) offset() int64 { return in.base + int64(in.r) }
@@ -215,6 +225,11 @@ func (in *input) readCopy(n int64, what string) ([]byte, error) {
 	if n < 0 {
 		return nil, &Error{Offset: in.offset(), Msg: what + ": negative length", Err: ErrCorrupt}
 	}
+	if n <= int64(in.w-in.r) && in.alias {
+		out := in.buf[in.r : in.r+int(n) : in.r+int(n)]
+		in.r += int(n)
+		return out, nil
+	}
 	if n <= int64(in.w-in.r) {
 		out := make([]byte, n)
 		copy(out, in.buf[in.r:])
@@ -289,7 +304,7 @@ func (in *input) rewind(limit int) bool {
 	unread := in.w - in.r
 	n := len(c) + unread
 	buf := in.buf
-	if n > len(buf) {
+	if n > len(buf) || in.borrowed {
 		buf = make([]byte, n)
 	}
 	copy(buf[len(c):], in.buf[in.r:in.w]) // may overlap: copy moves

@@ -270,3 +270,23 @@ func lzfCompressForTest(src []byte) []byte {
 	}
 	return out
 }
+
+// Whatever plainDecimal accepts, parseScore accepts.
+func TestPlainDecimal(t *testing.T) {
+	for _, c := range []struct {
+		s    string
+		want bool
+	}{
+		{"0", true}, {"-1", true}, {"123.456", true}, {"1.", true}, {".5", true}, {"-.5", true},
+		{"1e300", true}, {"1E-5", true}, {"2.5e+10", true}, {"1e999", true}, {"123456789012345678901234567890", true},
+		{"", false}, {"-", false}, {".", false}, {"1e", false}, {"1e+", false}, {"+1", false}, {"inf", false},
+		{"nan", false}, {"0x10", false}, {"1_000", false}, {" 1", false}, {"1 ", false}, {"1..2", false},
+	} {
+		if got := plainDecimal([]byte(c.s)); got != c.want {
+			t.Fatalf("plainDecimal(%q) = %v", c.s, got)
+		}
+		if _, ok := parseScore([]byte(c.s)); c.want && !ok {
+			t.Fatalf("parseScore(%q) refuses what plainDecimal accepts", c.s)
+		}
+	}
+}

@@ -358,8 +358,10 @@ func (w *walker) pairBlob(kind blobKind, what string, zset bool) error {
 			w.lim.add(first.blen() + e.blen())
 			return nil
 		}
-		if _, ok := e.float(); !ok {
-			return errAt(w.d.off(), ErrCorrupt, "zset score %q is not a number", e.s)
+		if !e.isInt && !plainDecimal(e.s) {
+			if _, ok := parseScore(e.s); !ok {
+				return errAt(w.d.off(), ErrCorrupt, "zset score %q is not a number", e.s)
+			}
 		}
 		w.lim.add(first.blen() + 8)
 		return nil
@@ -414,6 +416,43 @@ func split(done bool) error {
 		return nil
 	}
 	return errSplit
+}
+
+// plainDecimal reports b is [-]digits[.digits][e[+-]digits] with a digit before or after the
+// point: what Redis writes for a score, and always something parseScore accepts (so the walk
+// need not parse it; anything else goes to parseScore).
+func plainDecimal(b []byte) bool {
+	i := 0
+	if i < len(b) && b[i] == '-' {
+		i++
+	}
+	digits := 0
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i, digits = i+1, digits+1
+	}
+	if i < len(b) && b[i] == '.' {
+		i++
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i, digits = i+1, digits+1
+		}
+	}
+	if digits == 0 {
+		return false
+	}
+	if i < len(b) && (b[i] == 'e' || b[i] == 'E') {
+		i++
+		if i < len(b) && (b[i] == '+' || b[i] == '-') {
+			i++
+		}
+		exp := 0
+		for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+			i, exp = i+1, exp+1
+		}
+		if exp == 0 {
+			return false
+		}
+	}
+	return i == len(b)
 }
 
 // decLen is the length of v in decimal, as strconv.AppendInt writes it.

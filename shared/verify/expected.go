@@ -108,7 +108,11 @@ func fileVerdict(it Expected, b DumpState, o Options) (want, got KeyState, slow 
 		want.Digest, got.Digest = "dump", "dump"
 		return want, got, false
 	}
-	ta, tb, equal, ok := decodeCompare(string(fileDump(it)), b.Payload)
+	va, err := rdb.DecodeBodyView(it.Body, it.RDBVersion)
+	if err != nil {
+		return want, got, true
+	}
+	ta, tb, equal, ok := compareWith(va, b.Payload)
 	if !ok {
 		return want, got, true
 	}
