@@ -172,7 +172,10 @@ func (a *App) onlineStatus(ctx context.Context, id string, st *state.Status, by 
 		default:
 			cs.State = "applying"
 		}
-		if !c.Stopped && (live || !on.StopRequested) {
+		// A released chain is over once stop was asked, unless it handed over to a continuation
+		// that will take the lease (and apply its pending keys) before it stops for good.
+		handedOn := c.HandedTo >= 0 && now.Sub(c.CheckpointAt) <= 2*a.syncLease()
+		if !c.Stopped && (live || handedOn || !on.StopRequested) {
 			allStopped = false
 		}
 		info.PendingKeys += c.PendingKeys

@@ -88,8 +88,12 @@ func TestOnlineWatchdogRestartsAKilledChain(t *testing.T) {
 	if a.h.Invocations("SyncWatchdog") <= watchdogRuns || c.Restarts != 1 || !c.StalledAt.Equal(dead.CheckpointAt) {
 		t.Fatalf("restart: watchdog runs %d -> %d; chain %+v; last checkpoint before the kill %s", watchdogRuns, a.h.Invocations("SyncWatchdog"), c, dead.CheckpointAt)
 	}
-	if !strings.Contains(a.log.String(), "SyncWatchdog: "+id+": chain c0 stalled") {
-		t.Fatal("the watchdog did not log the restart")
+	// The record is written before the first message is sent and the line logged: wait for it.
+	for logged := time.Now().Add(15 * time.Second); !strings.Contains(a.log.String(), "SyncWatchdog: "+id+": chain c0 stalled"); {
+		if time.Now().After(logged) {
+			t.Fatal("the watchdog did not log the restart")
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	stop := a.watch(path)
 	st := a.onlineStatus(path)
