@@ -192,12 +192,14 @@ type syncInvocation struct {
 	reply   *hostproto.Reply
 	started time.Time
 	name    string
+	addr    string // the chain's source master
 	counted struct{ applied, gaps, repairs int64 }
 	// pf is the psync feed (nil for notify): its link's position goes into every checkpoint.
 	pf *psyncfeed.Feed
 	// The chain's psync counts when this invocation took the lease (only the holder changes
 	// them, so base + this invocation's own counts is exact however often a write is retried).
 	base struct{ continues, fullResyncs int64 }
+	rp   passState
 }
 
 func (s *syncInvocation) logf(format string, args ...any) {
@@ -287,7 +289,10 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 		ExplicitDBMap: s.mig.Options.ExplicitDBMap, AllowDBMerge: s.mig.Options.AllowDBMerge, Workers: 4,
 		Resume:   resume,
 		Handover: true, Gate: gate,
-		Log: func(m string) { s.logf("%s", m) },
+		// Repair passes fan out over the plan and copy queues (repair.go); the engine only
+		// keeps the gap open and applies the differing keys the holder absorbs.
+		ExternalRepair: true,
+		Log:            func(m string) { s.logf("%s", m) },
 	}
 	sy := syncer.New(cfg)
 	if err := sy.Start(context.WithoutCancel(ctx)); err != nil {
@@ -335,10 +340,11 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 	var pending []state.PendingKey
 	var gapReason string
 	var handed, late bool
+	var inherited *state.RepairPass
 	for {
 		now := time.Now()
 		c, err = a.store.UpdateChain(ctx, id, sm.Chain, func(c *state.SyncChain) (bool, error) {
-			took, pending, gapReason, handed, late = false, nil, "", false, false
+			took, pending, gapReason, handed, late, inherited = false, nil, "", false, false, nil
 			self := c.Gen == sm.Gen && c.Seq == sm.Seq && c.Holder != "" && !c.Stopped && now.After(c.LeaseUntil)
 			if !self && aside(c, sm) != "" {
 				return false, nil
@@ -363,11 +369,15 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 			default:
 				return false, nil // held: wait
 			}
-			if c.GapOpen && gapReason == "" {
+			switch {
+			case gapReason != "":
+				// A new gap: a new repair pass covers it (and whatever the last one covered).
+			case c.Seq < 0 && c.GapOpen:
+				gapReason = c.GapReason // a restart after a stall
+			case c.GapOpen && c.Repair != nil:
+				inherited = c.Repair // handed over during a pass: continue it
+			case c.GapOpen:
 				gapReason = "handed over with a gap open: " + strings.TrimPrefix(c.GapReason, "handed over with a gap open: ")
-			}
-			if c.Seq < 0 && c.GapOpen && gapReason == "" {
-				gapReason = c.GapReason
 			}
 			took = true
 			s.base.continues, s.base.fullResyncs = c.Continues, c.FullResyncs
@@ -401,8 +411,11 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 		keys = append(keys, syncer.DirtyKey{Shard: 0, DB: k.DB, Key: k.Key})
 	}
 	sy.MarkPending(keys)
+	s.addr = c.Addr
 	if gapReason != "" {
 		sy.OpenGap(c.Addr, gapReason)
+	} else if inherited != nil {
+		s.rp.inherit(inherited)
 	}
 	if late {
 		s.logf("invocation %d stopped before this one was capturing, but the replication stream continued from its position: no gap", sm.Seq-1)
@@ -454,6 +467,7 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 		}
 		st := sy.Status()
 		sh := st.Shards[0]
+		s.repairTick(ctx, sy, gateOpen, sh.AppliedAsOf)
 		now := time.Now()
 		rate := float64(st.Applied-lastApplied) / max(now.Sub(lastAt).Seconds(), 0.001)
 		lastApplied, lastAt = st.Applied, now
@@ -505,9 +519,18 @@ func (s *syncInvocation) metrics(c *state.SyncChain, sh syncer.ShardStatus, st s
 	}
 	c.PendingKeys = sh.Pending
 	c.AppliedPerSec = rate
-	c.GapOpen, c.GapReason = sh.GapOpen || sh.Repairing, sh.GapReason
+	c.GapOpen, c.GapReason = sh.GapOpen || sh.Repairing || s.rp.p != nil, sh.GapReason
+	c.Repair = s.rp.p
+	if s.rp.p != nil {
+		c.GapReason = passReason(s.rp.p)
+	} else if c.GapOpen && sh.GapReason != "" && !c.CopyDone {
+		c.GapReason = sh.GapReason + " (a repair pass follows once the copy is complete)"
+	}
 	if c.GapOpen && c.GapReason == "" {
 		c.GapReason = "a repair pass is running"
+	}
+	if s.rp.finished != nil {
+		c.LastRepair = s.rp.finished
 	}
 	c.CheckpointAt = now
 	// Counts are per invocation in the engine; the record keeps the chain's totals.

@@ -72,6 +72,10 @@ type ChainStatus struct {
 	StalledAt *time.Time `json:"stalledAt,omitempty"`
 	// Psync is where a psync chain stands in its master's replication stream.
 	Psync *PsyncStatus `json:"psync,omitempty"`
+	// Repair is the repair pass in progress (over the plan and copy queues); LastRepair the
+	// last one finished.
+	Repair     *RepairStatus     `json:"repair,omitempty"`
+	LastRepair *state.RepairDone `json:"lastRepair,omitempty"`
 }
 
 // PsyncStatus is a psync chain's replication position.
@@ -99,6 +103,21 @@ func psyncStatus(c *state.SyncChain) *PsyncStatus {
 		ps.LagBytes = max(0, c.MasterOffset-p.Offset)
 	}
 	return ps
+}
+
+// RepairStatus is a chain's repair pass in progress, as its holder last recorded it.
+type RepairStatus struct {
+	Pass          int               `json:"pass"`
+	Reason        string            `json:"reason"`
+	StartedAt     time.Time         `json:"startedAt"`
+	ShardsPlanned int               `json:"shardsPlanned"`
+	ShardsTotal   int               `json:"shardsTotal"`
+	Batches       state.BatchCounts `json:"batches"`
+	KeysDiffering int64             `json:"keysDiffering"`
+	KeysApplied   int64             `json:"keysApplied"`
+	// Blocked says why the pass cannot complete (dead-lettered batches, a failed plan step):
+	// POST .../resume sends that work again.
+	Blocked string `json:"blocked,omitempty"`
 }
 
 func (a *App) chainStalled(c *state.SyncChain, on *state.Online, now time.Time) bool {
@@ -156,6 +175,15 @@ func (a *App) onlineStatus(ctx context.Context, id string, st *state.Status, by 
 			t := c.StalledAt
 			cs.StalledAt = &t
 		}
+		if p := c.Repair; p != nil {
+			cs.Repair = &RepairStatus{Pass: p.Pass, Reason: p.Reason, StartedAt: p.StartedAt, ShardsPlanned: p.ShardsPlanned,
+				ShardsTotal: len(p.Keys), Batches: p.Batches, KeysDiffering: p.Differing, KeysApplied: p.Applied, Blocked: p.Blocked}
+			if !c.GapOpen {
+				cs.OpenGaps = 1 // never shown closed with a pass open
+				info.GapsOpen++
+			}
+		}
+		cs.LastRepair = c.LastRepair
 		live := c.Holder != "" && now.Before(c.LeaseUntil)
 		last, stalledNow := found[c.Chain]
 		switch {
@@ -184,7 +212,7 @@ func (a *App) onlineStatus(ctx context.Context, id string, st *state.Status, by 
 		} else {
 			info.LagMs = max(info.LagMs, cs.LagMs)
 		}
-		caught = caught && c.CopyDone && !c.GapOpen && cs.LagMs >= 0 && cs.LagMs < 2000 && cs.State != "stalled"
+		caught = caught && c.CopyDone && !c.GapOpen && c.Repair == nil && cs.LagMs >= 0 && cs.LagMs < 2000 && cs.State != "stalled"
 		gapsTotal += c.Gaps
 		if oldest.IsZero() || c.AppliedAsOf.Before(oldest) {
 			oldest = c.AppliedAsOf
@@ -258,7 +286,7 @@ func (a *App) driveCutover(ctx context.Context, id string, cut *state.Cutover, c
 	case state.CutoverWaiting:
 		var T time.Time
 		for _, c := range chains {
-			if !c.CopyDone || c.GapOpen || c.Stopped || !c.AppliedAsOf.After(cut.RequestedAt) {
+			if !c.CopyDone || c.GapOpen || c.Repair != nil || c.Stopped || !c.AppliedAsOf.After(cut.RequestedAt) {
 				return cut, nil
 			}
 			if T.IsZero() || c.AppliedAsOf.Before(T) {
@@ -294,7 +322,7 @@ func (a *App) driveCutover(ctx context.Context, id string, cut *state.Cutover, c
 		}
 		open := 0
 		for _, c := range chains {
-			if c.GapOpen {
+			if c.GapOpen || c.Repair != nil {
 				open++
 			}
 		}

@@ -35,6 +35,10 @@ type ResumeResponse struct {
 	Batches      int `json:"batches"`
 	BigBatches   int `json:"bigBatches"`
 	StepsChecked int `json:"stepsChecked"`
+	// RepairPlanSteps and RepairBatches count the work of blocked repair passes sent again (an
+	// online migration: plan steps that failed for good, dead-lettered repair batches).
+	RepairPlanSteps int `json:"repairPlanSteps,omitempty"`
+	RepairBatches   int `json:"repairBatches,omitempty"`
 }
 
 // migrationResume is POST /api/migrations/{id}/resume.
@@ -82,6 +86,10 @@ func (a *App) resume(ctx context.Context, id string) (*ResumeResponse, int, erro
 	planFailed := false
 	for _, p := range shards {
 		planFailed = planFailed || (p.Error != "" && !p.Done)
+	}
+	copyDone := st.State == state.StateCompleted || st.State == state.StateCompletedWithFailures
+	if mig.Mode == "online" && copyDone {
+		return a.resumeRepairs(ctx, id, st.State)
 	}
 	switch {
 	case st.State == state.StateStalled:
@@ -169,4 +177,31 @@ func (a *App) resume(ctx context.Context, id string) (*ResumeResponse, int, erro
 	a.logf("MigrationResume: %s: resume %d of a %s migration: %d plan step(s), %d batch(es), %d big-key batch(es) sent again (%d step(s) checked)",
 		id, n, st.State, res.PlanSteps, res.Batches, res.BigBatches, res.StepsChecked)
 	return res, 0, nil
+}
+
+// resumeRepairs resumes an online migration whose copy is complete: the blocked repair passes
+// of its chains get their dead-lettered batches and failed plan steps sent again.
+func (a *App) resumeRepairs(ctx context.Context, id, was string) (*ResumeResponse, int, error) {
+	blocked, err := a.repairBlocked(ctx, id)
+	if err != nil {
+		return nil, http.StatusInternalServerError, err
+	}
+	if !blocked {
+		return nil, http.StatusConflict, fmt.Errorf("migration %s: the copy is %s and no repair pass is blocked: nothing to resume", id, was)
+	}
+	n := 0
+	if _, err := a.store.UpdateMigration(ctx, id, func(m *state.Migration) (bool, error) {
+		m.Resumes++
+		m.ResumedAt = time.Now().UTC()
+		n = m.Resumes
+		return true, nil
+	}); err != nil {
+		return nil, http.StatusInternalServerError, err
+	}
+	steps, batches, err := a.repairResend(ctx, id, n)
+	if err != nil {
+		return nil, http.StatusInternalServerError, err
+	}
+	a.logf("MigrationResume: %s: resume %d: %d repair plan step(s), %d repair batch(es) sent again", id, n, steps, batches)
+	return &ResumeResponse{ID: id, Resume: n, WasState: was, RepairPlanSteps: steps, RepairBatches: batches}, 0, nil
 }

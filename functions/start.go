@@ -390,6 +390,11 @@ type planMessage struct {
 	Cursor    plan.Cursor `json:"cursor"`
 	Kind      string      `json:"kind,omitempty"`
 	Run       string      `json:"run,omitempty"`
+	// A repair pass's step (kind "repair"): its chain, whether it scans the target, and the
+	// chain's source master (see copyMessage).
+	Chain  string `json:"chain,omitempty"`
+	Target bool   `json:"target,omitempty"`
+	Owner  string `json:"owner,omitempty"`
 }
 
 func planMessageID(id, key string, step int) string {

@@ -42,6 +42,12 @@ type copyMessage struct {
 	Key    string `json:"key,omitempty"`
 	Step   int    `json:"step,omitempty"`
 	Resume int    `json:"resume,omitempty"`
+	// Chain, Target and Owner travel with a repair batch (kind "repair", Run = the pass): the
+	// chain it repairs, whether its keys are target names (keys the source may lack), and the
+	// source master whose keys are the chain's.
+	Chain  string `json:"chain,omitempty"`
+	Target bool   `json:"target,omitempty"`
+	Owner  string `json:"owner,omitempty"`
 }
 
 // Message kinds (the "kind" application property, and the body's kind for verification).
@@ -49,7 +55,11 @@ const (
 	kindCopy   = "copy"
 	kindPlan   = "plan"
 	kindVerify = "verify"
+	kindRepair = "repair"
 )
+
+// hasRun: verification and repair messages belong to a run (a pass), copy messages do not.
+func hasRun(kind string) bool { return kind == kindVerify || kind == kindRepair }
 
 // copyMessageID is the Service Bus MessageId of a batch: the deterministic batch id, prefixed
 // with the migration id because duplicate detection spans the whole queue.
@@ -81,15 +91,22 @@ type shardScope struct {
 	update  func(ctx context.Context, fn func(*state.ShardProgress) (bool, error)) (*state.ShardProgress, error)
 	message func(b plan.Batch, step int) queue.Message
 	next    func(next plan.Cursor) queue.Message
-	// manifests: each step's batches are written to a step manifest before they are sent (a
-	// copy), so replays and resumes send the same batches and results roll up by step.
-	manifests bool
+	// getStep and createStep, when set, keep each step's batches in a step manifest written
+	// before they are sent (a copy, a repair pass), so replays and resumes send the same
+	// batches (and a copy's results roll up by step).
+	getStep    func(ctx context.Context, step int) (*state.StepManifest, error)
+	createStep func(ctx context.Context, m *state.StepManifest) (*state.StepManifest, error)
+	// target: the step scans the target (a repair pass's keys the source may lack).
+	target bool
 	// sample, when set, replaces the SCAN step (a sampling verification).
 	sample func(ctx context.Context, src *redisconn.Conn, cur plan.Cursor, p *state.ShardProgress) ([]plan.Batch, plan.Cursor, int, error)
 }
 
 func (a *App) scopeOf(mig *state.Migration, pm *planMessage) shardScope {
 	id, key := mig.ID, pm.Key
+	if pm.Kind == kindRepair {
+		return a.repairScope(mig, pm)
+	}
 	if pm.Kind != kindVerify {
 		return shardScope{
 			name: key,
@@ -101,7 +118,13 @@ func (a *App) scopeOf(mig *state.Migration, pm *planMessage) shardScope {
 				body, _ := json.Marshal(copyMessage{Migration: id, Batch: b, Key: key, Step: step})
 				return queue.Message{ID: copyMessageID(id, b.ID), Body: body, Properties: map[string]any{"migration": id, "kind": kindCopy}}
 			},
-			manifests: true,
+			getStep: func(ctx context.Context, step int) (*state.StepManifest, error) {
+				return a.store.GetStep(ctx, id, key, step)
+			},
+			createStep: func(ctx context.Context, m *state.StepManifest) (*state.StepManifest, error) {
+				got, _, err := a.store.CreateStep(ctx, id, m)
+				return got, err
+			},
 			next: func(next plan.Cursor) queue.Message {
 				body, _ := json.Marshal(planMessage{Migration: id, Key: key, Cursor: next})
 				return queue.Message{ID: planMessageID(id, key, next.Step), Body: body, Properties: map[string]any{"migration": id, "kind": kindPlan}}
@@ -146,7 +169,7 @@ func (a *App) planShard(ctx context.Context, inv *hostproto.Invocation, reply *h
 		return false, err
 	}
 	var pm planMessage
-	if err := json.Unmarshal(msg.Body, &pm); err != nil || pm.Migration == "" || pm.Key == "" || (pm.Kind == kindVerify) != (pm.Run != "") {
+	if err := json.Unmarshal(msg.Body, &pm); err != nil || pm.Migration == "" || pm.Key == "" || hasRun(pm.Kind) != (pm.Run != "") {
 		return false, fmt.Errorf("message %s is not a plan message; dropped", msg.MessageID)
 	}
 	retry, err := a.planStep(ctx, &pm, reply)
@@ -169,9 +192,12 @@ func (a *App) markShardFailed(ctx context.Context, pm *planMessage, reason strin
 		return true, nil
 	}
 	var err error
-	if pm.Kind == kindVerify {
+	switch pm.Kind {
+	case kindVerify:
 		_, err = a.store.UpdateVerifyShard(context.WithoutCancel(ctx), pm.Migration, pm.Run, pm.Key, fn)
-	} else {
+	case kindRepair:
+		_, err = a.store.UpdateRepairShard(context.WithoutCancel(ctx), pm.Migration, pm.Run, pm.Key, fn)
+	default:
 		_, err = a.store.UpdateShard(context.WithoutCancel(ctx), pm.Migration, pm.Key, fn)
 	}
 	return err
@@ -185,12 +211,20 @@ func (a *App) planStep(ctx context.Context, pm *planMessage, reply *hostproto.Re
 	if err != nil {
 		return true, err
 	}
-	if pm.Kind == kindVerify {
+	switch {
+	case pm.Kind == kindVerify:
 		if mig.Verify != nil && mig.Verify.ID == pm.Run && mig.Verify.Error != "" {
 			reply.Log("verification %s of %s failed at kickoff; step not run", pm.Run, mig.ID)
 			return false, nil
 		}
-	} else if mig.Error != "" {
+	case pm.Kind == kindRepair:
+		if why, err := a.repairSuperseded(ctx, mig.ID, pm.Chain, pm.Run); err != nil {
+			return true, err
+		} else if why != "" {
+			reply.Log("repair step %d of %s/%s not run: %s", pm.Cursor.Step, pm.Run, pm.Key, why)
+			return false, nil
+		}
+	case mig.Error != "":
 		reply.Log("migration %s failed; step not run", mig.ID)
 		return false, nil
 	}
@@ -213,7 +247,11 @@ func (a *App) planStep(ctx context.Context, pm *planMessage, reply *hostproto.Re
 		reply.Log("step %d of %s does not follow the recorded progress (step %d); dropped", cur.Step, sc.name, prog.Step)
 		return false, nil
 	}
-	src, err := a.conns.get(ctx, mig, "source")
+	side := "source"
+	if sc.target {
+		side = "target"
+	}
+	src, err := a.conns.get(ctx, mig, side)
 	if err != nil {
 		return true, err
 	}
@@ -222,9 +260,9 @@ func (a *App) planStep(ctx context.Context, pm *planMessage, reply *hostproto.Re
 	var scanned int
 	var man *state.StepManifest
 	var runID string
-	if sc.manifests {
+	if sc.getStep != nil {
 		// An earlier delivery (or a crashed one) cut this step already: send what it cut.
-		if man, err = a.store.GetStep(ctx, mig.ID, pm.Key, cur.Step); err != nil && !errors.Is(err, state.ErrNotFound) {
+		if man, err = sc.getStep(ctx, cur.Step); err != nil && !errors.Is(err, state.ErrNotFound) {
 			return true, err
 		}
 	}
@@ -236,7 +274,14 @@ func (a *App) planStep(ctx context.Context, pm *planMessage, reply *hostproto.Re
 		} else {
 			if runID, err = a.sameSourceProcess(ctx, src, cur.Addr, prog.RunID); err == nil {
 				opts := plan.Options{Match: mig.Options.Match, Type: mig.Options.Type, BatchKeys: mig.Options.BatchKeys}
+				if sc.target {
+					// Target names carry the db prefixes: match and type are applied by the batch.
+					opts = plan.Options{BatchKeys: mig.Options.BatchKeys}
+				}
 				batches, next, scanned, err = plan.Step(ctx, src.Node(cur.Addr, cur.DB), cur, opts, plan.Limits{MaxKeys: a.stepKeys, MaxTime: a.stepTime})
+				for i := range batches {
+					batches[i] = state.RepairBatchOf(batches[i], sc.target)
+				}
 			}
 			if err == nil {
 				_, err = a.sameSourceProcess(ctx, src, cur.Addr, runID)
@@ -251,9 +296,9 @@ func (a *App) planStep(ctx context.Context, pm *planMessage, reply *hostproto.Re
 		if err != nil {
 			return true, err
 		}
-		if sc.manifests {
+		if sc.createStep != nil {
 			// The first manifest written stands: a concurrent delivery of the step sends its batches.
-			man, _, err = a.store.CreateStep(ctx, mig.ID, &state.StepManifest{Key: pm.Key, Step: cur.Step, Cursor: cur, Next: next,
+			man, err = sc.createStep(ctx, &state.StepManifest{Key: pm.Key, Step: cur.Step, Cursor: cur, Next: next,
 				Scanned: scanned, Batches: batches})
 			if err != nil {
 				return true, err
@@ -349,11 +394,14 @@ func (a *App) copyBatch(ctx context.Context, inv *hostproto.Invocation, reply *h
 		return false, err
 	}
 	var cm copyMessage
-	if err := json.Unmarshal(msg.Body, &cm); err != nil || cm.Migration == "" || cm.Batch.ID == "" || (cm.Kind == kindVerify) != (cm.Run != "") {
+	if err := json.Unmarshal(msg.Body, &cm); err != nil || cm.Migration == "" || cm.Batch.ID == "" || hasRun(cm.Kind) != (cm.Run != "") {
 		return false, fmt.Errorf("message %s is not a copy message; dropped", msg.MessageID)
 	}
-	if cm.Kind == kindVerify {
+	switch cm.Kind {
+	case kindVerify:
 		return a.verifyBatch(ctx, &cm, msg, reply)
+	case kindRepair:
+		return a.repairBatch(ctx, &cm, msg, reply)
 	}
 	done, err := a.store.HasResult(ctx, cm.Migration, cm.Batch.ID)
 	if err != nil {
@@ -388,7 +436,7 @@ func (a *App) copyBatch(ctx context.Context, inv *hostproto.Invocation, reply *h
 // rollStep rolls the batch's plan step up if this result was its last one. A failure here
 // loses nothing: status and resume roll up the complete steps they find.
 func (a *App) rollStep(ctx context.Context, cm *copyMessage) {
-	if cm.Key == "" || cm.Kind == kindVerify {
+	if cm.Key == "" || hasRun(cm.Kind) {
 		return
 	}
 	if _, err := a.store.RollStep(context.WithoutCancel(ctx), cm.Migration, cm.Key, cm.Step); err != nil {
@@ -594,9 +642,12 @@ func (a *App) copyDeadLetter(ctx context.Context, inv *hostproto.Invocation, rep
 		return true, err
 	}
 	var created bool
-	if cm.Kind == kindVerify {
+	switch cm.Kind {
+	case kindVerify:
 		created, err = a.store.RecordVerifyResult(ctx, cm.Migration, cm.Run, deadVerify(&cm, msg.DeliveryCount, reason))
-	} else {
+	case kindRepair:
+		created, err = a.store.RecordRepairDead(ctx, cm.Migration, cm.Run, deadRepair(&cm, msg, reason))
+	default:
 		var r state.BatchResult
 		if r, err = a.deadBatch(ctx, &cm, msg.DeliveryCount, reason); err == nil {
 			created, err = a.store.RecordResult(ctx, cm.Migration, r)
@@ -619,7 +670,7 @@ func (a *App) planDeadLetter(ctx context.Context, inv *hostproto.Invocation, rep
 		return false, err
 	}
 	var pm planMessage
-	if err := json.Unmarshal(msg.Body, &pm); err != nil || pm.Migration == "" || pm.Key == "" || (pm.Kind == kindVerify) != (pm.Run != "") {
+	if err := json.Unmarshal(msg.Body, &pm); err != nil || pm.Migration == "" || pm.Key == "" || hasRun(pm.Kind) != (pm.Run != "") {
 		return false, fmt.Errorf("dead-lettered message %s is not a plan message; dropped", msg.MessageID)
 	}
 	reason := strings.TrimSpace(fmt.Sprintf("step %d dead-lettered: %s %s", pm.Cursor.Step, msg.DeadLetterReason, msg.DeadLetterErrorDescription))

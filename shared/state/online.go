@@ -54,6 +54,11 @@ type SyncChain struct {
 	// those it could not (its backlog no longer held the position): each opened a gap.
 	Continues   int64 `json:"continues,omitempty"`
 	FullResyncs int64 `json:"fullResyncs,omitempty"`
+	// Repair is the repair pass in progress (fanned out over the plan and copy queues, see
+	// repair.go); RepairPasses numbers the passes started, LastRepair is the last one finished.
+	Repair       *RepairPass `json:"repair,omitempty"`
+	RepairPasses int         `json:"repairPasses"`
+	LastRepair   *RepairDone `json:"lastRepair,omitempty"`
 
 	// Metrics, written at every checkpoint.
 	AppliedAsOf   time.Time `json:"appliedAsOf"` // every change before it is in the target
@@ -61,7 +66,7 @@ type SyncChain struct {
 	Applied       int64     `json:"applied"`
 	AppliedPerSec float64   `json:"appliedPerSecond"`
 	Gaps          int64     `json:"gaps"`
-	Repairs       int64     `json:"repairs"`
+	Repairs       int64     `json:"repairs"`   // repair passes finished
 	Handovers     int64     `json:"handovers"` // gap-free handovers
 	Takeovers     int64     `json:"takeovers"` // an invocation took an expired lease: a gap
 	Restarts      int       `json:"restarts"`

@@ -9,8 +9,10 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/redis-migrate/redis-migrate/shared/config"
 	"github.com/redis-migrate/redis-migrate/shared/plan"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
+	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 	"github.com/redis-migrate/redis-migrate/shared/verify"
 )
 
@@ -149,35 +151,53 @@ func (s *Syncer) repairBatch(ctx context.Context, addr string, db int, keys [][]
 	if err := s.waitRoom(ctx); err != nil {
 		return 0, err
 	}
-	tdb := s.cfg.Copy.DBMap.Target[db]
-	prefix := s.cfg.Copy.DBMap.Prefix[db]
 	names := make([]string, len(keys))
-	tnames := make([]string, len(keys))
 	for i, k := range keys {
-		names[i], tnames[i] = string(k), prefix+string(k)
+		names[i] = string(k)
 	}
-	src := s.cfg.Source.Keys(db)
-	want, err := verify.ReadStates(ctx, s.cfg.Source, src, names, 1000)
+	diff, err := DifferingKeys(ctx, s.cfg.Source, s.cfg.Target, s.cfg.Copy.DBMap, db, names, s.cfg.TTLTolerance)
 	if err != nil {
-		return 0, fmt.Errorf("source: %s", redact.Error(err))
+		return 0, err
 	}
-	got, err := verify.ReadStates(ctx, s.cfg.Target, s.cfg.Target.Keys(tdb), tnames, 1000)
-	if err != nil {
-		return 0, fmt.Errorf("target: %s", redact.Error(err))
-	}
-	var n int64
-	tol := s.cfg.TTLTolerance.Milliseconds()
-	for i := range names {
-		w, g := want[i], got[i]
-		if w.Err == nil && g.Err == nil && w.Type == g.Type && w.Digest == g.Digest &&
-			(w.ExpireAt == g.ExpireAt || (w.ExpireAt > 0 && g.ExpireAt > 0 && abs(w.ExpireAt-g.ExpireAt) <= tol)) {
-			continue
-		}
-		n++
+	for _, i := range diff {
 		s.repairFix.Add(1)
 		s.changed(addr, db, names[i])
 	}
-	return n, nil
+	return int64(len(diff)), nil
+}
+
+// DifferingKeys compares keys of source db with their mapped names in the target (db map and
+// prefix) and returns the positions of those whose type, value or expiry (beyond tol) differ,
+// or that either side could not read. A repair pass re-copies them.
+func DifferingKeys(ctx context.Context, source, target *redisconn.Conn, m config.DBMap, db int, names []string, tol time.Duration) ([]int, error) {
+	tdb, ok := m.Target[db]
+	if !ok {
+		return nil, fmt.Errorf("source db %d is not in the db map", db)
+	}
+	prefix := m.Prefix[db]
+	tnames := make([]string, len(names))
+	for i, k := range names {
+		tnames[i] = prefix + k
+	}
+	want, err := verify.ReadStates(ctx, source, source.Keys(db), names, 1000)
+	if err != nil {
+		return nil, fmt.Errorf("source: %s", redact.Error(err))
+	}
+	got, err := verify.ReadStates(ctx, target, target.Keys(tdb), tnames, 1000)
+	if err != nil {
+		return nil, fmt.Errorf("target: %s", redact.Error(err))
+	}
+	var out []int
+	t := tol.Milliseconds()
+	for i := range names {
+		w, g := want[i], got[i]
+		if w.Err == nil && g.Err == nil && w.Type == g.Type && w.Digest == g.Digest &&
+			(w.ExpireAt == g.ExpireAt || (w.ExpireAt > 0 && g.ExpireAt > 0 && abs(w.ExpireAt-g.ExpireAt) <= t)) {
+			continue
+		}
+		out = append(out, i)
+	}
+	return out, nil
 }
 
 func abs(x int64) int64 {
@@ -189,18 +209,8 @@ func abs(x int64) int64 {
 
 // repairTarget queues the target's keys (under the mapped names) that the source lacks.
 func (s *Syncer) repairTarget(ctx context.Context, attribute string) (int64, error) {
-	m := s.cfg.Copy.DBMap
-	type origin struct {
-		db     int
-		prefix string
-	}
-	byTarget := map[int][]origin{}
-	for _, db := range m.Sources() {
-		byTarget[m.Target[db]] = append(byTarget[m.Target[db]], origin{db, m.Prefix[db]})
-	}
 	var fixed int64
-	for tdb, origins := range byTarget {
-		sort.Slice(origins, func(i, j int) bool { return len(origins[i].prefix) > len(origins[j].prefix) })
+	for _, tdb := range TargetDBs(s.cfg.Copy.DBMap) {
 		for _, addr := range s.cfg.Target.Masters() {
 			node := s.cfg.Target.Node(addr, tdb)
 			var cursor uint64
@@ -209,41 +219,17 @@ func (s *Syncer) repairTarget(ctx context.Context, attribute string) (int64, err
 				if err != nil {
 					return fixed, fmt.Errorf("target SCAN: %s", redact.Error(err))
 				}
-				bySrc := map[int][]string{}
-				for _, k := range keys {
-					if strings.Contains(k, "}redis-migrate:tmp:") {
-						continue // a copier's scratch key
-					}
-					for _, o := range origins {
-						name, ok := strings.CutPrefix(k, o.prefix)
-						if !ok {
-							continue
-						}
-						if s.cfg.Plan.Match == "" || verify.Glob(s.cfg.Plan.Match, name) {
-							bySrc[o.db] = append(bySrc[o.db], name)
-						}
-						break
-					}
+				if err := s.waitRoom(ctx); err != nil {
+					return fixed, err
 				}
-				for db, names := range bySrc {
-					if err := s.waitRoom(ctx); err != nil {
-						return fixed, err
-					}
-					pipe := s.cfg.Source.Keys(db).Pipeline()
-					cmds := make([]*redis.IntCmd, len(names))
-					for i, k := range names {
-						cmds[i] = pipe.Exists(ctx, k)
-					}
-					if _, err := pipe.Exec(ctx); err != nil {
-						return fixed, fmt.Errorf("source: %s", redact.Error(err))
-					}
-					for i, k := range names {
-						if cmds[i].Val() == 0 {
-							fixed++
-							s.repairFix.Add(1)
-							s.changed(s.shardOf(db, k, attribute), db, k)
-						}
-					}
+				gone, err := Orphans(ctx, s.cfg.Source, s.cfg.Copy.DBMap, s.cfg.Plan.Match, s.cfg.Plan.Type, tdb, keys)
+				if err != nil {
+					return fixed, err
+				}
+				for _, k := range gone {
+					fixed++
+					s.repairFix.Add(1)
+					s.changed(s.shardOf(k.DB, string(k.Key), attribute), k.DB, string(k.Key))
 				}
 				if cursor = next; cursor == 0 {
 					break
@@ -252,6 +238,89 @@ func (s *Syncer) repairTarget(ctx context.Context, attribute string) (int64, err
 		}
 	}
 	return fixed, nil
+}
+
+// TargetDBs lists the target databases of a db map, in order.
+func TargetDBs(m config.DBMap) []int {
+	seen := map[int]bool{}
+	var out []int
+	for _, db := range m.Sources() {
+		if t := m.Target[db]; !seen[t] {
+			seen[t] = true
+			out = append(out, t)
+		}
+	}
+	sort.Ints(out)
+	return out
+}
+
+// Orphans takes key names found in target db tdb and returns, as source keys (db and name
+// without the prefix), those that belong to the migration (a mapped db's prefix, match) and that
+// the source no longer has (or, with typ, no longer has as that type): the target must lose them.
+// A copier's scratch keys are left alone.
+func Orphans(ctx context.Context, source *redisconn.Conn, m config.DBMap, match, typ string, tdb int, keys []string) ([]DirtyKey, error) {
+	type origin struct {
+		db     int
+		prefix string
+	}
+	var origins []origin
+	for _, db := range m.Sources() {
+		if m.Target[db] == tdb {
+			origins = append(origins, origin{db, m.Prefix[db]})
+		}
+	}
+	// The longest prefix first: "a:b:" is more specific than "a:".
+	sort.Slice(origins, func(i, j int) bool { return len(origins[i].prefix) > len(origins[j].prefix) })
+	bySrc := map[int][]string{}
+	for _, k := range keys {
+		if strings.Contains(k, "}redis-migrate:tmp:") {
+			continue
+		}
+		for _, o := range origins {
+			name, ok := strings.CutPrefix(k, o.prefix)
+			if !ok {
+				continue
+			}
+			if match == "" || verify.Glob(match, name) {
+				bySrc[o.db] = append(bySrc[o.db], name)
+			}
+			break
+		}
+	}
+	var out []DirtyKey
+	dbs := make([]int, 0, len(bySrc))
+	for db := range bySrc {
+		dbs = append(dbs, db)
+	}
+	sort.Ints(dbs)
+	for _, db := range dbs {
+		names := bySrc[db]
+		pipe := source.Keys(db).Pipeline()
+		exists := make([]*redis.IntCmd, len(names))
+		types := make([]*redis.StatusCmd, len(names))
+		for i, k := range names {
+			if typ != "" {
+				types[i] = pipe.Type(ctx, k)
+			} else {
+				exists[i] = pipe.Exists(ctx, k)
+			}
+		}
+		if _, err := pipe.Exec(ctx); err != nil {
+			return nil, fmt.Errorf("source: %s", redact.Error(err))
+		}
+		for i, k := range names {
+			here := false
+			if typ != "" {
+				here = types[i].Val() == typ
+			} else {
+				here = exists[i].Val() > 0
+			}
+			if !here {
+				out = append(out, DirtyKey{DB: db, Key: []byte(k)})
+			}
+		}
+	}
+	return out, nil
 }
 
 // shardOf finds the source master of a key (a cluster's slot owner), or def.

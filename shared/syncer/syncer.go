@@ -63,6 +63,11 @@ type Config struct {
 	// closed, while capture already runs: a continuation captures before its predecessor stops
 	// applying and writes only once it holds the lease.
 	Gate <-chan struct{}
+	// ExternalRepair: the caller runs the repair passes (the function app fans them out over
+	// its queues), so none runs in-process: a gap stays open until the caller takes it
+	// (TakeGap), finds the differing keys, queues them (MarkPending) and closes it (CloseGap).
+	// The CLI leaves it off.
+	ExternalRepair bool
 }
 
 // Checkpoint is what a later run needs to continue: serializable, no secret in it.
@@ -256,9 +261,12 @@ func (s *Syncer) Start(ctx context.Context) error {
 			s.startAppliers()
 		}()
 	}
-	s.wg.Add(2)
+	s.wg.Add(1)
 	go s.barrierLoop()
-	go s.repairLoop()
+	if !s.cfg.ExternalRepair {
+		s.wg.Add(1)
+		go s.repairLoop()
+	}
 	return nil
 }
 
@@ -400,6 +408,42 @@ func (s *Syncer) OpenGap(shard, reason string) {
 	if i, ok := s.index[shard]; ok {
 		s.openGap(s.shards[i], reason)
 	}
+}
+
+// TakeGap starts an external repair of shard (Config.ExternalRepair): it returns the reason of
+// the gaps opened since the last take, and false when there is none. The shard stays gap-open
+// until CloseGap.
+func (s *Syncer) TakeGap(shard string) (string, bool) {
+	i, ok := s.index[shard]
+	if !ok {
+		return "", false
+	}
+	sh := s.shards[i]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if !sh.needRepair {
+		return "", false
+	}
+	sh.needRepair, sh.repairing = false, true
+	return sh.gapReason, true
+}
+
+// CloseGap ends an external repair of shard whose differing keys have all been applied. It
+// refuses (false) when a gap opened after the last TakeGap: that one is not covered yet.
+func (s *Syncer) CloseGap(shard string) bool {
+	i, ok := s.index[shard]
+	if !ok {
+		return false
+	}
+	sh := s.shards[i]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	if sh.needRepair {
+		return false
+	}
+	sh.repairing, sh.gapOpen, sh.gapReason, sh.repairedAt = false, false, "", time.Now()
+	sh.repairs.Add(1)
+	return true
 }
 
 // applier copies dirty keys until the syncer stops.
