@@ -193,6 +193,7 @@ type syncInvocation struct {
 	started time.Time
 	name    string
 	addr    string // the chain's source master
+	shard   int    // and its index
 	counted struct{ applied, gaps, repairs int64 }
 	// pf is the psync feed (nil for notify): its link's position goes into every checkpoint.
 	pf *psyncfeed.Feed
@@ -411,7 +412,7 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 		keys = append(keys, syncer.DirtyKey{Shard: 0, DB: k.DB, Key: k.Key})
 	}
 	sy.MarkPending(keys)
-	s.addr = c.Addr
+	s.addr, s.shard = c.Addr, c.Shard
 	if gapReason != "" {
 		sy.OpenGap(c.Addr, gapReason)
 	} else if inherited != nil {

@@ -238,7 +238,7 @@ func (ps *passState) inherit(p *state.RepairPass) {
 
 // startPass records a new pass in the chain record (conditional on holding the lease) and
 // sends its plan messages. A pass in progress is replaced: the new one covers everything.
-func (s *syncInvocation) startPass(ctx context.Context, addr, reason string) error {
+func (s *syncInvocation) startPass(ctx context.Context, reason string) error {
 	a, id := s.a, s.mig.ID
 	shards, err := a.store.Shards(ctx, s.mig)
 	if err != nil {
@@ -246,7 +246,7 @@ func (s *syncInvocation) startPass(ctx context.Context, addr, reason string) err
 	}
 	var keys []string
 	for _, p := range shards {
-		if p.Addr == addr {
+		if p.Shard == s.shard {
 			keys = append(keys, p.Key)
 		}
 	}
@@ -340,9 +340,12 @@ func passReason(p *state.RepairPass) string {
 func (s *syncInvocation) repairTick(ctx context.Context, sy *syncer.Syncer, gateOpen bool, appliedAsOf time.Time) {
 	if gateOpen {
 		if reason, ok := sy.TakeGap(s.addr); ok {
-			if err := s.startPass(ctx, s.addr, reason); err != nil {
+			before := s.rp.p
+			if err := s.startPass(ctx, reason); err != nil {
 				s.logf("starting a repair pass: %s; trying again", redact.Error(err))
-				sy.OpenGap(s.addr, reason)
+				if s.rp.p == before {
+					sy.RetakeGap(s.addr) // not recorded: the next tick starts it
+				}
 				return
 			}
 		}
@@ -403,6 +406,13 @@ func (s *syncInvocation) absorb(ctx context.Context, sy *syncer.Syncer) error {
 	}
 	sort.Strings(batches)
 	var n int64
+	defer func() {
+		// What was marked counts, even when a later read failed.
+		if n > 0 {
+			p.Differing += n
+			ps.marked = append(ps.marked, markGroup{time.Now(), n})
+		}
+	}()
 	for _, b := range batches {
 		if l.Results[b] > 0 {
 			r, err := a.store.GetRepairResult(ctx, id, p.Run, b)
@@ -418,10 +428,6 @@ func (s *syncInvocation) absorb(ctx context.Context, sy *syncer.Syncer) error {
 		}
 		ps.absorbed[b] = true
 		p.Absorbed = append(p.Absorbed, b)
-	}
-	if n > 0 {
-		p.Differing += n
-		ps.marked = append(ps.marked, markGroup{time.Now(), n})
 	}
 	planned, sent := 0, int64(0)
 	var failed []string

@@ -428,6 +428,17 @@ func (s *Syncer) TakeGap(shard string) (string, bool) {
 	return sh.gapReason, true
 }
 
+// RetakeGap gives back a gap TakeGap returned whose repair could not start: the next TakeGap
+// returns it again. It is not counted as a new gap.
+func (s *Syncer) RetakeGap(shard string) {
+	if i, ok := s.index[shard]; ok {
+		sh := s.shards[i]
+		sh.mu.Lock()
+		sh.needRepair = true
+		sh.mu.Unlock()
+	}
+}
+
 // CloseGap ends an external repair of shard whose differing keys have all been applied. It
 // refuses (false) when a gap opened after the last TakeGap: that one is not covered yet.
 func (s *Syncer) CloseGap(shard string) bool {
