@@ -466,9 +466,10 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 				sentNext = true
 			}
 		}
+		// Before the status this checkpoint writes: a pass that closes now is counted in it.
+		s.repairTick(ctx, sy, gateOpen, sy.Status().Shards[0].AppliedAsOf)
 		st := sy.Status()
 		sh := st.Shards[0]
-		s.repairTick(ctx, sy, gateOpen, sh.AppliedAsOf)
 		now := time.Now()
 		rate := float64(st.Applied-lastApplied) / max(now.Sub(lastAt).Seconds(), 0.001)
 		lastApplied, lastAt = st.Applied, now

@@ -365,7 +365,7 @@ func (s *syncInvocation) repairTick(ctx context.Context, sy *syncer.Syncer, gate
 		p.Applied += ps.marked[0].n
 		ps.marked = ps.marked[1:]
 	}
-	if time.Since(ps.lastLook) < time.Second {
+	if time.Since(ps.lastLook) < 400*time.Millisecond {
 		return
 	}
 	ps.lastLook = time.Now()

@@ -1,0 +1,220 @@
+package functions_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis-migrate/redis-migrate/functions"
+	"github.com/redis-migrate/redis-migrate/shared/hostharness"
+	"github.com/redis-migrate/redis-migrate/shared/state"
+	"github.com/redis-migrate/redis-migrate/shared/testenv"
+)
+
+// gapMutations changes the source and the target while no chain captures, so only a repair
+// pass can find the differences; it returns how many keys differ. Ranges of b:k:<i> keys are
+// disjoint per call (base).
+func gapMutations(ctx context.Context, t *testing.T, src, dst onlineEndpoint, base int, tag string, change, del, expire, corrupt, add, extra int) int {
+	t.Helper()
+	do := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < change; i++ {
+		do(src.keys.Set(ctx, fmt.Sprintf("b:k:%d", base+i), "changed while capture was down", 0).Err())
+	}
+	for i := 0; i < del; i++ {
+		do(src.keys.Del(ctx, fmt.Sprintf("b:k:%d", base+100+i)).Err())
+	}
+	for i := 0; i < expire; i++ {
+		do(src.keys.PExpire(ctx, fmt.Sprintf("b:k:%d", base+200+i), 10*time.Minute).Err())
+	}
+	for i := 0; i < corrupt; i++ {
+		do(dst.keys.Set(ctx, fmt.Sprintf("b:k:%d", base+300+i), "corrupted in the target", 0).Err())
+	}
+	for i := 0; i < add; i++ {
+		do(src.keys.Set(ctx, fmt.Sprintf("%s:add:%d", tag, i), i, time.Hour).Err())
+	}
+	for i := 0; i < extra; i++ {
+		do(dst.keys.Set(ctx, fmt.Sprintf("%s:extra:%d", tag, i), i, 0).Err())
+	}
+	return change + del + expire + corrupt + add + extra
+}
+
+// A gap's repair pass fans out over the plan and copy queues. Twice, a continuation is lost, so
+// the chain dies and capture is down until status restarts it; while it is down keys are
+// changed, deleted, given a TTL and added in the source and corrupted and planted in the target.
+// The first gap comes under a write load; the second with the writer stopped, so the keys that
+// differ are known exactly: its repair batches are delivered twice or twice at once, one of them
+// is dead-lettered (the pass blocks, status says so, a cutover waits) until a resume sends it
+// again. Status shows the passes as batches, never caught up or consistent while one is open;
+// repair batches run in CopyBatch; the cutover ends consistent and the target equals the source
+// key by key, TTLs included.
+func TestOnlineRepairOverTheQueues(t *testing.T) {
+	ctx := context.Background()
+	src := onlineStandalone(t, "--notify-keyspace-events", "KA")
+	dst := onlineStandalone(t)
+	if err := testenv.FillBulk(ctx, src.keys, "b:", 1500, 3); err != nil {
+		t.Fatal(err)
+	}
+	az := testenv.StartAzurite(t)
+	store, err := state.Open(ctx, az.ConnectionString, state.DefaultContainer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var loseNext atomic.Bool
+	var deadRun atomic.Value // the pass whose first batch is dead-lettered, its others duplicated
+	deadRun.Store("")
+	var mu sync.Mutex
+	repairDeliveries := map[string]int{} // run -> CopyBatch deliveries of its repair batches
+	var dups atomic.Int64
+	fault := func(d hostharness.DeliveryInfo) hostharness.Fault {
+		switch d.Function {
+		case "SyncShard":
+			if loseNext.Load() && d.DeliveryCount == 1 && !strings.HasSuffix(d.MessageID, ".s0") && loseNext.CompareAndSwap(true, false) {
+				return hostharness.Lose
+			}
+		case "CopyBatch":
+			var m struct{ Kind, Run string }
+			if json.Unmarshal(d.Body, &m) != nil || m.Kind != "repair" {
+				return hostharness.Deliver
+			}
+			mu.Lock()
+			repairDeliveries[m.Run]++
+			mu.Unlock()
+			if run := deadRun.Load().(string); run != "" && m.Run == run && d.DeliveryCount == 1 {
+				switch {
+				case strings.HasSuffix(d.MessageID, ".s0-d0-c0-0"):
+					return hostharness.FailBeforeCall // every delivery: dead-lettered; the resend ends in .r1
+				case dups.Add(1)%2 == 0:
+					return hostharness.DuplicateNow
+				default:
+					return hostharness.DeliverTwice
+				}
+			}
+			if run := deadRun.Load().(string); run != "" && m.Run == run && strings.HasSuffix(d.MessageID, ".s0-d0-c0-0") {
+				return hostharness.FailBeforeCall
+			}
+		}
+		return hostharness.Deliver
+	}
+	a := onlineApp(t, src.url, dst.url, 1, az, fault)
+	id, path := kickoffOnline(a)
+	stop := a.watch(path)
+	w := testenv.StartWriter(src.keys, testenv.WriterOptions{Rate: 500, Seed: 11, Keys: 300})
+	a.waitOnline(path, 60*time.Second, "syncing", func(st *functions.OnlineStatus) bool { return st.State == functions.StateSyncing })
+
+	// captureDown loses the next continuation and waits for its predecessor to release the
+	// chain without a handover: from then on nothing captures until status restarts the chain.
+	captureDown := func() *state.SyncChain {
+		t.Helper()
+		before, err := store.GetChain(ctx, id, "c0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		loseNext.Store(true)
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			c, err := store.GetChain(ctx, id, "c0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !loseNext.Load() && c.Gen == before.Gen && c.Holder == "" && c.HandedTo == -1 && c.Seq >= before.Seq {
+				return c
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the chain never released without a handover: %+v", c)
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	// repaired waits for the chain's restart and for pass number pass to finish, and returns the
+	// largest progress status showed for it while it ran.
+	repaired := func(gen, pass int, also func(*functions.OnlineStatus)) (*functions.OnlineStatus, functions.RepairStatus) {
+		t.Helper()
+		var seen functions.RepairStatus
+		st := a.waitOnline(path, 90*time.Second, fmt.Sprintf("repair pass %d done", pass), func(st *functions.OnlineStatus) bool {
+			c := st.Online.Shards[0]
+			if r := c.Repair; r != nil && r.Pass == pass && r.Batches.Done >= seen.Batches.Done {
+				seen = *r
+			}
+			if also != nil {
+				also(st)
+			}
+			return c.Generation > gen && c.LastRepair != nil && c.LastRepair.Pass >= pass && c.Repair == nil
+		})
+		return st, seen
+	}
+
+	// 1. A gap under load.
+	c := captureDown()
+	gapMutations(ctx, t, src, dst, 0, "gap1", 30, 10, 5, 5, 10, 7)
+	st, seen := repaired(c.Gen, c.RepairPasses+1, nil)
+	last := st.Online.Shards[0].LastRepair
+	if seen.Batches.Sent == 0 || seen.ShardsTotal != 2 || last.Batches == 0 || last.Differing < 67 {
+		t.Fatalf("first repair pass: seen in progress %+v, finished %+v", seen, last)
+	}
+	t.Logf("pass %d under load: %d batches, %d keys differed; in progress status showed %+v", last.Pass, last.Batches, last.Differing, seen)
+	w.Stop()
+	a.waitOnline(path, 60*time.Second, "caught up", caughtUp)
+	time.Sleep(1500 * time.Millisecond) // the writer's sub-second TTLs expire on both sides
+
+	// 2. A gap with the writer stopped: the differing keys are known.
+	c = captureDown()
+	pass := c.RepairPasses + 1
+	deadRun.Store(state.RepairRun("c0", pass))
+	want := gapMutations(ctx, t, src, dst, 400, "gap2", 20, 8, 4, 3, 9, 6)
+	if code, _, body := a.do("POST", path+"/cutover", testKey, nil); code != http.StatusAccepted {
+		t.Fatalf("cutover: %d %s", code, body)
+	}
+	blocked := a.waitOnline(path, 90*time.Second, "blocked by a dead-lettered repair batch", func(st *functions.OnlineStatus) bool {
+		r := st.Online.Shards[0].Repair
+		return r != nil && r.Pass == pass && r.Batches.DeadLettered == 1 && r.Blocked != ""
+	})
+	bc := blocked.Online.Shards[0]
+	if blocked.State != functions.StateCuttingOver || blocked.Online.Cutover.State != state.CutoverWaiting || blocked.Online.CaughtUp ||
+		blocked.Online.GapsOpen != 1 || !strings.Contains(bc.GapReason, "cannot complete") || !strings.Contains(bc.GapReason, "resume") {
+		b, _ := json.MarshalIndent(blocked, "", " ")
+		t.Fatalf("status of a blocked repair pass: %s", b)
+	}
+	code, _, body := a.do("POST", path+"/resume", testKey, nil)
+	var rr functions.ResumeResponse
+	if code != http.StatusAccepted || json.Unmarshal(body, &rr) != nil || rr.RepairBatches != 1 {
+		t.Fatalf("resume: %d %s", code, body)
+	}
+	st, seen = repaired(c.Gen, pass, func(st *functions.OnlineStatus) {
+		if st.State == functions.StateConsistent && st.Online.Shards[0].Repair != nil {
+			t.Errorf("consistent with a repair pass open")
+		}
+	})
+	last = st.Online.Shards[0].LastRepair
+	if last.Pass != pass || last.Differing != int64(want) || last.Batches != seen.Batches.Sent {
+		t.Fatalf("repair pass %d with duplicated deliveries: want exactly %d differing keys over %d batches, got %+v (in progress: %+v)",
+			pass, want, seen.Batches.Sent, last, seen)
+	}
+	mu.Lock()
+	n1, n2 := repairDeliveries[state.RepairRun("c0", pass-1)], repairDeliveries[state.RepairRun("c0", pass)]
+	mu.Unlock()
+	if n2 <= int(last.Batches) || dups.Load() == 0 || !strings.Contains(a.log.String(), "already recorded") {
+		t.Fatalf("pass %d: %d CopyBatch deliveries of its %d batches, %d duplicated", pass, n2, last.Batches, dups.Load())
+	}
+	st = a.waitOnline(path, 90*time.Second, "cut over", func(st *functions.OnlineStatus) bool {
+		c := st.Online.Cutover
+		return c != nil && (c.State == state.CutoverConsistent || c.State == state.CutoverFailed)
+	})
+	if st.State != functions.StateConsistent {
+		b, _ := json.MarshalIndent(st, "", " ")
+		t.Fatalf("cutover after the repair: %s", b)
+	}
+	seenStates := stop()
+	t.Logf("pass %d: %d batches (%d CopyBatch deliveries; the pass before: %d), %d keys differed as planted; states %v",
+		pass, last.Batches, n2, n1, last.Differing, seenStates)
+	testenv.AssertSameData(ctx, t, src.nodes, dst.nodes, nil, 1000)
+}
