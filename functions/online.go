@@ -486,9 +486,10 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 			next = c.NextCapturing
 			return true, nil
 		})
-		if err == nil {
+		if err == nil && !lost {
 			lastRenew = now
-		} else {
+			s.markCounted(sh, st)
+		} else if err != nil {
 			s.logf("checkpoint: %s", redact.Error(err))
 		}
 		if lost {
@@ -514,6 +515,11 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 	}
 }
 
+// markCounted records the engine's counts as written into the chain record.
+func (s *syncInvocation) markCounted(sh syncer.ShardStatus, st syncer.Status) {
+	s.counted.applied, s.counted.gaps, s.counted.repairs = st.Applied, sh.Gaps, sh.Repairs
+}
+
 func (s *syncInvocation) metrics(c *state.SyncChain, sh syncer.ShardStatus, st syncer.Status, rate float64) {
 	now := time.Now().UTC()
 	if sh.AppliedAsOf.After(c.AppliedAsOf) {
@@ -535,11 +541,12 @@ func (s *syncInvocation) metrics(c *state.SyncChain, sh syncer.ShardStatus, st s
 		c.LastRepair = s.rp.finished
 	}
 	c.CheckpointAt = now
-	// Counts are per invocation in the engine; the record keeps the chain's totals.
+	// Counts are per invocation in the engine; the record keeps the chain's totals. What was
+	// counted moves on only once the write succeeded (markCounted), since an If-Match conflict runs
+	// this again on a fresh copy of the record.
 	c.Applied += st.Applied - s.counted.applied
 	c.Gaps += sh.Gaps - s.counted.gaps
 	c.Repairs += sh.Repairs - s.counted.repairs
-	s.counted.applied, s.counted.gaps, s.counted.repairs = st.Applied, sh.Gaps, sh.Repairs
 	s.psyncMetrics(c)
 }
 

@@ -356,6 +356,11 @@ func (s *Syncer) changed(addr string, db int, key string) {
 func (s *Syncer) openGap(sh *shard, reason string) {
 	sh.mu.Lock()
 	already := sh.needRepair
+	if s.cfg.ExternalRepair && already && sh.gapReason != reason {
+		// The caller takes gaps on its own schedule (a tick), so two gaps of different causes
+		// may both arrive before it does: each counts.
+		already = false
+	}
 	sh.gapOpen, sh.needRepair, sh.gapReason = true, true, reason
 	sh.mu.Unlock()
 	if !already {
