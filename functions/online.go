@@ -1,6 +1,7 @@
 package functions
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -201,6 +202,7 @@ type syncInvocation struct {
 	// them, so base + this invocation's own counts is exact however often a write is retried).
 	base struct{ continues, fullResyncs int64 }
 	rp   passState
+	sy   *syncer.Syncer
 }
 
 func (s *syncInvocation) logf(format string, args ...any) {
@@ -296,6 +298,7 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 		Log:            func(m string) { s.logf("%s", m) },
 	}
 	sy := syncer.New(cfg)
+	s.sy = sy
 	if err := sy.Start(context.WithoutCancel(ctx)); err != nil {
 		return true, fmt.Errorf("%s: starting capture: %s", s.name, redact.Error(err))
 	}
@@ -375,6 +378,9 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 				// A new gap: a new repair pass covers it (and whatever the last one covered).
 			case c.Seq < 0 && c.GapOpen:
 				gapReason = c.GapReason // a restart after a stall
+			case c.GapWaiting != "":
+				// A gap the pass in progress does not cover: a new pass.
+				gapReason = "handed over with a gap open: " + strings.TrimPrefix(c.GapWaiting, "handed over with a gap open: ")
 			case c.GapOpen && c.Repair != nil:
 				inherited = c.Repair // handed over during a pass: continue it
 			case c.GapOpen:
@@ -529,6 +535,10 @@ func (s *syncInvocation) metrics(c *state.SyncChain, sh syncer.ShardStatus, st s
 	c.AppliedPerSec = rate
 	c.GapOpen, c.GapReason = sh.GapOpen || sh.Repairing || s.rp.p != nil, sh.GapReason
 	c.Repair = s.rp.p
+	c.GapWaiting = ""
+	if reason, ok := s.sy.WaitingGap(s.addr); ok {
+		c.GapWaiting = cmp.Or(reason, "a gap")
+	}
 	if s.rp.p != nil {
 		c.GapReason = passReason(s.rp.p)
 	} else if c.GapOpen && sh.GapReason != "" && !c.CopyDone {

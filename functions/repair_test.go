@@ -70,8 +70,9 @@ func TestOnlineRepairOverTheQueues(t *testing.T) {
 		t.Fatal(err)
 	}
 	var loseNext atomic.Bool
-	var deadRun atomic.Value // the pass whose first batch is dead-lettered, its others duplicated
-	deadRun.Store("")
+	// From pass deadPass on (a pass superseded under load is followed by the next), each pass's
+	// first batch is dead-lettered and its others are duplicated.
+	var deadPass atomic.Int64
 	var mu sync.Mutex
 	repairDeliveries := map[string]int{} // run -> CopyBatch deliveries of its repair batches
 	var dups atomic.Int64
@@ -89,23 +90,26 @@ func TestOnlineRepairOverTheQueues(t *testing.T) {
 			mu.Lock()
 			repairDeliveries[m.Run]++
 			mu.Unlock()
-			if run := deadRun.Load().(string); run != "" && m.Run == run && d.DeliveryCount == 1 {
-				switch {
-				case strings.HasSuffix(d.MessageID, ".s0-d0-c0-0"):
-					return hostharness.FailBeforeCall // every delivery: dead-lettered; the resend ends in .r1
-				case dups.Add(1)%2 == 0:
-					return hostharness.DuplicateNow
-				default:
-					return hostharness.DeliverTwice
-				}
+			var p int64
+			if _, err := fmt.Sscanf(m.Run, "c0-p%d", &p); err != nil || deadPass.Load() == 0 || p < deadPass.Load() {
+				return hostharness.Deliver
 			}
-			if run := deadRun.Load().(string); run != "" && m.Run == run && strings.HasSuffix(d.MessageID, ".s0-d0-c0-0") {
-				return hostharness.FailBeforeCall
+			switch {
+			case strings.HasSuffix(d.MessageID, ".s0-d0-c0-0"):
+				return hostharness.FailBeforeCall // every delivery: dead-lettered; a resend ends in .r<n>
+			case d.DeliveryCount > 1:
+				return hostharness.Deliver
+			case dups.Add(1)%2 == 0:
+				return hostharness.DuplicateNow
+			default:
+				return hostharness.DeliverTwice
 			}
 		}
 		return hostharness.Deliver
 	}
-	a := onlineApp(t, src.url, dst.url, 1, az, fault)
+	// A 4 s lease: takeovers of a live chain on a loaded machine would supersede the passes.
+	a := startApp(t, appOptions{azurite: az, fault: fault, settings: map[string]string{"SOURCE_REDIS": src.url, "TARGET_REDIS": dst.url,
+		"SYNC_INVOCATION_SECONDS": "1", "SYNC_LEASE_SECONDS": "4"}})
 	id, path := kickoffOnline(a)
 	stop := a.watch(path)
 	w := testenv.StartWriter(src.keys, testenv.WriterOptions{Rate: 500, Seed: 11, Keys: 300})
@@ -142,7 +146,7 @@ func TestOnlineRepairOverTheQueues(t *testing.T) {
 		var seen functions.RepairStatus
 		st := a.waitOnline(path, 90*time.Second, fmt.Sprintf("repair pass %d done", pass), func(st *functions.OnlineStatus) bool {
 			c := st.Online.Shards[0]
-			if r := c.Repair; r != nil && r.Pass == pass && r.Batches.Done >= seen.Batches.Done {
+			if r := c.Repair; r != nil && r.Pass >= pass && (r.Pass > seen.Pass || r.Batches.Done >= seen.Batches.Done) {
 				seen = *r
 			}
 			if also != nil {
@@ -169,14 +173,14 @@ func TestOnlineRepairOverTheQueues(t *testing.T) {
 	// 2. A gap with the writer stopped: the differing keys are known.
 	c = captureDown()
 	pass := c.RepairPasses + 1
-	deadRun.Store(state.RepairRun("c0", pass))
+	deadPass.Store(int64(pass))
 	want := gapMutations(ctx, t, src, dst, 400, "gap2", 20, 8, 4, 3, 9, 6)
 	if code, _, body := a.do("POST", path+"/cutover", testKey, nil); code != http.StatusAccepted {
 		t.Fatalf("cutover: %d %s", code, body)
 	}
 	blocked := a.waitOnline(path, 90*time.Second, "blocked by a dead-lettered repair batch", func(st *functions.OnlineStatus) bool {
 		r := st.Online.Shards[0].Repair
-		return r != nil && r.Pass == pass && r.Batches.DeadLettered == 1 && r.Blocked != ""
+		return r != nil && r.Pass >= pass && r.Batches.DeadLettered == 1 && r.Blocked != ""
 	})
 	bc := blocked.Online.Shards[0]
 	if blocked.State != functions.StateCuttingOver || blocked.Online.Cutover.State != state.CutoverWaiting || blocked.Online.CaughtUp ||
@@ -195,12 +199,16 @@ func TestOnlineRepairOverTheQueues(t *testing.T) {
 		}
 	})
 	last = st.Online.Shards[0].LastRepair
-	if last.Pass != pass || last.Differing != int64(want) || last.Batches != seen.Batches.Sent {
+	if last.Pass != pass {
+		// Another gap superseded the pass (a takeover on a loaded machine): the keys the first
+		// pass applied are not found again, so only the last pass's own count is exact.
+		t.Logf("pass %d was superseded by pass %d; its exact count is not checked", pass, last.Pass)
+	} else if last.Differing != int64(want) || last.Batches != seen.Batches.Sent {
 		t.Fatalf("repair pass %d with duplicated deliveries: want exactly %d differing keys over %d batches, got %+v (in progress: %+v)",
 			pass, want, seen.Batches.Sent, last, seen)
 	}
 	mu.Lock()
-	n1, n2 := repairDeliveries[state.RepairRun("c0", pass-1)], repairDeliveries[state.RepairRun("c0", pass)]
+	n1, n2 := repairDeliveries[state.RepairRun("c0", pass-1)], repairDeliveries[state.RepairRun("c0", last.Pass)]
 	mu.Unlock()
 	if n2 <= int(last.Batches) || dups.Load() == 0 || !strings.Contains(a.log.String(), "already recorded") {
 		t.Fatalf("pass %d: %d CopyBatch deliveries of its %d batches, %d duplicated", pass, n2, last.Batches, dups.Load())

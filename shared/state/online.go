@@ -56,7 +56,10 @@ type SyncChain struct {
 	FullResyncs int64 `json:"fullResyncs,omitempty"`
 	// Repair is the repair pass in progress (fanned out over the plan and copy queues, see
 	// repair.go); RepairPasses numbers the passes started, LastRepair is the last one finished.
-	Repair       *RepairPass `json:"repair,omitempty"`
+	Repair *RepairPass `json:"repair,omitempty"`
+	// GapWaiting is the reason of a gap no repair pass covers yet (it opened after the pass in
+	// progress started, or before the copy was complete): the next holder starts a new pass.
+	GapWaiting   string      `json:"gapWaiting,omitempty"`
 	RepairPasses int         `json:"repairPasses"`
 	LastRepair   *RepairDone `json:"lastRepair,omitempty"`
 

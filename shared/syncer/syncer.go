@@ -433,6 +433,19 @@ func (s *Syncer) TakeGap(shard string) (string, bool) {
 	return sh.gapReason, true
 }
 
+// WaitingGap reports the reason of a gap of shard that TakeGap has not taken yet (external
+// repair), without taking it: a checkpoint hands it on.
+func (s *Syncer) WaitingGap(shard string) (string, bool) {
+	i, ok := s.index[shard]
+	if !ok {
+		return "", false
+	}
+	sh := s.shards[i]
+	sh.mu.Lock()
+	defer sh.mu.Unlock()
+	return sh.gapReason, sh.needRepair
+}
+
 // RetakeGap gives back a gap TakeGap returned whose repair could not start: the next TakeGap
 // returns it again. It is not counted as a new gap.
 func (s *Syncer) RetakeGap(shard string) {
