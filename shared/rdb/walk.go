@@ -265,9 +265,19 @@ func (d *decoder) lzfScratch(n int) []byte {
 	return d.scratch[:n]
 }
 
+// counted reads the element count of a LIST, SET, ZSET or HASH; a count above the part limit
+// means the value comes in parts, known before walking any of it.
+func (w *walker) counted(what string) (uint64, error) {
+	n, err := w.d.readLength(what)
+	if err == nil && n > uint64(w.d.opts.ChunkElements) {
+		err = errSplit
+	}
+	return n, err
+}
+
 // plain mirrors listState/setState for LIST and SET: a count, then strings.
 func (w *walker) plain(countWhat, what string) error {
-	remaining, err := w.d.readLength(countWhat)
+	remaining, err := w.counted(countWhat)
 	if err != nil {
 		return err
 	}
@@ -288,7 +298,7 @@ func (w *walker) plain(countWhat, what string) error {
 // zset mirrors zsetState for ZSET (text scores) and ZSET_2 (binary scores).
 func (w *walker) zset(binary bool) error {
 	d := w.d
-	remaining, err := d.readLength("zset size")
+	remaining, err := w.counted("zset size")
 	if err != nil {
 		return err
 	}
@@ -316,7 +326,7 @@ func (w *walker) zset(binary bool) error {
 
 // hash mirrors hashState for HASH.
 func (w *walker) hash() error {
-	remaining, err := w.d.readLength("hash size")
+	remaining, err := w.counted("hash size")
 	if err != nil {
 		return err
 	}
