@@ -66,6 +66,8 @@ type Options struct {
 	// DeferBigKeys returns big keys in Result.BigKeys instead of copying them inline, so the
 	// caller can give each its own batch and small keys do not wait behind it.
 	DeferBigKeys bool
+	// GoRedisOnly sends every command through go-redis, never the hand-written RESP path.
+	GoRedisOnly bool
 }
 
 // Result counts what happened to a batch's keys.
@@ -205,10 +207,11 @@ func (c *Copier) Copy(ctx context.Context, b plan.Batch) (Result, error) {
 		}
 		return res, nil
 	}
+	rd := c.readerFor(b, src)
 	keys := b.Keys
 	for len(keys) > 0 {
 		n := min(len(keys), c.Opts.SliceKeys)
-		small, sizes, err := c.sizeUp(ctx, src, dst, prefix, keys[:n], &res)
+		small, sizes, err := c.sizeUp(ctx, src, dst, rd, prefix, keys[:n], &res)
 		if err != nil {
 			return Result{}, err
 		}
@@ -220,13 +223,16 @@ func (c *Copier) Copy(ctx context.Context, b plan.Batch) (Result, error) {
 				held += sizes[run]
 				run++
 			}
-			items, err := c.read(ctx, src, small[:run], &res)
+			items, st, err := c.read(ctx, src, rd, small[:run], held, &res)
 			if err != nil {
 				return Result{}, err
 			}
 			if err := c.Restore(ctx, dst, prefix, items, &res); err != nil {
 				return Result{}, err
 			}
+			// The payloads are written: their buffer can serve the next run.
+			clear(items)
+			st.releaseArena()
 			small, sizes = small[run:], sizes[run:]
 		}
 	}
@@ -235,35 +241,32 @@ func (c *Copier) Copy(ctx context.Context, b plan.Batch) (Result, error) {
 
 // sizeUp asks the source for each key's MEMORY USAGE, counts vanished keys as missing, and takes
 // big keys out of the slice: they are copied in chunks (now, or later when deferred).
-func (c *Copier) sizeUp(ctx context.Context, src, dst redis.UniversalClient, prefix string, keys [][]byte, res *Result) ([][]byte, []int64, error) {
+func (c *Copier) sizeUp(ctx context.Context, src, dst redis.UniversalClient, rd reader, prefix string, keys [][]byte, res *Result) ([][]byte, []int64, error) {
 	sizes := make([]int64, len(keys))
 	if c.Opts.BigKeyBytes < 0 || c.noMemoryUsage.Load() {
 		return keys, sizes, nil
 	}
-	pipe := src.Pipeline()
-	cmds := make([]*redis.IntCmd, len(keys))
-	for i, k := range keys {
-		cmds[i] = pipe.MemoryUsage(ctx, string(k))
-	}
+	errs := make([]error, len(keys))
 	t0 := c.waitSource(ctx, len(keys))
-	_, err := pipe.Exec(ctx)
+	err := c.stageSizes(ctx, rd, src, keys, sizes, errs)
 	c.doneSource(t0, len(keys), err)
-	if err != nil && !isReplyError(err) {
+	if err != nil {
 		return nil, nil, sourceErr(err)
 	}
-	for _, cmd := range cmds {
-		if err := cmd.Err(); isSourceBusy(err) {
+	for _, err := range errs {
+		if isSourceBusy(err) {
 			return nil, nil, sourceErr(err)
 		} else if err != nil && err != redis.Nil {
 			// MEMORY USAGE is not allowed everywhere: then every key takes the DUMP path.
 			c.noMemoryUsage.Store(true)
+			clear(sizes)
 			return keys, sizes, nil
 		}
 	}
 	small := make([][]byte, 0, len(keys))
 	smallSizes := make([]int64, 0, len(keys))
 	for i, k := range keys {
-		n, err := cmds[i].Result()
+		n, err := sizes[i], errs[i]
 		switch {
 		case err == redis.Nil:
 			res.Missing++
@@ -304,64 +307,55 @@ func (c *Copier) doneSource(start time.Time, n int, err error) {
 // only have PTTL, converted with the local clock.
 func (c *Copier) usePExpireTime() bool { return c.Src.Version.Major >= 7 }
 
-func (c *Copier) read(ctx context.Context, src redis.UniversalClient, keys [][]byte, res *Result) ([]Payload, error) {
-	pipe := src.Pipeline()
-	dumps := make([]*redis.StringCmd, len(keys))
-	ttls := make([]*redis.DurationCmd, len(keys))
-	for i, k := range keys {
-		ks := string(k)
-		dumps[i] = pipe.Dump(ctx, ks)
-		if c.usePExpireTime() {
-			ttls[i] = pipe.PExpireTime(ctx, ks)
-		} else {
-			ttls[i] = pipe.PTTL(ctx, ks)
-		}
-	}
+func (c *Copier) read(ctx context.Context, src redis.UniversalClient, rd reader, keys [][]byte, held int64, res *Result) ([]Payload, *dumpStage, error) {
+	st := &dumpStage{keys: keys, data: make([]string, len(keys)), dumpErr: make([]error, len(keys)),
+		ttl: make([]int64, len(keys)), ttlErr: make([]error, len(keys)), pexpiretime: c.usePExpireTime(), held: held}
 	t0 := c.waitSource(ctx, 2*len(keys))
 	before := c.Now()
-	_, err := pipe.Exec(ctx)
+	err := c.stageDumps(ctx, rd, src, st)
 	c.doneSource(t0, 2*len(keys), err)
-	if err != nil && !isReplyError(err) {
-		return nil, sourceErr(err)
+	if err != nil {
+		return nil, nil, sourceErr(err)
 	}
 	out := make([]Payload, 0, len(keys))
 	for i, k := range keys {
-		payload, err := dumps[i].Result()
+		err := st.dumpErr[i]
 		if err == redis.Nil {
 			res.Missing++ // deleted or expired between scan and copy
 			continue
 		}
 		if err != nil {
 			if !isReplyError(err) || isSourceBusy(err) {
-				return nil, sourceErr(err)
+				return nil, nil, sourceErr(err)
 			}
 			res.fail(k, "source DUMP: "+err.Error())
 			continue
 		}
-		raw, err := ttls[i].Result()
+		raw, err := st.ttl[i], st.ttlErr[i]
 		if isSourceBusy(err) {
-			return nil, sourceErr(err)
+			return nil, nil, sourceErr(err)
 		}
 		if err != nil {
 			res.fail(k, "source TTL: "+err.Error())
 			continue
 		}
-		d := Payload{Key: k, Data: payload, Idle: -1, Freq: -1}
-		// go-redis passes PTTL/PEXPIRETIME's -1 (no expiry) and -2 (no key) through unscaled.
+		d := Payload{Key: k, Data: st.data[i], Idle: -1, Freq: -1}
+		// ttl is PTTL/PEXPIRETIME's reply in ms: -1 no expiry, -2 no key.
 		switch {
 		case raw == -2:
 			res.Expired++ // existed at DUMP, gone at the TTL read
 			continue
 		case raw < 0:
 			d.ExpireAt = 0
-		case c.usePExpireTime():
-			d.ExpireAt = int64(raw / time.Millisecond)
+		case st.pexpiretime:
+			d.ExpireAt = raw
 		default:
-			d.ExpireAt = before.UnixMilli() + int64(raw/time.Millisecond)
+			d.ExpireAt = before.UnixMilli() + raw
 		}
 		out = append(out, d)
 	}
-	return out, nil
+	clear(st.data)
+	return out, st, nil
 }
 
 // Restore writes payloads into dst (keys named prefix+Key) with pipelined RESTORE ... ABSTTL,
@@ -378,87 +372,64 @@ func (c *Copier) restore(ctx context.Context, dst redis.UniversalClient, prefix 
 	if len(items) == 0 {
 		return nil
 	}
-	replace := c.Opts.Existing == ExistingReplace
 	now := c.Now().UnixMilli()
-	pipe := dst.Pipeline()
-	type pending struct {
-		d   Payload
-		key string
-		cmd redisconn.Once
-	}
-	sent := make([]pending, 0, len(items))
+	sent := make([]Payload, 0, len(items))
 	for _, d := range items {
 		if d.ExpireAt > 0 && d.ExpireAt <= now {
 			res.Expired++ // would be written already expired: Redis would drop it anyway
 			continue
 		}
-		key := prefix + string(d.Key)
-		args := make([]any, 4, 9)
-		args[0], args[1], args[2], args[3] = "RESTORE", key, d.ExpireAt, d.Data
-		if d.ExpireAt > 0 {
-			args = append(args, "ABSTTL")
-		}
-		if replace {
-			args = append(args, "REPLACE")
-		}
-		if d.Idle >= 0 {
-			args = append(args, "IDLETIME", d.Idle)
-		} else if d.Freq >= 0 {
-			args = append(args, "FREQ", d.Freq)
-		}
-		cmd := redisconn.NewOnce(ctx, args...)
-		_ = pipe.Process(ctx, cmd)
-		sent = append(sent, pending{d: d, key: key, cmd: cmd})
+		sent = append(sent, d)
 	}
 	if len(sent) == 0 {
 		return nil
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !isReplyError(err) {
+	errs := make([]error, len(sent))
+	if err := c.stageRestores(ctx, c.writerFor(dst), dst, prefix, sent, errs); err != nil {
 		return targetErr(err)
 	}
 	// A target that is loading, busy or failing over answers every command alike: the whole
 	// batch waits and is retried, no key is failed for it.
-	for _, p := range sent {
-		if err := p.cmd.Err(); IsBusyReply(err) {
+	for _, err := range errs {
+		if IsBusyReply(err) {
 			return targetErr(err)
 		}
 	}
 	var again []Payload
 	var near []string
-	for _, p := range sent {
-		err := p.cmd.Err()
+	for i, d := range sent {
+		err := errs[i]
 		switch {
 		case err == nil:
 			res.Copied++
-			res.Bytes += int64(len(p.d.Data))
+			res.Bytes += int64(len(d.Data))
 			if reencoded {
 				res.Fallback++
 			}
-			if p.d.ExpireAt > 0 && p.d.ExpireAt < now+nearExpiryMs {
-				near = append(near, p.key)
+			if d.ExpireAt > 0 && d.ExpireAt < now+nearExpiryMs {
+				near = append(near, prefix+string(d.Key))
 			}
 		case strings.HasPrefix(err.Error(), "BUSYKEY"):
 			if c.Opts.Existing == ExistingSkip {
 				res.Skipped++
 			} else {
-				res.fail([]byte(p.key), "target already holds this key (use --existing skip or replace)")
+				res.fail([]byte(prefix+string(d.Key)), "target already holds this key (use --existing skip or replace)")
 			}
 		case isPayloadRefusal(err) && !reencoded && c.Opts.Reencode != nil:
-			if data, rerr := c.Opts.Reencode([]byte(p.d.Data)); rerr == nil {
-				d := p.d
+			if data, rerr := c.Opts.Reencode([]byte(d.Data)); rerr == nil {
 				d.Data = string(data)
 				again = append(again, d)
 				continue
 			}
-			c.fallback(ctx, dst, p.key, p.d, err, res)
+			c.fallback(ctx, dst, prefix+string(d.Key), d, err, res)
 		case isPayloadRefusal(err) && c.Opts.Fallback != nil:
-			c.fallback(ctx, dst, p.key, p.d, err, res)
+			c.fallback(ctx, dst, prefix+string(d.Key), d, err, res)
 		case isPayloadRefusal(err):
-			res.fail([]byte(p.key), "target refused the DUMP payload: "+err.Error())
+			res.fail([]byte(prefix+string(d.Key)), "target refused the DUMP payload: "+err.Error())
 		case !isReplyError(err):
 			return targetErr(err)
 		default:
-			res.fail([]byte(p.key), "target refused RESTORE: "+err.Error())
+			res.fail([]byte(prefix+string(d.Key)), "target refused RESTORE: "+err.Error())
 		}
 	}
 	if err := c.recountExpired(ctx, dst, near, res, reencoded); err != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/redis-migrate/redis-migrate/shared/config"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
+	"github.com/redis-migrate/redis-migrate/shared/resp"
 )
 
 // Options tune the clients.
@@ -62,6 +63,9 @@ type Conn struct {
 	replicaAddr map[string]bool
 	// byDB caches Keys' standalone clients: Keys is called per key on hot paths.
 	byDB [16]atomic.Pointer[redis.Client]
+	// raw: RawPool's pools by node/db; slots: MasterOf's cache.
+	raw   map[string]*resp.Pool
+	slots slotTable
 }
 
 // Version is the server's product and version, and the RDB version it writes (and the newest
@@ -250,6 +254,9 @@ func (c *Conn) Close() {
 	}
 	if c.cluster != nil {
 		_ = c.cluster.Close()
+	}
+	for _, p := range c.raw {
+		p.Close()
 	}
 }
 

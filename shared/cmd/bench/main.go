@@ -81,6 +81,7 @@ type Run struct {
 	Seconds float64
 	PeakRSS int64         // bytes
 	CPU     time.Duration // the binary's own user + system time (its rusage)
+	SysCPU  time.Duration // the system part of CPU
 	Summary map[string]any
 	Stderr  string
 }
@@ -100,6 +101,7 @@ func runBinary(r *testenv.Runner, args ...string) Run {
 	run := Run{Seconds: time.Since(start).Seconds(), Stderr: errb.String()}
 	if cmd.ProcessState != nil {
 		run.CPU = cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()
+		run.SysCPU = cmd.ProcessState.SystemTime()
 	}
 	if err != nil {
 		r.Fatalf("redis-migrate %s: %v\n%s", strings.Join(args, " "), err, errb.String())

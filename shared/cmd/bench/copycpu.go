@@ -1,0 +1,48 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+
+	"github.com/redis-migrate/redis-migrate/shared/testenv"
+)
+
+// The copy-cpu suite is the copy row of the copy suite alone, run COPY_RUNS times (default 3) on
+// one generated dataset: the quick way to watch the tool's CPU per key while changing the copy.
+func init() {
+	suites["copy-cpu"] = benchCopyCPU
+}
+
+func benchCopyCPU(ctx context.Context, r *testenv.Runner, keys int) []Row {
+	src, dst := testenv.StartRedis(r), testenv.StartRedis(r)
+	sc, dc := src.Client(r, 0), dst.Client(r, 0)
+	fmt.Fprintf(os.Stderr, "bench copy-cpu: generating %d mixed keys...\n", keys)
+	if err := testenv.FillBulk(ctx, sc, "", keys, 7); err != nil {
+		r.Fatalf("fill: %v", err)
+	}
+	runs := 3
+	if n, err := strconv.Atoi(os.Getenv("COPY_RUNS")); err == nil && n > 0 {
+		runs = n
+	}
+	var rows []Row
+	for i := 0; i < runs; i++ {
+		if err := dc.FlushAll(ctx).Err(); err != nil {
+			r.Fatalf("flush: %v", err)
+		}
+		m := meterCPU(src.Pid(), dst.Pid())
+		out := runBinary(r, "copy", "--source", src.URL(), "--target", dst.URL(), "--no-verify")
+		used := m.used()
+		if got := num(out.Summary, "keys_copied"); int(got) != keys {
+			r.Fatalf("copy: keys_copied = %v, want %d\n%s", got, keys, out.Stderr)
+		}
+		load, _ := os.ReadFile("/proc/loadavg")
+		v := fmt.Sprintf("%.0f keys/s; CPU us/key: tool %s (system %s) / source %s / target %s; peak RSS %s; loadavg %.14s",
+			float64(keys)/out.Seconds, usPerKey(out.CPU, float64(keys)), usPerKey(out.SysCPU, float64(keys)), usPerKey(used[0], float64(keys)),
+			usPerKey(used[1], float64(keys)), mb(out.PeakRSS), load)
+		fmt.Fprintf(os.Stderr, "bench copy-cpu run %d: %s\n", i+1, v)
+		rows = append(rows, Row{fmt.Sprintf("copy --no-verify, run %d", i+1), "keys/s, CPU per key, peak RSS", v, "goal: tool <= 3 us"})
+	}
+	return rows
+}
