@@ -102,7 +102,7 @@ func Main(args []string, env *Env) int {
 		if c.name != args[0] {
 			continue
 		}
-		if c.name != "serve" {
+		if c.name != "serve" && c.name != "copy" {
 			tuneGC(env.Getenv)
 		}
 		return exitCode(env, c.name, c.run(ctx, env, args[1:]))

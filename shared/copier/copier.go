@@ -231,8 +231,7 @@ func (c *Copier) Copy(ctx context.Context, b plan.Batch) (Result, error) {
 				return Result{}, err
 			}
 			// The payloads are written: their buffer can serve the next run.
-			clear(items)
-			st.releaseArena()
+			st.release()
 			small, sizes = small[run:], sizes[run:]
 		}
 	}
@@ -308,8 +307,7 @@ func (c *Copier) doneSource(start time.Time, n int, err error) {
 func (c *Copier) usePExpireTime() bool { return c.Src.Version.Major >= 7 }
 
 func (c *Copier) read(ctx context.Context, src redis.UniversalClient, rd reader, keys [][]byte, held int64, res *Result) ([]Payload, *dumpStage, error) {
-	st := &dumpStage{keys: keys, data: make([]string, len(keys)), dumpErr: make([]error, len(keys)),
-		ttl: make([]int64, len(keys)), ttlErr: make([]error, len(keys)), pexpiretime: c.usePExpireTime(), held: held}
+	st := newDumpStage(keys, c.usePExpireTime(), held)
 	t0 := c.waitSource(ctx, 2*len(keys))
 	before := c.Now()
 	err := c.stageDumps(ctx, rd, src, st)
@@ -317,7 +315,7 @@ func (c *Copier) read(ctx context.Context, src redis.UniversalClient, rd reader,
 	if err != nil {
 		return nil, nil, sourceErr(err)
 	}
-	out := make([]Payload, 0, len(keys))
+	out := st.out[:0]
 	for i, k := range keys {
 		err := st.dumpErr[i]
 		if err == redis.Nil {
@@ -355,6 +353,7 @@ func (c *Copier) read(ctx context.Context, src redis.UniversalClient, rd reader,
 		out = append(out, d)
 	}
 	clear(st.data)
+	st.out = out
 	return out, st, nil
 }
 

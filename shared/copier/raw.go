@@ -266,13 +266,35 @@ func getArena(n int) []byte {
 	return make([]byte, 0, n)
 }
 
-// releaseArena gives the payload buffer of a run back once nothing holds its payloads.
-func (st *dumpStage) releaseArena() {
+var stages sync.Pool // *dumpStage
+
+// newDumpStage is a stage for keys, with its per-key slices reused from an earlier run.
+func newDumpStage(keys [][]byte, pexpiretime bool, held int64) *dumpStage {
+	st, _ := stages.Get().(*dumpStage)
+	if st == nil || cap(st.data) < len(keys) {
+		n := max(len(keys), 256)
+		st = &dumpStage{data: make([]string, n), dumpErr: make([]error, n), ttl: make([]int64, n), ttlErr: make([]error, n), out: make([]Payload, 0, n)}
+	}
+	n := len(keys)
+	st.keys, st.pexpiretime, st.held = keys, pexpiretime, held
+	st.data, st.dumpErr, st.ttl, st.ttlErr = st.data[:n], st.dumpErr[:n], st.ttl[:n], st.ttlErr[:n]
+	return st
+}
+
+// release gives the stage and its payload buffer back once nothing holds the run's payloads
+// (they are written); the next run reuses both.
+func (st *dumpStage) release() {
 	if st.arena != nil && cap(st.arena) <= 8<<20 {
 		b := st.arena[:0]
 		arenas.Put(&b)
 	}
-	st.arena = nil
+	clear(st.data)
+	clear(st.dumpErr)
+	clear(st.ttl)
+	clear(st.ttlErr)
+	clear(st.out[:cap(st.out)])
+	*st = dumpStage{data: st.data[:0], dumpErr: st.dumpErr[:0], ttl: st.ttl[:0], ttlErr: st.ttlErr[:0], out: st.out[:0]}
+	stages.Put(st)
 }
 
 // rawWriter writes with the raw path.

@@ -39,6 +39,7 @@ type dumpStage struct {
 	pexpiretime bool  // PEXPIRETIME (absolute) rather than PTTL
 	held        int64 // estimated payload bytes (MEMORY USAGE), to size the raw path's buffer
 	arena       []byte
+	out         []Payload // the run's payloads (read's result)
 }
 
 // sub is the stage for keys idx only.

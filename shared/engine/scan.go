@@ -2,13 +2,16 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"hash/maphash"
+	"strconv"
 	"time"
 
 	"github.com/redis-migrate/redis-migrate/shared/copier"
 	"github.com/redis-migrate/redis-migrate/shared/plan"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
+	"github.com/redis-migrate/redis-migrate/shared/resp"
 )
 
 // seenKeys remembers, as 64-bit hashes (8 bytes a key), every key the planner has sent for the
@@ -16,9 +19,13 @@ import (
 // sent before: each key is copied and counted once.
 type seenKeys struct {
 	seed maphash.Seed
-	list []uint64
+	// list is kept in chunks: one growing slice of every hash would be copied (and its new
+	// pages faulted in) at each doubling.
+	list [][]uint64
 	set  map[uint64]struct{}
 }
+
+const seenChunk = 8192
 
 func newSeenKeys() *seenKeys { return &seenKeys{seed: maphash.MakeSeed()} }
 
@@ -28,7 +35,11 @@ func (s *seenKeys) add(k []byte) {
 		s.set[h] = struct{}{}
 		return
 	}
-	s.list = append(s.list, h)
+	if n := len(s.list); n == 0 || len(s.list[n-1]) == seenChunk {
+		s.list = append(s.list, make([]uint64, 0, seenChunk))
+	}
+	last := &s.list[len(s.list)-1]
+	*last = append(*last, h)
 }
 
 // index turns the list into a set, for lookups during a rescan.
@@ -36,9 +47,11 @@ func (s *seenKeys) index() {
 	if s.set != nil {
 		return
 	}
-	s.set = make(map[uint64]struct{}, len(s.list))
-	for _, h := range s.list {
-		s.set[h] = struct{}{}
+	s.set = make(map[uint64]struct{}, len(s.list)*seenChunk)
+	for _, c := range s.list {
+		for _, h := range c {
+			s.set[h] = struct{}{}
+		}
 	}
 	s.list = nil
 }
@@ -79,7 +92,10 @@ func (e *run) waitSource(ctx context.Context, what string, f func() error) error
 func (e *run) planShard(ctx context.Context, shard int, addr string, db int) error {
 	// The node read from: the master, or its replica (--read-from-replica); its run_id is watched.
 	readAddr := e.cfg.Source.ReadAddr(addr)
-	node := e.cfg.Source.Node(readAddr, db)
+	scan := plan.GoRedisScan(e.cfg.Source.Node(readAddr, db))
+	if !e.cfg.Copy.GoRedisOnly {
+		scan = rawScan(e.cfg.Source.RawPool(readAddr, db))
+	}
 	sp := e.shardProgress(shard, addr, db)
 	cur := plan.Cursor{Shard: shard, Addr: addr, DB: db}
 	if sp != nil {
@@ -95,7 +111,7 @@ func (e *run) planShard(ctx context.Context, shard int, addr string, db int) err
 		err := e.waitSource(ctx, fmt.Sprintf("SCAN of source shard %d (%s) db %d", shard, addr, db), func() error {
 			var err error
 			t0 := e.paceSource(ctx, 10) // about ten SCAN calls a step
-			bs, next, _, err = plan.Step(ctx, node, cur, e.cfg.Plan, lim)
+			bs, next, _, err = plan.StepWith(ctx, scan, cur, e.cfg.Plan, lim)
 			e.pacedSource(t0, 10, err)
 			return err
 		})
@@ -165,6 +181,79 @@ func (e *run) planShard(ctx context.Context, shard int, addr string, db int) err
 		cur = next
 	}
 	return nil
+}
+
+// rawScan is SCAN over the hand-written RESP path: the keys of one call are read into one buffer
+// and sliced from it, rather than a string and a copy of it per key.
+func rawScan(pool *resp.Pool) plan.ScanFunc {
+	return func(ctx context.Context, cursor uint64, match string, count int64, typ string) ([][]byte, uint64, error) {
+		cn, err := pool.Get(ctx)
+		if err != nil {
+			return nil, 0, err
+		}
+		defer pool.Put(cn)
+		n := 4
+		if match != "" {
+			n += 2
+		}
+		if typ != "" {
+			n += 2
+		}
+		cn.Array(n)
+		cn.String("SCAN")
+		cn.Int(int64(cursor))
+		if match != "" {
+			cn.String("MATCH")
+			cn.String(match)
+		}
+		cn.String("COUNT")
+		cn.Int(count)
+		if typ != "" {
+			cn.String("TYPE")
+			cn.String(typ)
+		}
+		if err := cn.Flush(); err != nil {
+			return nil, 0, err
+		}
+		bad := func() error { cn.Close(); return errors.New("redis: unexpected SCAN reply") }
+		r, _, err := cn.ReadArray(nil)
+		switch {
+		case err != nil:
+			return nil, 0, err
+		case r.Err != nil:
+			return nil, 0, r.Err
+		case r.Type != '*' || r.Int != 2:
+			return nil, 0, bad()
+		}
+		r, _, err = cn.Elem(nil)
+		if err != nil {
+			return nil, 0, err
+		}
+		next, perr := strconv.ParseUint(string(r.Bytes), 10, 64)
+		if r.Type != '$' || perr != nil {
+			return nil, 0, bad()
+		}
+		r, _, err = cn.ElemArray(nil)
+		if err != nil {
+			return nil, 0, err
+		}
+		if r.Type != '*' {
+			return nil, 0, bad()
+		}
+		arena := make([]byte, 0, r.Int*24)
+		keys := make([][]byte, 0, r.Int)
+		for i := int64(0); i < r.Int; i++ {
+			var e resp.Reply
+			if e, arena, err = cn.Elem(arena); err != nil {
+				return nil, 0, err
+			}
+			if e.Type != '$' {
+				return nil, 0, bad()
+			}
+			keys = append(keys, e.Bytes[:len(e.Bytes):len(e.Bytes)])
+		}
+		return keys, next, nil
+	}
 }
 
 func replicaNote(master, read string) string {

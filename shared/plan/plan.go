@@ -65,6 +65,34 @@ type Limits struct {
 // it cut and the continuation. The batch IDs derive from the step's start cursor, so replaying a
 // step after a crash yields batches with the same IDs.
 func Step(ctx context.Context, node *redis.Client, cur Cursor, o Options, lim Limits) ([]Batch, Cursor, int, error) {
+	return StepWith(ctx, GoRedisScan(node), cur, o, lim)
+}
+
+// ScanFunc is one SCAN call: the keys it returned and the next cursor. The keys are not changed
+// afterwards, so they may share one buffer.
+type ScanFunc func(ctx context.Context, cursor uint64, match string, count int64, typ string) ([][]byte, uint64, error)
+
+// GoRedisScan is SCAN through a go-redis client.
+func GoRedisScan(node *redis.Client) ScanFunc {
+	return func(ctx context.Context, c uint64, match string, count int64, typ string) ([][]byte, uint64, error) {
+		var keys []string
+		var next uint64
+		var err error
+		if typ != "" {
+			keys, next, err = node.ScanType(ctx, c, match, count, typ).Result()
+		} else {
+			keys, next, err = node.Scan(ctx, c, match, count).Result()
+		}
+		out := make([][]byte, len(keys))
+		for i, k := range keys {
+			out[i] = []byte(k)
+		}
+		return out, next, err
+	}
+}
+
+// StepWith is Step with its SCAN calls made by scan.
+func StepWith(ctx context.Context, scan ScanFunc, cur Cursor, o Options, lim Limits) ([]Batch, Cursor, int, error) {
 	o = o.withDefaults()
 	if cur.Done {
 		return nil, cur, 0, nil
@@ -85,14 +113,7 @@ func Step(ctx context.Context, node *redis.Client, cur Cursor, o Options, lim Li
 	}
 	c := cur.Cursor
 	for {
-		var keys []string
-		var next uint64
-		var err error
-		if o.Type != "" {
-			keys, next, err = node.ScanType(ctx, c, o.Match, o.ScanCount, o.Type).Result()
-		} else {
-			keys, next, err = node.Scan(ctx, c, o.Match, o.ScanCount).Result()
-		}
+		keys, next, err := scan(ctx, c, o.Match, o.ScanCount, o.Type)
 		if err != nil {
 			return nil, cur, 0, fmt.Errorf("SCAN shard %d (%s) db %d at cursor %d: %w", cur.Shard, cur.Addr, cur.DB, c, err)
 		}
@@ -100,7 +121,7 @@ func Step(ctx context.Context, node *redis.Client, cur Cursor, o Options, lim Li
 			if len(pending.Keys) >= o.BatchKeys || (pending.Bytes+len(k) > o.BatchBytes && len(pending.Keys) > 0) {
 				flush()
 			}
-			pending.Keys = append(pending.Keys, []byte(k))
+			pending.Keys = append(pending.Keys, k)
 			pending.Bytes += len(k)
 		}
 		scanned += len(keys)

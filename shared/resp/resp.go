@@ -161,6 +161,35 @@ func (c *Conn) Pending() int { return c.pending }
 // Broken is the I/O or protocol error that made the connection unusable (nil while usable).
 func (c *Conn) Broken() error { return c.broken }
 
+// ReadArray reads the header of the next reply; for an array (Type '*', length Int) its
+// elements are then read with Elem. Other replies are read whole, as by Read.
+func (c *Conn) ReadArray(buf []byte) (Reply, []byte, error) {
+	if c.broken != nil {
+		return Reply{}, buf, c.broken
+	}
+	c.pending--
+	r, buf, err := c.read(buf, false)
+	if err != nil {
+		if err == io.EOF {
+			err = io.ErrUnexpectedEOF
+		}
+		return Reply{}, buf, c.fail(err)
+	}
+	return r, buf, nil
+}
+
+// Elem reads one element of an array whose header ReadArray returned.
+func (c *Conn) Elem(buf []byte) (Reply, []byte, error) {
+	c.pending++
+	return c.Read(buf)
+}
+
+// ElemArray reads the header of an element that is itself an array (see ReadArray).
+func (c *Conn) ElemArray(buf []byte) (Reply, []byte, error) {
+	c.pending++
+	return c.ReadArray(buf)
+}
+
 // Read reads the next reply. A bulk string is appended to buf, which is returned (grown when
 // needed); Reply.Bytes is that part of it. Nested arrays are read and dropped (the hot
 // commands do not answer with arrays). The error is for I/O or protocol failures only; the
@@ -170,7 +199,7 @@ func (c *Conn) Read(buf []byte) (Reply, []byte, error) {
 		return Reply{}, buf, c.broken
 	}
 	c.pending--
-	r, buf, err := c.read(buf)
+	r, buf, err := c.read(buf, true)
 	if err != nil {
 		if err == io.EOF {
 			err = io.ErrUnexpectedEOF
@@ -218,7 +247,7 @@ func parseInt(b []byte) (int64, error) {
 	return n, nil
 }
 
-func (c *Conn) read(buf []byte) (Reply, []byte, error) {
+func (c *Conn) read(buf []byte, deep bool) (Reply, []byte, error) {
 	l, err := c.line()
 	if err != nil {
 		return Reply{}, buf, err
@@ -261,10 +290,13 @@ func (c *Conn) read(buf []byte) (Reply, []byte, error) {
 			r.Nil = true
 			break
 		}
+		if !deep {
+			break
+		}
 		for i := int64(0); i < r.Int; i++ {
 			var sub Reply
 			mark := len(buf)
-			if sub, buf, err = c.read(buf); err != nil {
+			if sub, buf, err = c.read(buf, true); err != nil {
 				return r, buf, err
 			}
 			_ = sub

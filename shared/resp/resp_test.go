@@ -311,3 +311,51 @@ func TestPoolReuse(t *testing.T) {
 		t.Fatalf("Get from a stopped server succeeded")
 	}
 }
+
+// Nested arrays read element by element (SCAN's [cursor, [keys...]]), binary keys intact.
+func TestReadArrayElements(t *testing.T) {
+	s := testenv.StartRedis(t)
+	ctx := context.Background()
+	gc := s.Client(t, 0)
+	want := map[string]bool{"a": true, "b\r\nc": true, "\x00\xff": true}
+	for k := range want {
+		gc.Set(ctx, k, "v", 0)
+	}
+	c := dial(t, resp.DialOptions{Addr: s.Addr})
+	c.Array(4)
+	c.String("SCAN")
+	c.Int(0)
+	c.String("COUNT")
+	c.Int(100)
+	if err := c.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	r, _, err := c.ReadArray(nil)
+	if err != nil || r.Type != '*' || r.Int != 2 {
+		t.Fatalf("SCAN header: %+v %v", r, err)
+	}
+	if r, _, err = c.Elem(nil); err != nil || string(r.Bytes) != "0" {
+		t.Fatalf("cursor: %+v %v", r, err)
+	}
+	if r, _, err = c.ElemArray(nil); err != nil || r.Int != int64(len(want)) {
+		t.Fatalf("keys header: %+v %v", r, err)
+	}
+	var arena []byte
+	got := map[string]bool{}
+	for i := int64(0); i < int64(len(want)); i++ {
+		var e resp.Reply
+		if e, arena, err = c.Elem(arena); err != nil || e.Type != '$' {
+			t.Fatalf("key: %+v %v", e, err)
+		}
+		got[string(e.Bytes)] = true
+	}
+	if len(got) != len(want) || !got["b\r\nc"] || !got["\x00\xff"] {
+		t.Fatalf("keys %v, want %v", got, want)
+	}
+	if c.Pending() != 0 {
+		t.Fatalf("pending = %d", c.Pending())
+	}
+	if r, err := c.Do("PING"); err != nil || string(r.Bytes) != "PONG" {
+		t.Fatalf("PING after SCAN = %+v, %v", r, err)
+	}
+}
