@@ -4,12 +4,11 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"strconv"
 
 	"github.com/redis-migrate/redis-migrate/shared/testenv"
 )
 
-// The copy-cpu suite is the copy row of the copy suite alone, run COPY_RUNS times (default 3) on
+// The copy-cpu suite is the copy row of the copy suite alone, run -repeat times on
 // one generated dataset: the quick way to watch the tool's CPU per key while changing the copy.
 func init() {
 	suites["copy-cpu"] = benchCopyCPU
@@ -22,10 +21,7 @@ func benchCopyCPU(ctx context.Context, r *testenv.Runner, keys int) []Row {
 	if err := testenv.FillBulk(ctx, sc, "", keys, 7); err != nil {
 		r.Fatalf("fill: %v", err)
 	}
-	runs := 3
-	if n, err := strconv.Atoi(os.Getenv("COPY_RUNS")); err == nil && n > 0 {
-		runs = n
-	}
+	runs := max(*repeat, 1)
 	var rows []Row
 	for i := 0; i < runs; i++ {
 		if err := dc.FlushAll(ctx).Err(); err != nil {
