@@ -3,6 +3,7 @@ package cli
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/schollz/progressbar/v3"
@@ -220,12 +221,41 @@ func closingVerify(ctx context.Context, src, dst *redisconn.Conn, cfg engine.Con
 	if full {
 		sample = 0
 	}
-	return verify.Run(ctx, src, dst, verify.Options{
+	opts := verify.Options{
 		DBMap: cfg.Copy.DBMap, Match: cfg.Plan.Match, Type: cfg.Plan.Type, Sample: sample, Workers: cfg.Workers,
 		PresenceOnly: keepTarget,
 		// A target that may have held keys of its own: keys only there are named, not failed.
 		AllowExtra: cfg.Copy.Existing != copier.ExistingFail,
-	})
+	}
+	// A server that restarted late in the copy may still be loading its data: the verification
+	// waits it out for --retry-wait, as the copy's batches do, instead of failing the run.
+	deadline := time.Now().Add(cfg.RetryWait)
+	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
+		rep, err := verify.Run(ctx, src, dst, opts)
+		if err == nil || !busyServer(err) || time.Now().Add(wait).After(deadline) {
+			return rep, err
+		}
+		select {
+		case <-ctx.Done():
+			return rep, err
+		case <-time.After(wait):
+		}
+	}
+}
+
+// busyServer reports an error that carries a server's "not now" answer (LOADING, BUSY,
+// TRYAGAIN, MASTERDOWN, CLUSTERDOWN), also where it was flattened into a message.
+func busyServer(err error) bool {
+	if copier.IsBusyReply(err) {
+		return true
+	}
+	msg := err.Error()
+	for _, code := range []string{"LOADING", "BUSY", "TRYAGAIN", "MASTERDOWN", "CLUSTERDOWN"} {
+		if strings.HasPrefix(msg, code+" ") || strings.Contains(msg, ": "+code+" ") {
+			return true
+		}
+	}
+	return false
 }
 
 func reportSummary(env *Env, what string, s engine.Summary, jsonOut bool) {
