@@ -2,7 +2,11 @@ package redisconn
 
 import (
 	"context"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
 
 	"github.com/redis-migrate/redis-migrate/shared/config"
 	"github.com/redis-migrate/redis-migrate/shared/testenv"
@@ -35,12 +39,26 @@ func TestSlotAndMasterOf(t *testing.T) {
 		if got := Slot([]byte(k)); int64(got) != want {
 			t.Fatalf("Slot(%q) = %d, server says %d", k, got, want)
 		}
-		addr, err := c.MasterOf(ctx, []byte(k))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Node(addr, 0).Set(ctx, k, "v", 0).Err(); err != nil {
-			t.Fatalf("SET %q on %s (MasterOf): %v", k, addr, err)
+		// A cluster just formed may still be agreeing on its slots, and go-redis's first view
+		// with it: a MOVED means that view is stale (the copier then asks through go-redis), so
+		// reload it and ask again; a stale answer that lasts is the failure.
+		for attempt := 0; ; attempt++ {
+			addr, err := c.MasterOf(ctx, []byte(k))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = c.Node(addr, 0).Set(ctx, k, "v", 0).Err()
+			if err == nil {
+				break
+			}
+			if !strings.HasPrefix(err.Error(), "MOVED ") || attempt == 50 {
+				t.Fatalf("SET %q on %s (MasterOf): %v", k, addr, err)
+			}
+			time.Sleep(100 * time.Millisecond)
+			if cc, ok := c.Keys(0).(*redis.ClusterClient); ok {
+				cc.ReloadState(ctx)
+			}
+			c.ForgetSlots()
 		}
 	}
 }
