@@ -139,19 +139,7 @@ func (a *App) repairBatch(ctx context.Context, cm *copyMessage, msg *hostproto.S
 // repairOne compares a batch without writing anything: source keys whose state differs in the
 // target, or (a target-side batch) target keys of the chain that the source no longer has.
 func (a *App) repairOne(ctx context.Context, cm *copyMessage) ([]state.PendingKey, error) {
-	mig, err := a.store.GetMigration(ctx, cm.Migration)
-	if err != nil {
-		return nil, err
-	}
-	src, err := a.conns.get(ctx, mig, "source")
-	if err != nil {
-		return nil, err
-	}
-	dst, err := a.conns.get(ctx, mig, "target")
-	if err != nil {
-		return nil, err
-	}
-	dbMap, err := dbMapOf(mig.Options)
+	mig, src, dst, dbMap, err := a.batchEndpoints(ctx, cm.Migration)
 	if err != nil {
 		return nil, err
 	}

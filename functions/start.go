@@ -22,6 +22,7 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/plan"
 	"github.com/redis-migrate/redis-migrate/shared/queue"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
+	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 	"github.com/redis-migrate/redis-migrate/shared/state"
 )
 
@@ -604,6 +605,22 @@ func preflightField(err error) string {
 		return "dbMap"
 	}
 	return ""
+}
+
+// batchEndpoints reads a batch's migration and opens what a copier invocation works with: its
+// source and target connections and its db map.
+func (a *App) batchEndpoints(ctx context.Context, id string) (mig *state.Migration, src, dst *redisconn.Conn, dbMap config.DBMap, err error) {
+	if mig, err = a.store.GetMigration(ctx, id); err != nil {
+		return
+	}
+	if src, err = a.conns.get(ctx, mig, "source"); err != nil {
+		return
+	}
+	if dst, err = a.conns.get(ctx, mig, "target"); err != nil {
+		return
+	}
+	dbMap, err = dbMapOf(mig.Options)
+	return
 }
 
 func dbMapOf(o state.Options) (config.DBMap, error) {

@@ -355,19 +355,7 @@ func (a *App) verifyBatch(ctx context.Context, cm *copyMessage, msg *hostproto.S
 func (a *App) verifyOne(ctx context.Context, cm *copyMessage) (state.VerifyResult, error) {
 	b := cm.Batch
 	out := state.VerifyResult{Batch: b.ID, Shard: b.Shard, DB: b.DB, Keys: len(b.Keys)}
-	mig, err := a.store.GetMigration(ctx, cm.Migration)
-	if err != nil {
-		return out, err
-	}
-	src, err := a.conns.get(ctx, mig, "source")
-	if err != nil {
-		return out, err
-	}
-	dst, err := a.conns.get(ctx, mig, "target")
-	if err != nil {
-		return out, err
-	}
-	dbMap, err := dbMapOf(mig.Options)
+	mig, src, dst, dbMap, err := a.batchEndpoints(ctx, cm.Migration)
 	if err != nil {
 		return out, err
 	}

@@ -453,19 +453,7 @@ func bigBatch(b plan.Batch, i int) plan.Batch {
 // copyOne copies a batch and sends its big keys off; it returns the positions of the keys sent
 // off (this delivery's and earlier ones'), which the batch's result does not count.
 func (a *App) copyOne(ctx context.Context, cm *copyMessage, delivery int) (copier.Result, []int, error) {
-	mig, err := a.store.GetMigration(ctx, cm.Migration)
-	if err != nil {
-		return copier.Result{}, nil, err
-	}
-	src, err := a.conns.get(ctx, mig, "source")
-	if err != nil {
-		return copier.Result{}, nil, err
-	}
-	dst, err := a.conns.get(ctx, mig, "target")
-	if err != nil {
-		return copier.Result{}, nil, err
-	}
-	dbMap, err := dbMapOf(mig.Options)
+	mig, src, dst, dbMap, err := a.batchEndpoints(ctx, cm.Migration)
 	if err != nil {
 		return copier.Result{}, nil, err
 	}
