@@ -127,6 +127,12 @@ func (h *Harness) invokeMessage(ctx context.Context, f *function, d *queue.Deliv
 		"Metadata": md,
 	}
 	payload, _ := json.Marshal(inv)
+	return h.postInvocation(ctx, w, f, payload)
+}
+
+// postInvocation sends an invocation payload to POST /<Function> as the host does and returns
+// the handler's status and, like the host, the reply's logs only when the invocation succeeded.
+func (h *Harness) postInvocation(ctx context.Context, w *worker, f *function, payload []byte) (int, []string, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url+"/"+f.name, bytes.NewReader(payload))
 	if err != nil {
 		return 0, nil, err
@@ -140,7 +146,6 @@ func (h *Harness) invokeMessage(ctx context.Context, f *function, d *queue.Deliv
 	b, _ := io.ReadAll(resp.Body)
 	var logs []string
 	if reply, err := hostproto.DecodeReply(b); err == nil && resp.StatusCode/100 == 2 {
-		// Like the host, keep the reply's logs only when the invocation succeeded.
 		logs = reply.Logs
 	}
 	return resp.StatusCode, logs, nil

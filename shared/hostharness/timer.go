@@ -1,12 +1,9 @@
 package hostharness
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"strconv"
 	"strings"
 	"time"
@@ -214,20 +211,5 @@ func (h *Harness) invokeTimer(ctx context.Context, f *function) (int, []string, 
 		"Data":     map[string]any{f.bindingIn: info},
 		"Metadata": map[string]json.RawMessage{"sys": hostproto.HostObject(sysMetadata(f.name))},
 	})
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, w.url+"/"+f.name, bytes.NewReader(payload))
-	if err != nil {
-		return 0, nil, err
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := h.client.Do(req)
-	if err != nil {
-		return 0, nil, err
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	var logs []string
-	if reply, err := hostproto.DecodeReply(b); err == nil && resp.StatusCode/100 == 2 {
-		logs = reply.Logs
-	}
-	return resp.StatusCode, logs, nil
+	return h.postInvocation(ctx, w, f, payload)
 }
