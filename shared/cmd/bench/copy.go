@@ -53,19 +53,27 @@ func (m measured) row() Row {
 	return Row{m.label, "keys/s, x native, CPU per key, peak RSS", v, m.ref}
 }
 
-func benchCopy(ctx context.Context, r *testenv.Runner, keys int) []Row {
-	src, dst := testenv.StartRedis(r), testenv.StartRedis(r)
+// mixedDataset starts a source and a target server, fills the source with the mixed dataset,
+// saves it as an RDB file and times redis-server's own load of that file (the native row).
+func mixedDataset(ctx context.Context, r *testenv.Runner, suite string, keys int) (src, dst *testenv.Server, rdbFile string, secs float64, loadCPU time.Duration) {
+	src, dst = testenv.StartRedis(r), testenv.StartRedis(r)
 	sc := src.Client(r, 0)
-	fmt.Fprintf(os.Stderr, "bench copy: generating %d mixed keys...\n", keys)
+	fmt.Fprintf(os.Stderr, "bench %s: generating %d mixed keys...\n", suite, keys)
 	if err := testenv.FillBulk(ctx, sc, "", keys, 7); err != nil {
 		r.Fatalf("fill: %v", err)
 	}
 	if err := sc.Save(ctx).Err(); err != nil {
 		r.Fatalf("save: %v", err)
 	}
-	rdbFile := filepath.Join(src.Dir, "dump.rdb")
+	rdbFile = filepath.Join(src.Dir, "dump.rdb")
 	bin, _ := testenv.RedisServerBinary()
-	secs, loadCPU := nativeLoadCPU(r, bin, rdbFile)
+	secs, loadCPU = nativeLoadCPU(r, bin, rdbFile)
+	return
+}
+
+func benchCopy(ctx context.Context, r *testenv.Runner, keys int) []Row {
+	src, dst, rdbFile, secs, loadCPU := mixedDataset(ctx, r, "copy", keys)
+	sc := src.Client(r, 0)
 	nkps := float64(keys) / secs
 	n := float64(keys)
 	rows := []measured{{label: "redis-server native RDB load (the ceiling for a writer)", ref: "~200,000 keys/s, 1.00x",

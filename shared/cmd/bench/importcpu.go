@@ -5,7 +5,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 
 	"github.com/redis-migrate/redis-migrate/shared/testenv"
 )
@@ -21,18 +20,7 @@ func init() {
 }
 
 func benchImportCPU(ctx context.Context, r *testenv.Runner, keys int) []Row {
-	src, dst := testenv.StartRedis(r), testenv.StartRedis(r)
-	sc := src.Client(r, 0)
-	fmt.Fprintf(os.Stderr, "bench import-cpu: generating %d mixed keys...\n", keys)
-	if err := testenv.FillBulk(ctx, sc, "", keys, 7); err != nil {
-		r.Fatalf("fill: %v", err)
-	}
-	if err := sc.Save(ctx).Err(); err != nil {
-		r.Fatalf("save: %v", err)
-	}
-	rdbFile := filepath.Join(src.Dir, "dump.rdb")
-	bin, _ := testenv.RedisServerBinary()
-	secs, loadCPU := nativeLoadCPU(r, bin, rdbFile)
+	_, dst, rdbFile, secs, loadCPU := mixedDataset(ctx, r, "import-cpu", keys)
 	n := float64(keys)
 	nkps := n / secs
 	rows := []measured{{label: "redis-server native RDB load", keys: n, secs: secs, dst: loadCPU, hasDst: true, noTool: true, native: nkps}}
