@@ -91,6 +91,9 @@ type App struct {
 	openStore  func(ctx context.Context) (*state.Store, error)
 	openSender func() (queue.Sender, error)
 	ownSender  bool // opened here: closed by Close
+
+	dlqMu       sync.Mutex
+	dlqFailures map[string]int // failed deliveries of dead-letter-queue messages, in this process
 }
 
 // triggerFunc handles a non-HTTP invocation. A nil error with retry=false completes it; retry
@@ -236,7 +239,8 @@ func (a *App) Handler() http.Handler {
 }
 
 // deadLetterFunctions read a dead-letter queue. A message there cannot be dead-lettered again
-// (Service Bus), so a failing one would be redelivered without end: their retries are capped.
+// (Service Bus), so a failing one would be redelivered without end: their retries are capped
+// (by DeliveryCount and by countDeadLetterFailure).
 var deadLetterFunctions = map[string]bool{"CopyDeadLetter": true, "PlanDeadLetter": true}
 
 // invoke runs a trigger function. An invocation that could not be read is never answered 2xx
@@ -279,9 +283,13 @@ func (a *App) invoke(w http.ResponseWriter, r *http.Request) {
 		a.logf("%s: %s", name, msg)
 		reply.Log("%s: %s", name, msg)
 	}
+	if deadLetterFunctions[name] {
+		delivery = max(delivery, a.countDeadLetterFailure(name, inv, retry))
+	}
 	if retry && deadLetterFunctions[name] && delivery >= a.maxDeliveries {
-		a.logf("%s: giving up on the message after %d deliveries (a dead-letter queue cannot dead-letter it; it is completed)", name, delivery)
+		a.logf("%s: giving up on the message after %d failed deliveries (a dead-letter queue cannot dead-letter it; it is completed)", name, delivery)
 		retry = false
+		a.countDeadLetterFailure(name, inv, false)
 	}
 	if retry {
 		a.backoff(r.Context(), name, delivery)
@@ -289,6 +297,30 @@ func (a *App) invoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	reply.Write(w, http.StatusOK)
+}
+
+// countDeadLetterFailure counts the failed deliveries of one dead-letter-queue message in this
+// process (failed=false forgets it) and returns the count. The cap on a dead-letter function's
+// retries must not rest on DeliveryCount alone: a message received again from a dead-letter
+// queue has been reported to keep DeliveryCount 1 (Azure/azure-sdk-for-net#53437), which would
+// make it loop without end. Each instance gives up after SERVICEBUS_MAX_DELIVERY_COUNT failures.
+func (a *App) countDeadLetterFailure(name string, inv *hostproto.Invocation, failed bool) int {
+	id, seq := hostproto.String(inv.Metadata, "MessageId"), hostproto.String(inv.Metadata, "SequenceNumber")
+	if id == "" && seq == "" {
+		return 0
+	}
+	key := name + "\x00" + id + "\x00" + seq
+	a.dlqMu.Lock()
+	defer a.dlqMu.Unlock()
+	if !failed {
+		delete(a.dlqFailures, key)
+		return 0
+	}
+	if a.dlqFailures == nil || len(a.dlqFailures) >= 10000 {
+		a.dlqFailures = map[string]int{} // bounded: only ever-failing messages stay here
+	}
+	a.dlqFailures[key]++
+	return a.dlqFailures[key]
 }
 
 // backoff waits before a failed delivery is answered, so the host's immediate redelivery comes

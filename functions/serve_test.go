@@ -193,6 +193,67 @@ func TestOversizeInvocationFailsAndIsRecorded(t *testing.T) {
 	}
 }
 
+// A dead-letter function whose every delivery fails gives up after SERVICEBUS_MAX_DELIVERY_COUNT
+// failures and completes the message (a dead-letter queue cannot dead-letter it again), whether
+// DeliveryCount grows with each delivery (as the harness counts) or stays 1, as has been reported
+// for a message received again from a dead-letter queue. Other functions are not capped here:
+// their queue's MaxDeliveryCount dead-letters the message.
+func TestDeadLetterFunctionsGiveUp(t *testing.T) {
+	t.Cleanup(functions.SetDependencyTimeout(500 * time.Millisecond))
+	hole := blackhole(t)
+	base, _, log := startServe(t, map[string]string{
+		functions.SettingStorage: "DefaultEndpointsProtocol=http;AccountName=" + testenv.DevStoreAccount + ";AccountKey=" + testenv.DevStoreKey +
+			";BlobEndpoint=http://" + hole + "/" + testenv.DevStoreAccount + ";",
+		functions.SettingServiceBus:    "Endpoint=sb://" + hole + "/;SharedAccessKeyName=x;SharedAccessKey=eHh4eHh4eHh4eHh4",
+		functions.SettingRetryBaseMs:   "10",
+		functions.SettingMaxDeliveries: "3",
+	})
+	post := func(fn, id string, delivery int) int {
+		t.Helper()
+		inv := map[string]any{"Data": map[string]json.RawMessage{"msg": hostproto.HostString(`{"migration":"m1","batch":{"id":"b1"}}`)},
+			"Metadata": map[string]json.RawMessage{"DeliveryCount": hostproto.HostNumber(int64(delivery)),
+				"MessageId": hostproto.HostString(id), "SequenceNumber": hostproto.HostNumber(7),
+				"ApplicationProperties": hostproto.HostObject(map[string]string{"DeadLetterReason": "MaxDeliveryCountExceeded"})}}
+		b, _ := json.Marshal(inv)
+		resp, err := http.Post(base+"/"+fn, "application/json", strings.NewReader(string(b)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, c := range []struct {
+		fn, id  string
+		growing bool
+	}{{"CopyDeadLetter", "stuck", false}, {"PlanDeadLetter", "growing", true}} {
+		for i := 1; i <= 3; i++ {
+			delivery := 1
+			if c.growing {
+				delivery = i
+			}
+			want := http.StatusInternalServerError
+			if i == 3 {
+				want = http.StatusOK
+			}
+			if got := post(c.fn, c.id, delivery); got != want {
+				t.Fatalf("%s %s: failure %d (DeliveryCount %d) answered %d, want %d\n%s", c.fn, c.id, i, delivery, got, want, log.String())
+			}
+		}
+		if !strings.Contains(log.String(), c.fn+": giving up on the message after 3 failed deliveries") {
+			t.Fatalf("%s: no give-up in the log:\n%s", c.fn, log.String())
+		}
+	}
+	// The count starts again for a message given up on, and a queue function is not capped.
+	if got := post("CopyDeadLetter", "stuck", 1); got != http.StatusInternalServerError {
+		t.Fatalf("the stuck message delivered again answered %d", got)
+	}
+	for i := 1; i <= 4; i++ {
+		if got := post("CopyBatch", "batch", 1); got != http.StatusInternalServerError {
+			t.Fatalf("CopyBatch failure %d answered %d", i, got)
+		}
+	}
+}
+
 type repeatReader byte
 
 func (r repeatReader) Read(p []byte) (int, error) {
