@@ -25,3 +25,6 @@ func SetDependencyTimeout(d time.Duration) func() {
 	dependencyTimeout = d
 	return func() { dependencyTimeout = old }
 }
+
+// RunServe is the `serve` command with its flags (`serve --local ...` included).
+var RunServe = runServe
