@@ -134,6 +134,17 @@ func TestInfraMatchesTheApp(t *testing.T) {
 			t.Errorf("%s: local.settings.example.json lacks %s", p, name)
 		}
 	}
+	// The az CLI path of the README creates the same queues and sets the timer schedules too.
+	azPath := readme[strings.Index(readme, "\n### Step by step with the az CLI\n"):]
+	if m := regexp.MustCompile(`for q in ([a-z ]+); do`).FindStringSubmatch(azPath); m == nil ||
+		m[1] != strings.Join(bicepList(t, bicep, "queueNames"), " ") {
+		t.Errorf("README az CLI path creates queues %v, infra/main.bicep %v", m, bicepList(t, bicep, "queueNames"))
+	}
+	for _, sched := range timerSchedules {
+		if name := strings.Trim(sched, "%"); !strings.Contains(azPath, `"`+name+`=`) {
+			t.Errorf("README az CLI path does not set %s", name)
+		}
+	}
 	if !strings.Contains(bicep, "SYNC_WATCHDOG_SCHEDULE: '"+functions.DefaultSyncWatchdogSchedule+"'") {
 		t.Errorf("infra/main.bicep's SYNC_WATCHDOG_SCHEDULE is not the default %s", functions.DefaultSyncWatchdogSchedule)
 	}
