@@ -110,3 +110,27 @@ func TestUnreachableServerOneLine(t *testing.T) {
 		}
 	}
 }
+
+// sync refuses options it cannot honour before it connects to anything: one line naming the
+// option, exit 2.
+func TestSyncRefusesBadOptions(t *testing.T) {
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--type", "rubbish"}, `--type: unknown type "rubbish"`},
+		{[]string{"--until-lag", "10ms"}, "--until-lag 10ms: want at least 100ms"},
+		{[]string{"--until-lag", "-1s"}, "--until-lag -1s: want at least 100ms"},
+		{[]string{"--pause-writes", "1ms"}, "--pause-writes 1ms: want at least 1s"},
+		{[]string{"--max-pending", "5"}, "--max-pending 5: want at least 1000"},
+		{[]string{"--verify-sample", "-5"}, "--verify-sample -5: want at least 1"},
+		{[]string{"--ttl-tolerance", "-1s"}, "--ttl-tolerance -1s: want 0 or more"},
+		{[]string{"--metrics-addr", "nonsense:xx"}, "--metrics-addr nonsense:xx:"},
+	} {
+		args := append([]string{"sync", "--state", t.TempDir() + "/s.json", "--source", "redis://127.0.0.1:1", "--target", "redis://127.0.0.1:2"}, c.args...)
+		code, _, errs := run(t, args...)
+		if code != ExitUsage || !strings.Contains(errs, c.want) || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
+			t.Errorf("%v: exit %d, stderr %q; want one line with %q", c.args, code, errs, c.want)
+		}
+	}
+}

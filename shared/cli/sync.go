@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"path/filepath"
@@ -85,8 +86,24 @@ func runSync(ctx context.Context, env *Env, args []string) error {
 	if f.batchKeys < 1 || f.batchKeys > 10000 {
 		return usagef("--batch-keys %d: want 1..10000", f.batchKeys)
 	}
-	if f.untilLag < 0 || f.pauseWrites < 0 || f.maxPending < 1000 {
-		return usagef("--until-lag and --pause-writes must be positive, --max-pending at least 1000")
+	if err := config.CheckKeyType(f.scanType); err != nil {
+		return usagef("--type: %v", err)
+	}
+	// Barriers come every 100ms: a lag below that is never measured.
+	if f.untilLag < 0 || (f.untilLag > 0 && f.untilLag < 100*time.Millisecond) {
+		return usagef("--until-lag %s: want at least 100ms (the lag is measured by a barrier every 100ms)", f.untilLag)
+	}
+	if f.pauseWrites < 0 || (f.pauseWrites > 0 && f.pauseWrites < time.Second) {
+		return usagef("--pause-writes %s: want at least 1s (the pause covers the last changes and the verification)", f.pauseWrites)
+	}
+	if f.maxPending < 1000 {
+		return usagef("--max-pending %d: want at least 1000", f.maxPending)
+	}
+	if f.verifySample < 1 {
+		return usagef("--verify-sample %d: want at least 1 (or --verify-full, or --no-verify)", f.verifySample)
+	}
+	if f.ttlTolerance < 0 {
+		return usagef("--ttl-tolerance %s: want 0 or more", f.ttlTolerance)
 	}
 	existing, err := copier.ParseExisting(f.existing)
 	if err != nil {
@@ -112,6 +129,14 @@ func runSync(ctx context.Context, env *Env, args []string) error {
 		if err := dbMap.ParseDBPrefixes(f.dbPrefix); err != nil {
 			return usagef("--db-prefix: %v", err)
 		}
+	}
+	var metricsLn net.Listener
+	if f.metricsAddr != "" {
+		// Listen first: a bad address is refused before anything is captured or written.
+		if metricsLn, err = net.Listen("tcp", f.metricsAddr); err != nil {
+			return usagef("--metrics-addr %s: %v", f.metricsAddr, err)
+		}
+		defer metricsLn.Close()
 	}
 	src, err := redisconn.Open(ctx, srcEP, redisconn.Options{Role: "source", PoolSize: f.workers + 4, LongLived: true})
 	if err != nil {
@@ -216,14 +241,8 @@ func runSync(ctx context.Context, env *Env, args []string) error {
 	}
 	logf(fmt.Sprintf("capturing changes with the %s feed on %d source master(s); state in %s", cfg.Feed.Name(), len(cfg.Feed.Shards()), statePath))
 
-	var metrics *syncMetrics
-	if f.metricsAddr != "" {
-		metrics, err = serveMetrics(f.metricsAddr, sy)
-		if err != nil {
-			sy.Close()
-			return usagef("--metrics-addr %s: %v", f.metricsAddr, err)
-		}
-		defer metrics.Close()
+	if metricsLn != nil {
+		defer serveMetrics(metricsLn, sy).Close()
 	}
 
 	saveState := func() {
@@ -284,8 +303,8 @@ wait:
 	defer cancel()
 	go func() {
 		select {
-		case <-sigs:
-			logf("interrupted again: stopping")
+		case sig := <-sigs:
+			logf(fmt.Sprintf("%s during the cutover: stopping", sig))
 			cancel()
 		case <-cctx.Done():
 		}
@@ -330,10 +349,8 @@ type cutoverResult struct {
 
 func cutoverRun(ctx context.Context, env *Env, sy *syncer.Syncer, src, dst *redisconn.Conn, cfg syncer.Config, f syncFlags, line *statusLine) (*cutoverResult, error) {
 	logf := func(msg string) { line.clear(); fmt.Fprintf(env.Stderr, "sync: %s\n", msg) }
-	maxLag := f.untilLag
-	if maxLag <= 0 {
-		maxLag = time.Second
-	}
+	// --until-lag already held when the cutover began; a second is close enough for the pause.
+	maxLag := max(f.untilLag, time.Second)
 	// Wait to be caught up first (a pause should be short).
 	waitTick := time.NewTicker(time.Second)
 	defer waitTick.Stop()
@@ -370,13 +387,13 @@ func cutoverRun(ctx context.Context, env *Env, sy *syncer.Syncer, src, dst *redi
 		defer cancel()
 	}
 	T, err := sy.WaitCaughtUp(wctx, after, 0)
-	logf(fmt.Sprintf("caught up as of %s, %.1fs after the cutover began", T.UTC().Format(time.RFC3339Nano), time.Since(began).Seconds()))
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, err
 		}
 		return nil, fmt.Errorf("the target did not catch up within the %s pause; rerun with a longer --pause-writes", f.pauseWrites)
 	}
+	logf(fmt.Sprintf("caught up as of %s, %.1fs after the cutover began", T.UTC().Format(time.RFC3339Nano), time.Since(began).Seconds()))
 	res.AsOf = T
 	res.Matches = true
 	if !f.noVerify {

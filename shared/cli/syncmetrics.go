@@ -87,19 +87,17 @@ func (c *syncCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.rate, prometheus.GaugeValue, c.lastRate)
 }
 
-func serveMetrics(addr string, sy *syncer.Syncer) (*syncMetrics, error) {
+// serveMetrics serves sy's metrics on ln, which runSync opens before anything is captured or
+// written, so a bad --metrics-addr is refused up front.
+func serveMetrics(ln net.Listener, sy *syncer.Syncer) *syncMetrics {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(newSyncCollector(sy))
 	reg.MustRegister(prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
-	ln, err := net.Listen("tcp", addr)
-	if err != nil {
-		return nil, err
-	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() { _ = srv.Serve(ln) }()
-	return &syncMetrics{srv: srv}, nil
+	return &syncMetrics{srv: srv}
 }
 
 func (m *syncMetrics) Close() {
