@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/redis-migrate/redis-migrate/shared/testenv"
 )
 
@@ -96,5 +98,46 @@ func TestSyncPsyncRefused(t *testing.T) {
 	}
 	if n, err := dst.keys.DBSize(ctx).Result(); err != nil || n != 0 {
 		t.Fatalf("target holds %d keys (%v) after a refused sync", n, err)
+	}
+}
+
+// --type with the psync feed: the snapshot is filtered like the changes, so the target holds
+// the keys of that type only (the snapshot used to bring every type along).
+func TestSyncPsyncTypeFilter(t *testing.T) {
+	src, dst := standalone(t, "--repl-diskless-sync-delay", "0"), standalone(t)
+	if err := testenv.FillBulk(ctx, src.keys, "b:", 2000, 1); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := testenv.FillAllTypes(ctx, src.keys, "t:"); err != nil {
+		t.Fatal(err)
+	}
+	hashes := func(c *redis.Client) map[string]bool {
+		out := map[string]bool{}
+		it := c.ScanType(ctx, 0, "*", 1000, "hash").Iterator()
+		for it.Next(ctx) {
+			out[it.Val()] = true
+		}
+		if err := it.Err(); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	want := hashes(src.nodes[0])
+	if len(want) == 0 {
+		t.Fatal("the source has no hash")
+	}
+	code, _, errs := run(t, "sync", "--state", t.TempDir()+"/state.json", "--source", src.url, "--target", dst.url,
+		"--feed", "psync", "--type", "hash", "--cutover", "--verify-full")
+	if code != 0 || !strings.Contains(errs, "with the psync feed") {
+		t.Fatalf("exit %d:\n%s", code, errs)
+	}
+	n, err := dst.keys.DBSize(ctx).Result()
+	if err != nil || n != int64(len(want)) {
+		t.Fatalf("target holds %d keys (%v), want the source's %d hashes", n, err, len(want))
+	}
+	for k := range hashes(dst.nodes[0]) {
+		if !want[k] {
+			t.Fatalf("target hash %q is not a source hash", k)
+		}
 	}
 }

@@ -38,6 +38,7 @@ type Options struct {
 	DBMap         config.DBMap
 	ExplicitDBMap bool
 	Match         string // glob on key names; "" = all
+	Type          string // only keys of this SCAN TYPE name (string, list, ...); "" = all
 	VerifyCompare string // verify.CompareDump (default) or verify.CompareDigest, for Verify
 	Functions     string // skip (default), load, replace
 	Modules       string // fail (default), skip

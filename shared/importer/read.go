@@ -131,6 +131,9 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 		if im.o.Match != "" && !verify.Glob(im.o.Match, string(e.Key)) {
 			continue
 		}
+		if im.o.Type != "" && e.Type.String() != im.o.Type {
+			continue
+		}
 		prefix := im.o.DBMap.Prefix[e.DB]
 		target := prefix + string(e.Key)
 		dst := im.dst.Keys(tdb)

@@ -180,12 +180,12 @@ func New(cfg Config) *Syncer {
 }
 
 // Loader is what a snapshot feed (psync) is given: it imports the shard's RDB stream into the
-// target with the migration's db map, prefixes and match.
+// target with the migration's db map, prefixes, match and type.
 func (s *Syncer) Loader() changefeed.Loader {
 	return func(ctx context.Context, shard string, rdb io.Reader) error {
 		o := importer.Options{
 			Existing: copier.ExistingReplace, DBMap: s.cfg.Copy.DBMap, ExplicitDBMap: s.cfg.ExplicitDBMap,
-			Match: s.cfg.Plan.Match, Workers: max(2, s.cfg.Workers/2),
+			Match: s.cfg.Plan.Match, Type: s.cfg.Plan.Type, Workers: max(2, s.cfg.Workers/2),
 		}
 		sum, err := importer.Import(ctx, rdb, s.cfg.Target, o)
 		if sum != nil {
