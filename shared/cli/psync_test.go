@@ -10,9 +10,9 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/testenv"
 )
 
-// sync --feed psync under a mixed write load: the snapshot is the initial copy, the stream the
-// rest; the replication link is killed mid-sync and continues without a gap; at the cutover the
-// target equals the source key by key.
+// sync --feed psync under a mixed write load with one FLUSHDB: the snapshot is the initial copy,
+// the stream the rest; the replication link is killed mid-sync and continues without a gap (the
+// FLUSHDB's is the only one); at the cutover the target equals the source key by key.
 func TestSyncPsyncUnderLoad(t *testing.T) {
 	for _, tc := range []struct {
 		name     string
@@ -20,6 +20,7 @@ func TestSyncPsyncUnderLoad(t *testing.T) {
 	}{
 		{"standalone-to-standalone", standalone, standalone},
 		{"cluster-to-cluster", cluster, cluster},
+		{"standalone-to-cluster", standalone, cluster},
 		{"valkey8-to-redis70", valkey, standalone}, // the snapshot through the importer's fallback
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -31,7 +32,7 @@ func TestSyncPsyncUnderLoad(t *testing.T) {
 			if _, err := testenv.FillAllTypes(ctx, src.keys, "t:"); err != nil {
 				t.Fatal(err)
 			}
-			w := testenv.StartWriter(src.keys, testenv.WriterOptions{Rate: 4000, Seed: 5})
+			w := testenv.StartWriter(src.keys, testenv.WriterOptions{Rate: 4000, Seed: 5, FlushAfter: 8000})
 			time.Sleep(300 * time.Millisecond)
 			r := startSync(t, "--source", src.url, "--target", dst.url, "--feed", "psync", "--json", "--verify-full")
 			r.waitLog("capturing changes with the psync feed", 60*time.Second)
@@ -46,18 +47,35 @@ func TestSyncPsyncUnderLoad(t *testing.T) {
 			}
 			time.Sleep(500 * time.Millisecond)
 			for _, n := range src.nodes {
-				if err := n.Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Err(); err != nil {
-					t.Fatal(err)
+				if k, err := n.Do(ctx, "CLIENT", "KILL", "TYPE", "replica").Int(); err != nil || k == 0 {
+					t.Fatalf("CLIENT KILL TYPE replica: %d %v", k, err)
 				}
 			}
 			time.Sleep(1500 * time.Millisecond)
 			n := w.Stop()
+			if !w.Flushed.Load() {
+				t.Fatalf("the writer never ran its FLUSHDB (%d writes)", n)
+			}
 			code, res := r.finish(60 * time.Second)
 			if code != 0 || !res.Matches {
 				t.Fatalf("exit %d, result %+v", code, res)
 			}
-			if res.Status.Gaps != 0 {
-				t.Fatalf("a killed link that the source continued was reported as a gap: %+v", res.Status)
+			logs := r.errb.String()
+			if !strings.Contains(logs, "link ended") {
+				t.Fatalf("no link was broken:\n%s", logs)
+			}
+			flushGaps := 0
+			for _, line := range strings.Split(logs, "\n") {
+				if !strings.Contains(line, "gap on shard") {
+					continue
+				}
+				if !strings.Contains(line, "was flushed") {
+					t.Fatalf("a gap besides the FLUSHDB (a killed link the source continued must not be one): %s", line)
+				}
+				flushGaps++
+			}
+			if flushGaps == 0 || res.Status.Repairs == 0 {
+				t.Fatalf("the FLUSHDB was not a gap repaired (%d gap lines): %+v", flushGaps, res.Status)
 			}
 			if res.Status.Applied == 0 {
 				t.Fatalf("no change was applied: %+v", res.Status)
@@ -141,3 +159,4 @@ func TestSyncPsyncTypeFilter(t *testing.T) {
 		}
 	}
 }
+
