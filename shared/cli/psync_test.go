@@ -1,6 +1,8 @@
 package cli
 
 import (
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
@@ -160,3 +162,94 @@ func TestSyncPsyncTypeFilter(t *testing.T) {
 	}
 }
 
+// A psync sync killed with SIGKILL and run again continues from the replication id and offset of
+// its state file when the source's backlog still holds them (no snapshot, no gap, no repair);
+// when the backlog no longer does, the rerun repairs instead of copying everything again. Both
+// end equal.
+func TestSyncPsyncKilledAndRerun(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		backlog string
+		down    time.Duration
+	}{
+		{"backlog-holds-the-gap", "64mb", time.Second},
+		{"backlog-exceeded", "16kb", 2 * time.Second},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			src := standalone(t, "--repl-diskless-sync-delay", "0", "--repl-backlog-size", tc.backlog)
+			dst := standalone(t)
+			if err := testenv.FillBulk(ctx, src.keys, "b:", 20000, 6); err != nil {
+				t.Fatal(err)
+			}
+			w := testenv.StartWriter(src.keys, testenv.WriterOptions{Rate: 3000, Seed: 21})
+			defer w.Stop()
+			state := t.TempDir() + "/state.json"
+			args := []string{"sync", "--state", state, "--source", src.url, "--target", dst.url, "--feed", "psync", "--verify-full"}
+			start := func() (*exec.Cmd, *syncBuffer) {
+				var errb syncBuffer
+				cmd := exec.Command(binaryPath(t), args...)
+				cmd.Stderr = &errb
+				if err := cmd.Start(); err != nil {
+					t.Fatal(err)
+				}
+				return cmd, &errb
+			}
+			cmd, errb := start()
+			// Killed once the state file holds a replication position.
+			deadline := time.Now().Add(60 * time.Second)
+			for {
+				if b, _ := os.ReadFile(state); strings.Contains(string(b), `"positions"`) {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no position saved:\n%s", errb.String())
+				}
+				time.Sleep(100 * time.Millisecond)
+			}
+			time.Sleep(500 * time.Millisecond)
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+			t.Logf("first run (killed):\n%s", errb.String())
+			time.Sleep(tc.down) // writes nobody captures but the backlog
+			cmd, errb = start()
+			deadline = time.Now().Add(60 * time.Second)
+			for !strings.Contains(errb.String(), "capturing changes") {
+				if time.Now().After(deadline) {
+					t.Fatalf("the rerun did not start:\n%s", errb.String())
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+			if tc.name == "backlog-exceeded" {
+				deadline = time.Now().Add(60 * time.Second)
+				for !strings.Contains(errb.String(), "repair of") {
+					if time.Now().After(deadline) {
+						t.Fatalf("no repair pass:\n%s", errb.String())
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+			time.Sleep(time.Second)
+			w.Stop()
+			_ = cmd.Process.Signal(os.Interrupt)
+			err := cmd.Wait()
+			logs := errb.String()
+			t.Logf("second run:\n%s", logs)
+			if err != nil || !strings.Contains(logs, "switch") {
+				t.Fatalf("rerun: %v", err)
+			}
+			switch tc.name {
+			case "backlog-holds-the-gap":
+				if strings.Contains(logs, "snapshot") || strings.Contains(logs, "gap on shard") || strings.Contains(logs, "repair of") {
+					t.Fatalf("the source continued the stream, yet the rerun saw a snapshot or a gap")
+				}
+			case "backlog-exceeded":
+				if !strings.Contains(logs, "could not continue from the saved replication position") ||
+					!strings.Contains(logs, "the repair pass covers it") {
+					t.Fatalf("the rerun did not repair after a full resynchronisation")
+				}
+			}
+			time.Sleep(1200 * time.Millisecond)
+			testenv.AssertSameData(ctx, t, src.nodes, dst.nodes, nil, 5)
+		})
+	}
+}

@@ -180,9 +180,19 @@ func New(cfg Config) *Syncer {
 }
 
 // Loader is what a snapshot feed (psync) is given: it imports the shard's RDB stream into the
-// target with the migration's db map, prefixes, match and type.
+// target with the migration's db map, prefixes, match and type. A resumed run reads a snapshot
+// past instead: every snapshot it is sent comes with a gap (a saved position the master could
+// not continue, none saved, or a later full resync), and the repair pass of that gap brings the
+// target up to date without a second full copy.
 func (s *Syncer) Loader() changefeed.Loader {
 	return func(ctx context.Context, shard string, rdb io.Reader) error {
+		if s.cfg.Resume != nil {
+			s.cfg.Log(fmt.Sprintf("psync %s: a new snapshot is not loaded: the repair pass covers it (resumed run)", shard))
+			if _, err := io.Copy(io.Discard, rdb); err != nil {
+				return fmt.Errorf("reading the snapshot: %w", err)
+			}
+			return nil
+		}
 		o := importer.Options{
 			Existing: copier.ExistingReplace, DBMap: s.cfg.Copy.DBMap, ExplicitDBMap: s.cfg.ExplicitDBMap,
 			Match: s.cfg.Plan.Match, Type: s.cfg.Plan.Type, Workers: max(2, s.cfg.Workers/2),
