@@ -176,13 +176,24 @@ func benchSync(ctx context.Context, r *testenv.Runner, _ int) []Row {
 	var rows []Row
 	dur := time.Duration(*syncSeconds) * time.Second
 	for _, feed := range strings.Split(*syncFeeds, ",") {
+		best := -1.0 // the highest achieved write rate whose p99 lag stayed under 1 s
 		for _, rs := range strings.Split(*syncRates, ",") {
 			rate, err := strconv.Atoi(strings.TrimSpace(rs))
 			if err != nil {
 				r.Fatalf("-sync-rates: %v", err)
 			}
-			rows = append(rows, syncSteady(ctx, r, feed, rate, dur)...)
+			row, achieved, p99 := syncSteady(ctx, r, feed, rate, dur)
+			rows = append(rows, row)
+			if p99 >= 0 && p99 < 1 && achieved > best {
+				best = achieved
+			}
 		}
+		held := "none of the rates run"
+		if best >= 0 {
+			held = fmt.Sprintf("%.0f writes/s achieved", best)
+		}
+		rows = append(rows, Row{fmt.Sprintf("sync --feed %s, rates %s", feed, *syncRates), "highest write rate held with p99 lag < 1 s", held,
+			"goal: at least 20k writes/s"})
 	}
 	rows = append(rows, syncCatchUp(ctx, r, *syncFeeds)...)
 	return rows
@@ -193,8 +204,9 @@ func syncSource(r *testenv.Runner) (*testenv.Server, *redis.Client) {
 	return s, s.Client(r, 0)
 }
 
-// syncSteady measures one feed at one write rate.
-func syncSteady(ctx context.Context, r *testenv.Runner, feed string, rate int, dur time.Duration) []Row {
+// syncSteady measures one feed at one write rate; it also returns the rate achieved and the
+// p99 lag in seconds (-1: no sample).
+func syncSteady(ctx context.Context, r *testenv.Runner, feed string, rate int, dur time.Duration) (Row, float64, float64) {
 	src, sc := syncSource(r)
 	dst := testenv.StartRedis(r)
 	defer src.Stop()
@@ -241,10 +253,11 @@ func syncSteady(ctx context.Context, r *testenv.Runner, feed string, rate int, d
 	perWrite := float64(baseCPU) / max(1, float64(baseWrites))
 	added := (float64(srcCPU) - perWrite*writes) / secs / float64(time.Second) * 100
 	label := fmt.Sprintf("sync --feed %s, %dk writes/s target (%.0f achieved)", feed, rate/1000, writes/secs)
-	return []Row{{label, "applied keys/s; lag p50 / p99 / max; source CPU added; peak RSS",
+	p99 := percentile(lags, 0.99)
+	return Row{label, "applied keys/s; lag p50 / p99 / max; source CPU added; peak RSS",
 		fmt.Sprintf("%.0f applied/s; lag %.2fs / %.2fs / %.2fs; +%.0f%% of a core; %s", applied,
-			percentile(lags, 0.5), percentile(lags, 0.99), percentile(lags, 1), added, mb(peak)),
-		"goal: p99 lag < 1 s at 20k writes/s, RSS < 200 MB"}}
+			percentile(lags, 0.5), p99, percentile(lags, 1), added, mb(peak)),
+		"goal: p99 lag < 1 s at 20k writes/s, RSS < 200 MB"}, writes / secs, p99
 }
 
 // syncCatchUp: 200k keys, 20k writes/s during the initial copy; then a cutover with a pause and
