@@ -243,3 +243,57 @@ func TestCopyWaitsForTargetLoading(t *testing.T) {
 	}
 	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, []*redis.Client{dc}, nil, 1)
 }
+
+// busyFor runs a Lua script on c that keeps the server busy for d: past busy-reply-threshold,
+// every other client is answered BUSY. It returns once the server was seen answering BUSY.
+func busyFor(t *testing.T, c *redis.Client, addr string, d time.Duration) (done <-chan error) {
+	t.Helper()
+	ch := make(chan error, 1)
+	go func() {
+		ch <- c.Eval(ctx, `local s = redis.call('TIME')
+while true do
+  local n = redis.call('TIME')
+  if (n[1] - s[1]) * 1000000 + (n[2] - s[2]) > tonumber(ARGV[1]) then return 1 end
+end`, nil, d.Microseconds()).Err()
+	}()
+	probe := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
+	defer probe.Close()
+	for i := 0; i < 400; i++ {
+		if err := probe.Ping(ctx).Err(); err != nil && strings.HasPrefix(err.Error(), "BUSY ") {
+			return ch
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Fatalf("%s never answered BUSY", addr)
+	return nil
+}
+
+// A source, then a target, busy running a long script (every other client answered BUSY for
+// over a second) mid-copy: batches wait with backoff and retry; no key is failed, the copy
+// exits 0 and the target equals the source.
+func TestCopyWaitsForBusyServers(t *testing.T) {
+	busy := []string{"--busy-reply-threshold", "50"}
+	src, dst := testenv.StartRedis(t, busy...), testenv.StartRedis(t, busy...)
+	sc, dc := src.Client(t, 0), dst.Client(t, 0)
+	n := fill(t, sc, 30000)
+	wait := copyAsync(t, "copy", "--source", src.URL(), "--target", dst.URL(), "--workers", "2", "--batch-keys", "50")
+	var scripts []<-chan error
+	for i, at := range []int64{int64(n) / 4, int64(n) * 3 / 5} {
+		if !whenTargetHolds(t, []*redis.Client{dc}, at, time.Minute) {
+			t.Fatal("the copy ended before the servers could be kept busy")
+		}
+		if i == 0 {
+			scripts = append(scripts, busyFor(t, sc, src.Addr, 1500*time.Millisecond))
+		} else {
+			scripts = append(scripts, busyFor(t, dc, dst.Addr, 1500*time.Millisecond))
+		}
+		if err := <-scripts[i]; err != nil {
+			t.Fatalf("busy script: %v", err)
+		}
+	}
+	code, sum, errs := wait()
+	if code != 0 || sum.KeysFailed != 0 || sum.KeysCopied != int64(n) || len(sum.Failures) != 0 {
+		t.Fatalf("exit %d summary %+v\n%s", code, sum, errs)
+	}
+	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, []*redis.Client{dc}, nil, 1)
+}
