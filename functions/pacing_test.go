@@ -1,0 +1,64 @@
+package functions_test
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/redis-migrate/redis-migrate/shared/testenv"
+)
+
+// batchReads counts the commands copy batches send to the source (MEMORY USAGE, DUMP,
+// PEXPIRETIME, PTTL), from INFO commandstats.
+func batchReads(t *testing.T, c *redis.Client) int64 {
+	t.Helper()
+	var n int64
+	for _, line := range strings.Split(c.Info(context.Background(), "commandstats").Val(), "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+		switch name {
+		case "cmdstat_memory|usage", "cmdstat_memory", "cmdstat_dump", "cmdstat_pexpiretime", "cmdstat_pttl":
+		default:
+			continue
+		}
+		if ok {
+			v, _ := strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
+			n += v
+		}
+	}
+	return n
+}
+
+// maxSourceOps in the start request paces the copy batches of one instance to the limit: the
+// source serves the batches' reads at no more than that rate (a burst of 1/8 of a second per
+// invocation aside), and the migration still completes with exact counts and an equal target.
+func TestMigrationMaxSourceOps(t *testing.T) {
+	ctx := context.Background()
+	src, dst := testenv.StartRedis(t), testenv.StartRedis(t)
+	sc := src.Client(t, 0)
+	const n, limit = 3000, 800
+	if err := testenv.FillBulk(ctx, sc, "p:", n, 5); err != nil {
+		t.Fatal(err)
+	}
+	a := startApp(t, appOptions{settings: map[string]string{"SOURCE_REDIS": src.URL(), "TARGET_REDIS": dst.URL()}})
+	sc.ConfigResetStat(ctx)
+	start := time.Now()
+	_, path := a.kickoff(map[string]any{"source": map[string]string{"setting": "SOURCE_REDIS"},
+		"target": map[string]string{"setting": "TARGET_REDIS"}, "batchKeys": 100, "maxSourceOps": limit})
+	st := a.waitFinal(path, 3*time.Minute)
+	took := time.Since(start).Seconds()
+	checkCounts(t, st, n)
+	reads := batchReads(t, sc)
+	rate := float64(reads) / took
+	t.Logf("%d batch reads from the source in %.1fs: %.0f/s (limit %d/s)", reads, took, rate, limit)
+	if reads < 2*n {
+		t.Fatalf("only %d batch reads counted for %d keys: commandstats names changed?", reads, n)
+	}
+	if rate > limit*1.3 {
+		t.Fatalf("%.0f batch reads a second, over the %d/s asked", rate, limit)
+	}
+	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, []*redis.Client{dst.Client(t, 0)}, nil, 2000)
+}
