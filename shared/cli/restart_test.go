@@ -297,3 +297,37 @@ func TestCopyWaitsForBusyServers(t *testing.T) {
 	}
 	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, []*redis.Client{dc}, nil, 1)
 }
+
+// The source is a replica that answers MASTERDOWN while its master is away
+// (replica-serve-stale-data no): the master is killed mid-copy and started again, the replica
+// resyncs, and the copy waits for it instead of failing keys; the target equals the source.
+func TestCopyWaitsForReplicaMasterDown(t *testing.T) {
+	master := testenv.StartRedis(t, aof...)
+	mc := master.Client(t, 0)
+	n := fill(t, mc, 30000)
+	replica := testenv.StartRedis(t, "--replicaof", "127.0.0.1", strconv.Itoa(master.Port), "--replica-serve-stale-data", "no")
+	rc := replica.Client(t, 0)
+	waitFor(t, func() bool {
+		return strings.Contains(rc.Info(ctx, "replication").Val(), "master_link_status:up") && rc.DBSize(ctx).Val() == int64(n)
+	})
+	dst := testenv.StartRedis(t)
+	dc := dst.Client(t, 0)
+	wait := copyAsync(t, "copy", "--source", replica.URL(), "--target", dst.URL(), "--workers", "1", "--batch-keys", "50", "--verify-full")
+	if !whenTargetHolds(t, []*redis.Client{dc}, int64(n)/4, time.Minute) {
+		t.Fatal("the copy ended before the master could be stopped")
+	}
+	master.Kill()
+	probe := redis.NewClient(&redis.Options{Addr: replica.Addr, MaxRetries: -1})
+	defer probe.Close()
+	waitFor(t, func() bool {
+		err := probe.Get(ctx, "b:k:1").Err()
+		return err != nil && strings.HasPrefix(err.Error(), "MASTERDOWN")
+	})
+	time.Sleep(time.Second)
+	master.Restart(t, true)
+	code, sum, errs := wait()
+	if code != 0 || sum.KeysFailed != 0 || sum.KeysCopied != int64(n) || len(sum.Failures) != 0 {
+		t.Fatalf("exit %d summary %+v\n%s", code, sum, errs)
+	}
+	testenv.AssertSameData(ctx, t, []*redis.Client{mc}, []*redis.Client{dc}, nil, 1)
+}
