@@ -162,7 +162,9 @@ func (m *Memory) Complete(d *Delivery) {
 	m.cond.Broadcast()
 }
 
-// Abandon releases the lock: the message is delivered again, or dead-lettered with reason
+// Abandon releases the lock: the message is delivered again at once (the host's Service Bus
+// extension abandons a failed invocation without delay: MessageProcessor.
+// CompleteProcessingMessageAsync), or dead-lettered with reason
 // MaxDeliveryCountExceeded once it has had MaxDeliveryCount deliveries. A message of a
 // dead-letter queue is always delivered again: Service Bus cannot dead-letter it a second time.
 func (m *Memory) Abandon(d *Delivery, description string) {
