@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -69,6 +70,9 @@ func TestInfraMatchesTheApp(t *testing.T) {
 	err := fs.WalkDir(functions.Definitions(), ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(p, "function.json") {
 			return err
+		}
+		if !strings.Contains(readme, "\n| `"+path.Dir(p)+"` |") {
+			t.Errorf("%s: function %s has no row in a README function table", p, path.Dir(p))
 		}
 		raw, _ := fs.ReadFile(functions.Definitions(), p)
 		var fj struct{ Bindings []map[string]any }
