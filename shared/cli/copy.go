@@ -88,6 +88,10 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 	if f.batchKeys < 1 || f.batchKeys > 10000 {
 		return usagef("--batch-keys %d: want 1..10000", f.batchKeys)
 	}
+	if f.verifySample < 1 {
+		// 0 or less would silently verify every key while the summary speaks of a sample.
+		return usagef("--verify-sample %d: want at least 1 (or --verify-full, or --no-verify)", f.verifySample)
+	}
 	existing, err := copier.ParseExisting(f.existing)
 	if err != nil {
 		return usagef("--%v", err)

@@ -43,7 +43,8 @@ func TestHelpShowsPlaceholders(t *testing.T) {
 	}
 }
 
-// --type takes the names SCAN TYPE matches; anything else would "complete" with 0 keys.
+// --type takes the names SCAN TYPE matches; anything else would "complete" with 0 keys. Sample
+// sizes below 1 are refused too.
 func TestTypeFilterRefusesUnknownTypes(t *testing.T) {
 	for _, c := range []struct {
 		args []string
@@ -52,6 +53,10 @@ func TestTypeFilterRefusesUnknownTypes(t *testing.T) {
 		{[]string{"copy", "--type", "rubbish"}, `--type: unknown type "rubbish": want one of string, list, set, zset, hash, stream`},
 		{[]string{"copy", "--type", "String"}, `lower-case: "string"`},
 		{[]string{"verify", "--type", "rubbish"}, `--type: unknown type "rubbish"`},
+		// A sample of 0 or fewer keys ran a full verification under a sample's summary.
+		{[]string{"copy", "--verify-sample", "-5"}, `--verify-sample -5: want at least 1`},
+		{[]string{"copy", "--verify-sample", "0"}, `--verify-sample 0: want at least 1`},
+		{[]string{"verify", "--sample", "-1"}, `--sample -1: want a positive count`},
 	} {
 		args := append(c.args, "--source", "redis://127.0.0.1:1", "--target", "redis://127.0.0.1:2")
 		code, _, errs := run(t, args...)
