@@ -25,6 +25,7 @@ type rawSide struct {
 	conn  *redisconn.Conn
 	db    int
 	fixed string // the node of every key; "" routes by slot
+	read  bool   // routed keys are read where the endpoint reads its masters' keys (ReadAddr)
 }
 
 // readerFor is the source reader of batch b: the raw path, or go-redis (src) when the copier
@@ -92,6 +93,9 @@ func (s *rawSide) legs(ctx context.Context, n int, prefix string, key func(i int
 		if err != nil {
 			redo = append(redo, i)
 			continue
+		}
+		if s.read {
+			addr = s.conn.ReadAddr(addr)
 		}
 		var l *leg
 		for _, o := range out {

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"strings"
 	"time"
+	"unsafe"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/redis-migrate/redis-migrate/shared/copier"
 	"github.com/redis-migrate/redis-migrate/shared/rdb"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
 	"github.com/redis-migrate/redis-migrate/shared/redisconn"
@@ -41,32 +43,23 @@ type DumpState struct {
 // errNoMemoryUsage: the server refuses MEMORY USAGE, so keys cannot be sized before a DUMP.
 var errNoMemoryUsage = errors.New("MEMORY USAGE is not allowed")
 
-// ReadDumps sizes keys (MEMORY USAGE) and reads their expiry in one pipeline, then DUMPs those
-// under bigBytes in a second one: a big value is never serialized whole for a check.
-func ReadDumps(ctx context.Context, conn *redisconn.Conn, c redis.UniversalClient, keys []string, bigBytes int64) ([]DumpState, error) {
-	out := make([]DumpState, len(keys))
-	pipe := c.Pipeline()
-	sizes := make([]*redis.IntCmd, len(keys))
-	exps := make([]*redis.DurationCmd, len(keys))
-	newTTL := conn.Version.Major >= 7
+// ReadDumps sizes keys of database db (MEMORY USAGE), then reads the DUMP payload and expiry of
+// those under bigBytes: a big value is never serialized whole for a check. The reads are the
+// copy's own (copier.ReadForCheck, the raw RESP path).
+func ReadDumps(ctx context.Context, conn *redisconn.Conn, db int, keys []string, bigBytes int64) ([]DumpState, error) {
+	bk := make([][]byte, len(keys))
 	for i, k := range keys {
-		sizes[i] = pipe.MemoryUsage(ctx, k)
-		if newTTL {
-			exps[i] = pipe.PExpireTime(ctx, k)
-		} else {
-			exps[i] = pipe.PTTL(ctx, k)
-		}
+		bk[i] = unsafe.Slice(unsafe.StringData(k), len(k)) // only read
 	}
 	now := time.Now().UnixMilli()
-	if _, err := pipe.Exec(ctx); err != nil && !isReplyErr(err) && err != redis.Nil {
+	reads, abs, err := copier.ReadForCheck(ctx, conn, db, bk, bigBytes)
+	if err != nil {
 		return nil, err
 	}
-	dpipe := c.Pipeline()
-	dumps := make([]*redis.StringCmd, len(keys))
-	for i, k := range keys {
-		st := &out[i]
-		n, err := sizes[i].Result()
-		switch {
+	out := make([]DumpState, len(keys))
+	for i := range reads {
+		st, r := &out[i], &reads[i]
+		switch err := r.SizeErr; {
 		case err == redis.Nil:
 			st.ExpireAt = -2
 			continue
@@ -77,47 +70,36 @@ func ReadDumps(ctx context.Context, conn *redisconn.Conn, c redis.UniversalClien
 			continue
 		}
 		st.Present = true
-		st.ExpireAt, st.Err = expiry(exps[i], newTTL, now)
-		if st.Err != nil {
-			continue
-		}
-		if st.ExpireAt == -2 {
-			st.Present = false // gone between the two reads
-			continue
-		}
-		if bigBytes > 0 && n >= bigBytes {
+		if r.Big {
 			st.Big = true
 			continue
 		}
-		dumps[i] = dpipe.Dump(ctx, k)
-	}
-	if _, err := dpipe.Exec(ctx); err != nil && !isReplyErr(err) && err != redis.Nil && !errors.Is(err, redis.ErrClosed) {
-		return nil, err
-	}
-	for i := range keys {
-		if dumps[i] == nil {
+		switch {
+		case r.DumpErr == redis.Nil:
+			st.Present, st.ExpireAt = false, -2 // gone between the two reads
+			continue
+		case r.DumpErr != nil:
+			st.Err = r.DumpErr
 			continue
 		}
-		st := &out[i]
-		p, err := dumps[i].Result()
+		st.ExpireAt, st.Err = expiry(r.TTL, r.TTLErr, abs, now)
 		switch {
-		case err == redis.Nil:
-			st.Present, st.ExpireAt = false, -2
-		case err != nil:
-			st.Err = err
-		default:
-			st.Payload = p
-			if t, ok := rdb.DumpType(p); ok && t != rdb.TypeModule {
-				st.Type = t.String()
-			}
+		case st.Err != nil:
+			continue
+		case st.ExpireAt == -2:
+			st.Present = false
+			continue
+		}
+		st.Payload = r.Payload
+		if t, ok := rdb.DumpType(r.Payload); ok && t != rdb.TypeModule {
+			st.Type = t.String()
 		}
 	}
 	return out, nil
 }
 
-// expiry converts a PEXPIRETIME (or PTTL, for servers before 7) reply to unix ms, -1 or -2.
-func expiry(cmd *redis.DurationCmd, newTTL bool, now int64) (int64, error) {
-	raw, err := cmd.Result()
+// expiry converts a PEXPIRETIME (or PTTL, for servers before 7) reply in ms to unix ms, -1 or -2.
+func expiry(raw int64, err error, abs bool, now int64) (int64, error) {
 	switch {
 	case err != nil:
 		return 0, err
@@ -125,10 +107,10 @@ func expiry(cmd *redis.DurationCmd, newTTL bool, now int64) (int64, error) {
 		return -2, nil
 	case raw < 0:
 		return -1, nil
-	case newTTL:
-		return int64(raw / time.Millisecond), nil
+	case abs:
+		return raw, nil
 	default:
-		return now + int64(raw/time.Millisecond), nil
+		return now + raw, nil
 	}
 }
 
@@ -179,9 +161,9 @@ func (v *verifier) checkDumps(ctx context.Context, db, tdb int, keys, tkeys []st
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		srcStates, srcErr = ReadDumps(ctx, v.src, v.src.Keys(db), keys, v.o.BigKeyBytes)
+		srcStates, srcErr = ReadDumps(ctx, v.src, db, keys, v.o.BigKeyBytes)
 	}()
-	dstStates, err := ReadDumps(ctx, v.dst, v.dst.Keys(tdb), tkeys, v.o.BigKeyBytes)
+	dstStates, err := ReadDumps(ctx, v.dst, tdb, tkeys, v.o.BigKeyBytes)
 	<-done
 	if errors.Is(srcErr, errNoMemoryUsage) || errors.Is(err, errNoMemoryUsage) {
 		return errNoMemoryUsage

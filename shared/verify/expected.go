@@ -8,8 +8,6 @@ import (
 	"sort"
 	"strings"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/redis-migrate/redis-migrate/shared/copier"
 	"github.com/redis-migrate/redis-migrate/shared/rdb"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
@@ -30,7 +28,7 @@ type Expected struct {
 // (the file's bytes equal the target's payload body: same type and value), then the values
 // decoded on both sides, and in-server digests for big keys and values given by digest. It
 // returns how many of the keys the target holds.
-func CheckExpected(ctx context.Context, conn *redisconn.Conn, c redis.UniversalClient, items []Expected, o Options, rep *Report) (int64, error) {
+func CheckExpected(ctx context.Context, conn *redisconn.Conn, db int, items []Expected, o Options, rep *Report) (int64, error) {
 	o = o.WithDefaults()
 	var fast, slow []int
 	for i, it := range items {
@@ -52,7 +50,7 @@ func CheckExpected(ctx context.Context, conn *redisconn.Conn, c redis.UniversalC
 		for j, i := range fast {
 			keys[j] = items[i].Key
 		}
-		states, err := ReadDumps(ctx, conn, c, keys, o.BigKeyBytes)
+		states, err := ReadDumps(ctx, conn, db, keys, o.BigKeyBytes)
 		switch {
 		case errors.Is(err, errNoMemoryUsage):
 			slow = append(slow, fast...)
@@ -80,7 +78,7 @@ func CheckExpected(ctx context.Context, conn *redisconn.Conn, c redis.UniversalC
 			items[i].State.Digest = bodyDigest(items[i], o.ChunkSize)
 		}
 	}
-	got, err := ReadStates(ctx, conn, c, keys, o.ChunkSize)
+	got, err := ReadStates(ctx, conn, conn.Keys(db), keys, o.ChunkSize)
 	if err != nil {
 		return found, fmt.Errorf("reading target: %s", redact.Error(err))
 	}
