@@ -4,6 +4,11 @@ import (
 	"context"
 	"fmt"
 	"math/rand"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -11,6 +16,7 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/copier"
 	"github.com/redis-migrate/redis-migrate/shared/plan"
 	"github.com/redis-migrate/redis-migrate/shared/state"
+	"github.com/redis-migrate/redis-migrate/shared/testenv"
 )
 
 // stepBatches cuts n batches of k keys named like plan.Step's.
@@ -218,5 +224,127 @@ func TestMissingWork(t *testing.T) {
 	}
 	if fmt.Sprint(got) != "[s0-d0-c7-1[] s0-d0-c7-2[0] s0-d0-c7-3[]]" || mw.Steps != 1 {
 		t.Fatalf("missing: %v (%d steps)", got, mw.Steps)
+	}
+}
+
+// requestLog is a reverse proxy in front of Azurite that records each request the store makes,
+// so a test can tell what a status read, not only how long it took.
+type requestLog struct {
+	mu   sync.Mutex
+	reqs []string // "METHOD path?prefix"
+}
+
+func (l *requestLog) take() []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	out := l.reqs
+	l.reqs = nil
+	return out
+}
+
+// openLoggedStore opens a store whose requests pass through a requestLog.
+func openLoggedStore(t *testing.T) (*state.Store, *requestLog) {
+	t.Helper()
+	az := testenv.StartAzurite(t)
+	target, err := url.Parse(fmt.Sprintf("http://127.0.0.1:%d", az.Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	log := &requestLog{}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		log.mu.Lock()
+		log.reqs = append(log.reqs, r.Method+" "+r.URL.Path+"?"+r.URL.Query().Get("prefix"))
+		log.mu.Unlock()
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	conn := strings.Replace(az.ConnectionString, fmt.Sprintf("http://127.0.0.1:%d", az.Port), srv.URL, 1)
+	st, err := state.Open(context.Background(), conn, "migrations")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, log
+}
+
+// A fresh status reads nothing of a rolled-up step's results: its requests are the same whether
+// 4 or 24 steps are rolled up, and none of them lists or reads a rolled-up step's results. This
+// is what makes its cost grow with the batches in flight, not with every batch ever done (the
+// bench's functions-status suite times it on a large container).
+func TestFreshStatusReadsNoResultOfARolledUpStep(t *testing.T) {
+	ctx := context.Background()
+	st, log := openLoggedStore(t)
+	const id = "fresh"
+	if err := st.CreateMigration(ctx, &state.Migration{ID: id, Kind: "copy", CreatedAt: time.Now().UTC(), Shards: []string{"s0-d0"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.CreateShard(ctx, id, state.ShardProgress{Key: "s0-d0"}); err != nil {
+		t.Fatal(err)
+	}
+	const perStep, keys = 6, 5
+	step := 0
+	var sent, done int64
+	// addSteps cuts n more steps; all their batches report except one batch of each in-flight
+	// step (the last inflight of them), and the complete ones are rolled up.
+	addSteps := func(n, inflight int) (rolled []string) {
+		for i := 0; i < n; i++ {
+			bs := stepBatches(0, 1000+step, perStep, keys)
+			if _, _, err := st.CreateStep(ctx, id, &state.StepManifest{Key: "s0-d0", Step: step, Batches: bs, Scanned: perStep * keys}); err != nil {
+				t.Fatal(err)
+			}
+			open := i >= n-inflight
+			for j, b := range bs {
+				if open && j == 0 {
+					continue
+				}
+				if _, err := st.RecordResult(ctx, id, state.BatchResult{Batch: b.ID, Keys: keys, Result: copier.Result{Copied: keys, Bytes: 50}}); err != nil {
+					t.Fatal(err)
+				}
+				done++
+			}
+			sent += perStep
+			if !open {
+				if ok, err := st.RollStep(ctx, id, "s0-d0", step); err != nil || !ok {
+					t.Fatalf("roll step %d: %v %v", step, ok, err)
+				}
+				rolled = append(rolled, fmt.Sprintf("s0-d0-c%d-", 1000+step))
+			}
+			step++
+		}
+		if _, err := st.UpdateShard(ctx, id, "s0-d0", func(p *state.ShardProgress) (bool, error) {
+			p.Done, p.Step, p.BatchesSent, p.KeysScanned = true, step, sent, sent*keys
+			return true, nil
+		}); err != nil {
+			t.Fatal(err)
+		}
+		return rolled
+	}
+	fresh := func(rolledUp int, rolled []string) []string {
+		log.take()
+		s, err := st.ComputeStatus(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		reqs := log.take()
+		if s.Batches.Done != done || s.Keys.Copied != done*keys || s.Steps.RolledUp != rolledUp || s.Steps.InFlight != 2 {
+			t.Fatalf("status: batches %+v keys %+v steps %+v; want %d done, %d rolled up, 2 in flight", s.Batches, s.Keys, s.Steps, done, rolledUp)
+		}
+		for _, r := range reqs {
+			for _, p := range rolled {
+				if strings.Contains(r, "/results/"+p) || strings.HasSuffix(r, "?"+id+"/results/"+p) {
+					t.Errorf("fresh status touched the results of rolled-up step %s: %s", p, r)
+				}
+			}
+		}
+		return reqs
+	}
+	rolled := addSteps(6, 2)
+	before := fresh(4, rolled)
+	// Twenty more steps, all rolled up; the two steps left open before are still in flight.
+	rolled = append(rolled, addSteps(20, 0)...)
+	after := fresh(24, rolled)
+	t.Logf("fresh status requests with 4 rolled-up steps: %d; with 24: %d\n%s", len(before), len(after), strings.Join(after, "\n"))
+	if len(after) != len(before) {
+		t.Fatalf("a fresh status made %d requests with 4 rolled-up steps and %d with 24: it grows with the work done", len(before), len(after))
 	}
 }
