@@ -323,6 +323,12 @@ func TestFullSyncThenStream(t *testing.T) {
 			if infoField(t, c, "connected_slaves") != "1" {
 				t.Fatalf("connected_slaves = %s", infoField(t, c, "connected_slaves"))
 			}
+			// REPLCONF ACK every second, unasked: after 3 idle seconds the master has heard
+			// from us within the last one (lag= counts seconds since the last ACK).
+			time.Sleep(3 * time.Second)
+			if slave := infoField(t, c, "slave0"); !strings.Contains(slave+",", "lag=0,") && !strings.Contains(slave+",", "lag=1,") {
+				t.Fatalf("no ACK within a second after idle seconds: slave0 %s", slave)
+			}
 			cancel()
 			if err := <-errc; !errors.Is(err, context.Canceled) {
 				t.Fatalf("Sync after cancel: %v", err)
