@@ -288,7 +288,7 @@ wait:
 			}
 			break wait
 		case <-tick.C:
-			line.update(st, time.Since(start))
+			line.update(sy.Status(), time.Since(start)) // st may be a second old by now
 			saveState()
 		}
 	}
@@ -450,27 +450,32 @@ func cutoverRun(ctx context.Context, env *Env, sy *syncer.Syncer, src, dst *redi
 		fmt.Fprintf(env.Stderr, "sync: the target matches the source as of %s; writes were not paused, so changes made since (%d keys pending now) may still arrive: stop the application's writes before switching, or use --pause-writes\n",
 			asOf, res.PendingAfter)
 	default:
+		// A key the target refused usually differs in the verification too: name it once.
 		var names []string
+		named := map[string]bool{}
 		if res.Verify != nil {
-			for i, d := range res.Verify.Differences {
-				if i == 10 {
-					break
+			for _, d := range res.Verify.Differences {
+				if len(names) < 10 && !named[d.Key] {
+					named[d.Key] = true
+					names = append(names, fmt.Sprintf("%q (%s)", d.Key, d.Kind))
 				}
-				names = append(names, fmt.Sprintf("%q (%s)", d.Key, d.Kind))
 			}
 		}
-		for i, fl := range res.Failures {
-			if i == 10 {
-				break
+		for _, fl := range res.Failures {
+			if len(names) < 10 && !named[fl.Key] {
+				named[fl.Key] = true
+				names = append(names, fmt.Sprintf("%q (failed)", fl.Key))
 			}
-			names = append(names, fmt.Sprintf("%q (failed)", fl.Key))
 		}
-		n := res.FailedKeys
-		if res.Verify != nil {
-			n += res.Verify.Differing()
+		var counts []string
+		if res.Verify != nil && res.Verify.Differing() > 0 {
+			counts = append(counts, fmt.Sprintf("%d keys differ", res.Verify.Differing()))
 		}
-		fmt.Fprintf(env.Stderr, "sync: the target does NOT match the source as of %s: %d keys differ: %s; do not switch yet\n",
-			asOf, n, strings.Join(names, ", "))
+		if res.FailedKeys > 0 {
+			counts = append(counts, fmt.Sprintf("%d keys were refused by the target", res.FailedKeys))
+		}
+		fmt.Fprintf(env.Stderr, "sync: the target does NOT match the source as of %s: %s: %s; do not switch yet\n",
+			asOf, strings.Join(counts, ", "), strings.Join(names, ", "))
 	}
 	return res, nil
 }

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"strings"
@@ -416,3 +417,33 @@ func TestSyncSourceRestarted(t *testing.T) {
 	time.Sleep(1200 * time.Millisecond)
 	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, dst.nodes, nil, 5)
 }
+
+// A cutover that finds the target different exits 1 with one line naming the keys (each once)
+// and says not to switch: here the target's user may not write keys outside k:*.
+func TestSyncCutoverReportsDifferences(t *testing.T) {
+	src, dst := standalone(t, "--notify-keyspace-events", "KA"), standalone(t)
+	for i := 0; i < 50; i++ {
+		src.keys.Set(ctx, fmt.Sprintf("k:%d", i), "v", 0)
+	}
+	src.keys.Set(ctx, "denied:1", "v", 0)
+	if err := dst.keys.Do(ctx, "ACL", "SETUSER", "konly", "on", ">pw-konly-1", "~k:*", "&*", "+@all").Err(); err != nil {
+		t.Fatal(err)
+	}
+	target := "redis://konly:pw-konly-1@" + strings.TrimPrefix(dst.url, "redis://")
+	code, _, errs := run(t, "sync", "--state", t.TempDir()+"/s.json", "--source", src.url, "--target", target, "--feed", "notify", "--cutover")
+	if code != ExitFailures {
+		t.Fatalf("exit %d, want %d", code, ExitFailures)
+	}
+	var verdict string
+	for _, line := range strings.Split(errs, "\n") {
+		if strings.Contains(line, "does NOT match") {
+			verdict = line
+		}
+	}
+	if !strings.Contains(verdict, `"denied:1"`) || strings.Count(verdict, `"denied:1"`) != 1 ||
+		!strings.Contains(verdict, "1 keys were refused by the target") || !strings.Contains(verdict, "do not switch yet") ||
+		strings.Contains(errs, "switch the application") || strings.Contains(errs, "pw-konly") {
+		t.Fatalf("verdict %q:\n%s", verdict, errs)
+	}
+}
+
