@@ -3,6 +3,8 @@ package cli
 import (
 	"encoding/json"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"strings"
@@ -447,3 +449,55 @@ func TestSyncCutoverReportsDifferences(t *testing.T) {
 	}
 }
 
+// --metrics-addr serves the sync's metrics through the Prometheus client (with the Go and
+// process collectors), and --until-lag cuts over by itself once the lag is that low (here with
+// a pause: the writer keeps writing).
+func TestSyncMetricsAndUntilLag(t *testing.T) {
+	src, dst := standalone(t, "--notify-keyspace-events", "KA"), standalone(t)
+	if err := testenv.FillBulk(ctx, src.keys, "b:", 5000, 1); err != nil {
+		t.Fatal(err)
+	}
+	w := testenv.StartWriter(src.keys, testenv.WriterOptions{Rate: 1000, Seed: 23, NoShortTTL: true})
+	defer w.Stop()
+	port, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	r := startSync(t, "--source", src.url, "--target", dst.url, "--feed", "notify", "--metrics-addr", addr, "--until-lag", "500ms", "--pause-writes", "5s")
+	want := []string{`redis_migrate_sync_lag_seconds{shard="`, `redis_migrate_sync_pending_keys{shard="`, `redis_migrate_sync_gaps_total{shard="`,
+		`redis_migrate_sync_gap_open{shard="`, `redis_migrate_sync_repairs_total{shard="`, "redis_migrate_sync_applied_keys_total ",
+		"redis_migrate_sync_applied_keys_per_second ", "redis_migrate_sync_deleted_keys_total ", "redis_migrate_sync_failed_keys_total ",
+		"redis_migrate_sync_repaired_keys_total ", "redis_migrate_sync_initial_copied_keys ", "redis_migrate_sync_caught_up ",
+		"# TYPE redis_migrate_sync_gaps_total counter", "go_goroutines ", "process_resident_memory_bytes "}
+	var body string
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		if resp, err := http.Get("http://" + addr + "/metrics"); err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			body = string(b)
+			if strings.Contains(body, "redis_migrate_sync_lag_seconds") {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no metrics at %s:\n%s\n%s", addr, body, r.errb.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	for _, m := range want {
+		if !strings.Contains(body, m) {
+			t.Errorf("metrics lack %q:\n%s", m, body)
+		}
+	}
+	// No --cutover and no signal: --until-lag ends it.
+	select {
+	case code := <-r.done:
+		if code != 0 || !strings.Contains(r.errb.String(), "switch the application to the target now") {
+			t.Fatalf("exit %d:\n%s", code, r.errb.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatalf("--until-lag 500ms did not cut over within 60s:\n%s", r.errb.String())
+	}
+}
