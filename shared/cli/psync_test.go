@@ -113,7 +113,7 @@ func TestSyncPsyncRefused(t *testing.T) {
 	src.keys.Set(ctx, "k", "v", 0)
 	url := "redis://reader:s3cret-pw@" + strings.TrimPrefix(src.url, "redis://")
 	code, _, errs := run(t, "sync", "--state", t.TempDir()+"/state.json", "--source", url, "--target", dst.url, "--feed", "psync", "--cutover")
-	if code != 2 || !strings.Contains(errs, "+psync") || strings.Contains(errs, "s3cret-pw") {
+	if code != 2 || !strings.Contains(errs, "+psync") || strings.Contains(errs, "s3cret-pw") || strings.Count(strings.TrimSpace(errs), "\n") != 0 {
 		t.Fatalf("exit %d:\n%s", code, errs)
 	}
 	if n, err := dst.keys.DBSize(ctx).Result(); err != nil || n != 0 {

@@ -239,7 +239,7 @@ func TestSyncRefusesWhatItCannotCapture(t *testing.T) {
 		args []string
 		want []string
 	}{
-		{"notifications-off", []string{"--source", src.URL()}, []string{"notify-keyspace-events", `misses "Kg$lshzxet"`, "Advanced settings", "parameter group", "--enable-notifications"}},
+		{"notifications-off", []string{"--source", src.URL()}, []string{"notify-keyspace-events", `misses "Kg$lshzxet"`, "Advanced settings", "parameter group", "Azure Managed Redis", "--enable-notifications"}},
 		{"config-blocked", []string{"--source", noconfig}, []string{"refuses CONFIG GET notify-keyspace-events", "--notify-keyspace-events KA"}},
 		{"pause-refused", []string{"--source", nopause, "--notify-keyspace-events", "KA", "--pause-writes", "5s"}, []string{"refuses CLIENT PAUSE", "--pause-writes"}},
 		{"bad-feed", []string{"--source", src.URL(), "--feed", "carrier-pigeon"}, []string{"--feed"}},

@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis-migrate/redis-migrate/shared/changefeed"
@@ -327,8 +328,9 @@ type shardLink struct {
 	ready chan<- error // first accepted PSYNC (nil) or first failure; used once
 
 	readyOnce sync.Once
-	loads     int       // snapshots started (one after an answered PSYNC is a gap)
-	linkStart time.Time // when the current link sent PSYNC
+	signalled atomic.Bool // Start has its answer: a later failure is a reconnect
+	loads     int         // snapshots started (one after an answered PSYNC is a gap)
+	linkStart time.Time   // when the current link sent PSYNC
 
 	mu         sync.Mutex
 	pos        replica.Position
@@ -350,7 +352,7 @@ type barrier struct {
 }
 
 func (l *shardLink) signal(err error) {
-	l.readyOnce.Do(func() { l.ready <- err })
+	l.readyOnce.Do(func() { l.signalled.Store(true); l.ready <- err })
 }
 
 func (l *shardLink) run(ctx context.Context) {
@@ -375,7 +377,11 @@ func (l *shardLink) run(ctx context.Context) {
 			return
 		}
 		msg := oneLine(redact.Error(err))
-		l.signal(refusal(l.addr, err))
+		if !l.signalled.Load() {
+			// The first link failed: Start returns this error (one line) and closes the feed.
+			l.signal(refusal(l.addr, err))
+			return
+		}
 		l.f.o.Log(fmt.Sprintf("psync %s: link ended (%s); reconnecting", l.addr, msg))
 		select {
 		case <-ctx.Done():
