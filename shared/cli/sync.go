@@ -225,19 +225,27 @@ func runSync(ctx context.Context, env *Env, args []string) error {
 		}
 	}
 	var startErr error
+	var notPossible []string // feeds auto tried first: noted once the next one starts
 	for i, fd := range feeds {
 		cfg.Feed = fd
 		sy = syncer.New(cfg)
 		startErr = sy.Start(ctx)
 		var refused *changefeed.RefusedError
 		if startErr != nil && errors.As(startErr, &refused) && i < len(feeds)-1 {
-			logf(fmt.Sprintf("feed %s not possible here (%s); trying %s", fd.Name(), startErr, feeds[i+1].Name()))
+			notPossible = append(notPossible, fmt.Sprintf("feed %s not possible here (%s)", fd.Name(), startErr))
 			continue
 		}
 		break
 	}
 	if startErr != nil {
+		if len(notPossible) > 0 {
+			// One line: why the last feed refused, then why the ones before did.
+			return usagef("%s; %s", startErr, strings.Join(notPossible, "; "))
+		}
 		return usageError{startErr}
+	}
+	for _, n := range notPossible {
+		logf(n + "; using " + cfg.Feed.Name())
 	}
 	logf(fmt.Sprintf("capturing changes with the %s feed on %d source master(s); state in %s", cfg.Feed.Name(), len(cfg.Feed.Shards()), statePath))
 

@@ -230,10 +230,12 @@ func TestSyncRefusesWhatItCannotCapture(t *testing.T) {
 	}
 	sc.Do(ctx, "ACL", "SETUSER", "noconfig", "on", ">pw-noconfig-123", "~*", "&*", "+@all", "-config")
 	sc.Do(ctx, "ACL", "SETUSER", "nopause", "on", ">pw-nopause-456", "~*", "&*", "+@all", "-client|pause")
+	sc.Do(ctx, "ACL", "SETUSER", "norepl", "on", ">pw-norepl-789", "~*", "&*", "+@all", "-psync", "-sync", "-replconf")
 	dst := testenv.StartRedis(t)
 	dc := dst.Client(t, 0)
 	noconfig := "redis://noconfig:pw-noconfig-123@" + src.Addr
 	nopause := "redis://nopause:pw-nopause-456@" + src.Addr
+	norepl := "redis://norepl:pw-norepl-789@" + src.Addr
 	for _, tc := range []struct {
 		name string
 		args []string
@@ -242,6 +244,8 @@ func TestSyncRefusesWhatItCannotCapture(t *testing.T) {
 		{"notifications-off", []string{"--source", src.URL()}, []string{"notify-keyspace-events", `misses "Kg$lshzxet"`, "Advanced settings", "parameter group", "Azure Managed Redis", "--enable-notifications"}},
 		{"config-blocked", []string{"--source", noconfig}, []string{"refuses CONFIG GET notify-keyspace-events", "--notify-keyspace-events KA"}},
 		{"pause-refused", []string{"--source", nopause, "--notify-keyspace-events", "KA", "--pause-writes", "5s"}, []string{"refuses CLIENT PAUSE", "--pause-writes"}},
+		// --feed auto (the default) where neither feed can run: still one line, both reasons.
+		{"auto-neither-feed", []string{"--source", norepl, "--feed", "auto"}, []string{"notify-keyspace-events", "feed psync not possible here", "+psync +replconf +sync"}},
 		{"bad-feed", []string{"--source", src.URL(), "--feed", "carrier-pigeon"}, []string{"--feed"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
