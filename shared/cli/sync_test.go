@@ -398,30 +398,54 @@ func TestSyncAutoPicksFeed(t *testing.T) {
 	}
 }
 
-// The source restarts mid-sync (killed, back with its append-only file): the subscription is
-// re-established, the gap is repaired, and the target ends equal.
+// The source restarts mid-sync (killed, back with its append-only file): notify resubscribes
+// and repairs the gap; psync reconnects (a full resynchronisation and a repair, or a
+// continuation where the restarted master kept its replication id). The target ends equal.
 func TestSyncSourceRestarted(t *testing.T) {
-	s := testenv.StartRedis(t, "--notify-keyspace-events", "KA", "--appendonly", "yes", "--appendfsync", "always")
-	sc := s.Client(t, 0)
-	dst := standalone(t)
-	if err := testenv.FillBulk(ctx, sc, "b:", 10000, 8); err != nil {
-		t.Fatal(err)
+	for _, feed := range []string{"notify", "psync"} {
+		t.Run(feed, func(t *testing.T) {
+			s := testenv.StartRedis(t, "--notify-keyspace-events", "KA", "--appendonly", "yes", "--appendfsync", "always", "--repl-diskless-sync-delay", "0")
+			sc := s.Client(t, 0)
+			dst := standalone(t)
+			if err := testenv.FillBulk(ctx, sc, "b:", 10000, 8); err != nil {
+				t.Fatal(err)
+			}
+			w := testenv.StartWriter(sc, testenv.WriterOptions{Rate: 2000, Seed: 13})
+			r := startSync(t, "--source", s.URL(), "--target", dst.url, "--feed", feed, "--json", "--verify-full")
+			if feed == "notify" {
+				r.waitLog("initial copy done", 60*time.Second)
+			} else {
+				r.waitLog("capturing changes with the psync feed", 60*time.Second)
+				deadline := time.Now().Add(60 * time.Second)
+				for !strings.Contains(r.out.String(), `"phase":"syncing"`) && !strings.Contains(r.out.String(), `"phase":"in-sync"`) {
+					if time.Now().After(deadline) {
+						t.Fatalf("the snapshot did not load:\n%s", r.errb.String())
+					}
+					time.Sleep(50 * time.Millisecond)
+				}
+			}
+			time.Sleep(time.Second)
+			s.Restart(t, true)
+			if feed == "notify" {
+				r.waitLog("keyspace notification subscription was lost", 30*time.Second)
+				r.waitLog("repair of", 30*time.Second)
+			} else {
+				r.waitLog("link ended", 30*time.Second)
+			}
+			time.Sleep(2 * time.Second)
+			w.Stop()
+			code, res := r.finish(60 * time.Second)
+			if code != 0 || !res.Matches || (feed == "notify" && res.Status.Repairs == 0) {
+				t.Fatalf("exit %d, result %+v", code, res)
+			}
+			if feed == "psync" && res.Status.Gaps > 0 && res.Status.Repairs == 0 {
+				t.Fatalf("a gap without a repair: %+v", res.Status)
+			}
+			t.Logf("gaps %d, repairs %d", res.Status.Gaps, res.Status.Repairs)
+			time.Sleep(1200 * time.Millisecond)
+			testenv.AssertSameData(ctx, t, []*redis.Client{sc}, dst.nodes, nil, 5)
+		})
 	}
-	w := testenv.StartWriter(sc, testenv.WriterOptions{Rate: 2000, Seed: 13})
-	r := startSync(t, "--source", s.URL(), "--target", dst.url, "--feed", "notify", "--json", "--verify-full")
-	r.waitLog("initial copy done", 60*time.Second)
-	time.Sleep(time.Second)
-	s.Restart(t, true)
-	r.waitLog("keyspace notification subscription was lost", 30*time.Second)
-	r.waitLog("repair of", 30*time.Second)
-	time.Sleep(time.Second)
-	w.Stop()
-	code, res := r.finish(60 * time.Second)
-	if code != 0 || !res.Matches || res.Status.Repairs == 0 {
-		t.Fatalf("exit %d, result %+v", code, res)
-	}
-	time.Sleep(1200 * time.Millisecond)
-	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, dst.nodes, nil, 5)
 }
 
 // A cutover that finds the target different exits 1 with one line naming the keys (each once)
