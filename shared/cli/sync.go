@@ -305,6 +305,7 @@ wait:
 		saveState()
 		sy.Close()
 		saveState()
+		logf(stopErr.Error())
 		return exitError{ExitError}
 	}
 	cctx, cancel := context.WithCancel(runCtx)

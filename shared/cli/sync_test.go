@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -527,5 +528,37 @@ func TestSyncMetricsAndUntilLag(t *testing.T) {
 		}
 	case <-time.After(60 * time.Second):
 		t.Fatalf("--until-lag 500ms did not cut over within 60s:\n%s", r.errb.String())
+	}
+}
+
+// SIGTERM stops a sync without cutting over: exit 3, a line saying how to resume, the state saved.
+func TestSyncStoppedBySIGTERM(t *testing.T) {
+	src, dst := standalone(t, "--notify-keyspace-events", "KA"), standalone(t)
+	if err := testenv.FillBulk(ctx, src.keys, "b:", 1000, 1); err != nil {
+		t.Fatal(err)
+	}
+	state := t.TempDir() + "/state.json"
+	var errb syncBuffer
+	cmd := exec.Command(binaryPath(t), "sync", "--state", state, "--source", src.url, "--target", dst.url, "--feed", "notify")
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(errb.String(), "initial copy done") {
+		if time.Now().After(deadline) {
+			t.Fatalf("no initial copy:\n%s", errb.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	err := cmd.Wait()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != ExitError || !strings.Contains(errb.String(), "stopped by SIGTERM; run the same command again to resume") ||
+		strings.Contains(errb.String(), "switch") {
+		t.Fatalf("exit %v:\n%s", err, errb.String())
+	}
+	if b, err := os.ReadFile(state); err != nil || !strings.Contains(string(b), `"initial_copy_done": true`) {
+		t.Fatalf("state: %v\n%s", err, b)
 	}
 }
