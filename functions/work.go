@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	"github.com/redis-migrate/redis-migrate/shared/copier"
 	"github.com/redis-migrate/redis-migrate/shared/engine"
@@ -497,6 +498,7 @@ func (a *App) copyOne(ctx context.Context, cm *copyMessage, delivery int) (copie
 	if err != nil {
 		return copier.Result{}, nil, err
 	}
+	a.checkTargetRestart(ctx, mig, dst)
 	if len(res.BigKeys) > 0 {
 		if spawned, err = a.store.RecordSpawnedBig(ctx, mig.ID, b.ID, positions(b, res.BigKeys, spawned)); err != nil {
 			return copier.Result{}, nil, err
@@ -509,6 +511,39 @@ func (a *App) copyOne(ctx context.Context, cm *copyMessage, delivery int) (copie
 		return copier.Result{}, nil, err
 	}
 	return res, spawned, nil
+}
+
+// checkTargetRestart compares the target's run_ids with those recorded at the start, after a
+// batch wrote its keys: a restarted target may have lost what earlier batches wrote, so the
+// restart is recorded once per new run_id and status reports it (as the CLI's copy does).
+func (a *App) checkTargetRestart(ctx context.Context, mig *state.Migration, dst *redisconn.Conn) {
+	for addr, old := range mig.TargetRunIDs {
+		rid, err := dst.RunID(ctx, addr)
+		if err != nil || rid == old || targetRestartRecorded(mig.TargetRestarts, addr, rid) {
+			continue
+		}
+		_, err = a.store.UpdateMigration(context.WithoutCancel(ctx), mig.ID, func(m *state.Migration) (bool, error) {
+			if targetRestartRecorded(m.TargetRestarts, addr, rid) {
+				return false, nil
+			}
+			m.TargetRestarts = append(m.TargetRestarts, state.TargetRestart{Addr: addr, RunID: rid, SeenAt: time.Now().UTC()})
+			return true, nil
+		})
+		if err != nil {
+			a.logf("CopyBatch: recording the restart of target %s for %s: %s", addr, mig.ID, redact.Error(err))
+			continue
+		}
+		a.logf("CopyBatch: the target %s of %s restarted during the migration (run_id changed): keys written before may be lost", addr, mig.ID)
+	}
+}
+
+func targetRestartRecorded(rs []state.TargetRestart, addr, rid string) bool {
+	for _, r := range rs {
+		if r.Addr == addr && r.RunID == rid {
+			return true
+		}
+	}
+	return false
 }
 
 // sendBig sends the big-key batches of cm's batch for the keys at positions idx, from its

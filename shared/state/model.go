@@ -87,6 +87,18 @@ type Migration struct {
 	// again; ResumedAt is the latest. Messages a resume sends carry the count in their ids.
 	Resumes   int       `json:"resumes,omitempty"`
 	ResumedAt time.Time `json:"resumedAt"`
+	// TargetRunIDs is each target master's run_id at the start. A copy batch that finds another
+	// one records it in TargetRestarts: keys written before that restart may be gone (all of
+	// them on a target without persistence), so the migration cannot end "completed".
+	TargetRunIDs   map[string]string `json:"targetRunIds,omitempty"`
+	TargetRestarts []TargetRestart   `json:"targetRestarts,omitempty"`
+}
+
+// TargetRestart is a target server seen with a new run_id during a migration.
+type TargetRestart struct {
+	Addr   string    `json:"addr"`
+	RunID  string    `json:"runId"`
+	SeenAt time.Time `json:"seenAt"`
 }
 
 // ImportCheckpoint is where an RDB import stands, updated with UpdateMigration as the stream is

@@ -2,6 +2,7 @@ package state
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"sync"
 	"time"
@@ -59,6 +60,24 @@ type Status struct {
 	Resumes int `json:"resumes,omitempty"`
 	// Steps says how many plan steps are rolled up and how many are still read result by result.
 	Steps *StepCounts `json:"steps,omitempty"`
+	// TargetRestarts lists target servers seen restarting (run_id changed) during the copy;
+	// Warning says what that means and what to do. Such a copy ends completed-with-failures.
+	TargetRestarts []TargetRestart `json:"targetRestarts,omitempty"`
+	Warning        string          `json:"warning,omitempty"`
+}
+
+// restartVerified says whether a full verification that passed was started after the last
+// target restart of m: then every key is in the target and the restart lost nothing.
+func restartVerified(m *Migration, v *VerifyStatus) bool {
+	if len(m.TargetRestarts) == 0 || m.Verify == nil || v == nil || m.Verify.Sample != 0 || v.Run != m.Verify.ID || v.State != VerifyPassed {
+		return false
+	}
+	for _, r := range m.TargetRestarts {
+		if !m.Verify.CreatedAt.After(r.SeenAt) {
+			return false
+		}
+	}
+	return true
 }
 
 // Final reports whether no later event can change the status: every batch is accounted for.
@@ -351,10 +370,21 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 		st.State = StatePlanning
 	case st.Batches.Pending > 0 || importing:
 		st.State = StateCopying
-	case st.Keys.Failed > 0 || st.Batches.DeadLettered > 0:
+	case st.Keys.Failed > 0 || st.Batches.DeadLettered > 0 || (len(m.TargetRestarts) > 0 && !restartVerified(m, st.Verify)):
 		st.State = StateCompletedWithFailures
 	default:
 		st.State = StateCompleted
+	}
+	if len(m.TargetRestarts) > 0 {
+		st.TargetRestarts = m.TargetRestarts
+		if restartVerified(m, st.Verify) {
+			st.Warning = fmt.Sprintf("the target %s restarted during the migration (run_id changed); the full verification %s "+
+				"after it found every key: nothing was lost", m.TargetRestarts[0].Addr, m.Verify.ID)
+		} else {
+			st.Warning = fmt.Sprintf("the target %s restarted during the migration (run_id changed): keys written before the restart "+
+				"may be lost (all of them if it has no persistence); run POST /api/migrations/%s/verify with {\"full\":true}, "+
+				"and copy again with a new migration and \"existing\": \"replace\"", m.TargetRestarts[0].Addr, m.ID)
+		}
 	}
 	st.LastProgressAt = st.UpdatedAt
 	if m.ResumedAt.After(st.LastProgressAt) {
