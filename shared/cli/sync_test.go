@@ -562,3 +562,33 @@ func TestSyncStoppedBySIGTERM(t *testing.T) {
 		t.Fatalf("state: %v\n%s", err, b)
 	}
 }
+
+// --existing skip keeps the target's own keys in the initial copy with either feed (the psync
+// snapshot used to overwrite them).
+func TestSyncExistingSkipBothFeeds(t *testing.T) {
+	for _, feed := range []string{"notify", "psync"} {
+		t.Run(feed, func(t *testing.T) {
+			src, dst := standalone(t, "--notify-keyspace-events", "KA", "--repl-diskless-sync-delay", "0"), standalone(t)
+			for i := 0; i < 100; i++ {
+				src.keys.Set(ctx, fmt.Sprintf("b:%d", i), "src", 0)
+			}
+			dst.keys.Set(ctx, "b:1", "target-own", 0)
+			code, out, errs := run(t, "sync", "--state", t.TempDir()+"/s.json", "--source", src.url, "--target", dst.url, "--feed", feed,
+				"--existing", "skip", "--cutover", "--no-verify", "--json")
+			if code != 0 {
+				t.Fatalf("exit %d:\n%s", code, errs)
+			}
+			var res cutoverResult
+			if i := strings.LastIndex(out, "\n{\n"); i >= 0 {
+				out = out[i+1:]
+			}
+			if err := json.Unmarshal([]byte(out), &res); err != nil {
+				t.Fatalf("summary: %v\n%s", err, out)
+			}
+			if got := dst.keys.Get(ctx, "b:1").Val(); got != "target-own" || dst.keys.Get(ctx, "b:2").Val() != "src" ||
+				res.Status.Initial.KeysSkipped != 1 || res.Status.Initial.KeysCopied != 99 {
+				t.Fatalf("b:1 = %q, initial copy %+v", got, res.Status.Initial)
+			}
+		})
+	}
+}

@@ -193,8 +193,14 @@ func (s *Syncer) Loader() changefeed.Loader {
 			}
 			return nil
 		}
+		// --existing skip holds for a shard's first snapshot, the initial copy, as for a SCAN copy
+		// (fail was checked before: the target is empty); a later one overwrites what sync owns.
+		existing := copier.ExistingReplace
+		if i, ok := s.index[shard]; ok && s.cfg.Copy.Existing == copier.ExistingSkip && !s.shards[i].initialDone.Load() {
+			existing = copier.ExistingSkip
+		}
 		o := importer.Options{
-			Existing: copier.ExistingReplace, DBMap: s.cfg.Copy.DBMap, ExplicitDBMap: s.cfg.ExplicitDBMap,
+			Existing: existing, DBMap: s.cfg.Copy.DBMap, ExplicitDBMap: s.cfg.ExplicitDBMap,
 			Match: s.cfg.Plan.Match, Type: s.cfg.Plan.Type, Workers: max(2, s.cfg.Workers/2),
 		}
 		sum, err := importer.Import(ctx, rdb, s.cfg.Target, o)
@@ -202,6 +208,7 @@ func (s *Syncer) Loader() changefeed.Loader {
 			s.mu.Lock()
 			s.initial.KeysScanned += sum.Scanned
 			s.initial.KeysCopied += sum.Copied
+			s.initial.KeysSkipped += sum.Skipped
 			s.initial.KeysFailed += sum.Failed
 			s.initial.KeysExpired += sum.Expired
 			s.initial.KeysFallback += sum.Fallback
