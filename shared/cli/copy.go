@@ -152,6 +152,7 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 	}
 	defer dst.Close()
 
+	pacer := pace.New(pace.Options{MaxOps: f.maxSourceOps})
 	cfg := engine.Config{
 		Source: src, Target: dst,
 		Plan:          plan.Options{Match: f.match, Type: f.scanType, BatchKeys: f.batchKeys},
@@ -161,7 +162,7 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 		Workers:       f.workers,
 		StateFile:     f.stateFile,
 		RetryWait:     f.retryWait,
-		SourcePacer:   pace.New(pace.Options{MaxOps: f.maxSourceOps}),
+		SourcePacer:   pacer,
 	}
 	if f.dryRun {
 		r, err := engine.Plan(ctx, cfg)
@@ -179,6 +180,10 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 	sum, err := engine.Run(ctx, cfg)
 	bar.finish()
 	sum.Notes = append(srcNotes, sum.Notes...)
+	if sum.SourceSlowdowns = pacer.Slowdowns(); sum.SourceSlowdowns > 0 {
+		sum.Notes = append(sum.Notes, fmt.Sprintf("the source answered slowly or busy %d times: reads backed off, then sped up again",
+			sum.SourceSlowdowns))
+	}
 	if err != nil {
 		if sum.Batches == 0 && sum.KeysScanned == 0 {
 			return usageError{err}

@@ -270,7 +270,8 @@ end`, nil, d.Microseconds()).Err()
 
 // A source, then a target, busy running a long script (every other client answered BUSY for
 // over a second) mid-copy: batches wait with backoff and retry; no key is failed, the copy
-// exits 0 and the target equals the source.
+// exits 0 and the target equals the source. The source's BUSY answers also slow its reads down
+// (shared/pace), which the summary counts.
 func TestCopyWaitsForBusyServers(t *testing.T) {
 	busy := []string{"--busy-reply-threshold", "50"}
 	src, dst := testenv.StartRedis(t, busy...), testenv.StartRedis(t, busy...)
@@ -294,6 +295,10 @@ func TestCopyWaitsForBusyServers(t *testing.T) {
 	code, sum, errs := wait()
 	if code != 0 || sum.KeysFailed != 0 || sum.KeysCopied != int64(n) || len(sum.Failures) != 0 {
 		t.Fatalf("exit %d summary %+v\n%s", code, sum, errs)
+	}
+	// The source's BUSY answers made the reads back off (adaptive backoff), and it is said.
+	if sum.SourceSlowdowns == 0 || !strings.Contains(errs, "the source answered slowly or busy") {
+		t.Fatalf("no backoff from the busy source: %+v\n%s", sum, errs)
 	}
 	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, []*redis.Client{dc}, nil, 1)
 }

@@ -248,7 +248,7 @@ func (c *Copier) sizeUp(ctx context.Context, src, dst redis.UniversalClient, rd 
 	errs := make([]error, len(keys))
 	t0 := c.waitSource(ctx, len(keys))
 	err := c.stageSizes(ctx, rd, src, keys, sizes, errs)
-	c.doneSource(t0, len(keys), err)
+	c.doneSource(t0, len(keys), busyOf(err, errs))
 	if err != nil {
 		return nil, nil, sourceErr(err)
 	}
@@ -302,6 +302,21 @@ func (c *Copier) doneSource(start time.Time, n int, err error) {
 	}
 }
 
+// busyOf is err, or else the first per-key reply of a pipeline that says the source is busy
+// (BUSY, LOADING, OOM, ...): a pipeline that went through can still carry only such replies, and
+// the pacer must see them to back off.
+func busyOf(err error, perKey []error) error {
+	if err != nil {
+		return err
+	}
+	for _, e := range perKey {
+		if isSourceBusy(e) {
+			return e
+		}
+	}
+	return nil
+}
+
 // usePExpireTime: PEXPIRETIME (Redis/Valkey 7+) gives the absolute expiry exactly; older servers
 // only have PTTL, converted with the local clock.
 func (c *Copier) usePExpireTime() bool { return c.Src.Version.Major >= 7 }
@@ -311,7 +326,7 @@ func (c *Copier) read(ctx context.Context, src redis.UniversalClient, rd reader,
 	t0 := c.waitSource(ctx, 2*len(keys))
 	before := c.Now()
 	err := c.stageDumps(ctx, rd, src, st)
-	c.doneSource(t0, 2*len(keys), err)
+	c.doneSource(t0, 2*len(keys), busyOf(busyOf(err, st.dumpErr), st.ttlErr))
 	if err != nil {
 		return nil, nil, sourceErr(err)
 	}

@@ -82,6 +82,9 @@ type Summary struct {
 	TargetRestarts int `json:"target_restarts,omitempty"`
 	// SourceRestarts counts source shards whose scan started over after a restart.
 	SourceRestarts int `json:"source_restarts,omitempty"`
+	// SourceSlowdowns counts the source's slow or busy answers that made the reads back off
+	// (shared/pace); set by the caller that owns the pacer.
+	SourceSlowdowns int64 `json:"source_slowdowns,omitempty"`
 	// Resumed is set when a --state file let the run start after finished plan steps; the counts
 	// include theirs.
 	Resumed bool  `json:"resumed,omitempty"`
