@@ -172,6 +172,7 @@ func runImportCommand(ctx context.Context, env *Env, args []string) error {
 		if err != nil {
 			return err
 		}
+		o.WroteAll = sum.Failed == 0 && sum.Skipped == 0
 		rep, err := importer.Verify(ctx, in, dst, o)
 		closeAgain()
 		if err != nil {

@@ -22,10 +22,12 @@ type KeyRead struct {
 
 // ReadForCheck sizes keys of database db of conn (MEMORY USAGE, one pipeline per node), then
 // reads the DUMP payload and expiry of those under big bytes (every key when big <= 0) in a
-// second. The payloads are strings over a buffer of their own, valid as long as the reads are
+// second. With big < 0 it sizes nothing and reads every key's payload and expiry in one
+// pipeline: for a caller that knows no key can be big; hint is then its guess of the payloads'
+// bytes, to size their buffer at once. The payloads are strings over a buffer of their own, valid as long as the reads are
 // held. It returns whether TTLs are absolute (PEXPIRETIME, servers 7 and later). Keys a cluster
 // redirects are read again through go-redis, as the copy does.
-func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]byte, big int64) ([]KeyRead, bool, error) {
+func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]byte, big, hint int64) ([]KeyRead, bool, error) {
 	side := &rawSide{conn: conn, db: db, read: true}
 	if !conn.Cluster {
 		side.fixed = conn.Endpoint.Addr()
@@ -33,8 +35,10 @@ func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]by
 	rd, src := rawReader{side}, conn.Keys(db)
 	n, errs := make([]int64, len(keys)), make([]error, len(keys))
 	var c Copier // the stages use no copier state
-	if err := c.stageSizes(ctx, rd, src, keys, n, errs); err != nil {
-		return nil, false, err
+	if big >= 0 {
+		if err := c.stageSizes(ctx, rd, src, keys, n, errs); err != nil {
+			return nil, false, err
+		}
 	}
 	out := make([]KeyRead, len(keys))
 	var idx []int
@@ -53,7 +57,7 @@ func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]by
 		return out, abs, nil
 	}
 	st := &dumpStage{pexpiretime: abs, data: make([]string, len(idx)), dumpErr: make([]error, len(idx)),
-		ttl: make([]int64, len(idx)), ttlErr: make([]error, len(idx))}
+		ttl: make([]int64, len(idx)), ttlErr: make([]error, len(idx)), held: max(hint, 0)}
 	for _, i := range idx {
 		st.keys = append(st.keys, keys[i])
 		st.held += n[i]

@@ -40,10 +40,13 @@ type Options struct {
 	Match         string // glob on key names; "" = all
 	Type          string // only keys of this SCAN TYPE name (string, list, ...); "" = all
 	VerifyCompare string // verify.CompareDump (default) or verify.CompareDigest, for Verify
-	Functions     string // skip (default), load, replace
-	Modules       string // fail (default), skip
-	SkipChecksum  bool
-	Workers       int // parallel pipelined writers; default 4
+	// WroteAll tells Verify the import wrote every key it read (none failed or was skipped), so
+	// the target holds the file's values and a small one needs no MEMORY USAGE before its DUMP.
+	WroteAll     bool
+	Functions    string // skip (default), load, replace
+	Modules      string // fail (default), skip
+	SkipChecksum bool
+	Workers      int // parallel pipelined writers; default 4
 	// Checkpoint is called about every CheckpointEvery with a position from which the import
 	// can resume and the exact counts up to it.
 	Checkpoint      func(Checkpoint) error

@@ -28,7 +28,7 @@ const maxNamedKeys = 4 << 20
 // TTL passes meanwhile are not checked.
 func Verify(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*verify.Report, error) {
 	vo := verify.Options{DBMap: o.DBMap, PresenceOnly: o.Existing == "skip", Compare: o.VerifyCompare,
-		AllowExtra: o.Existing != "" && o.Existing != "fail"}.WithDefaults()
+		AllowExtra: o.Existing != "" && o.Existing != "fail", SizeFromExpected: o.WroteAll}.WithDefaults()
 	if o.DBMap.Target == nil {
 		o.DBMap = vo.DBMap
 	}

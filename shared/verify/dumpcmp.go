@@ -44,15 +44,16 @@ type DumpState struct {
 var errNoMemoryUsage = errors.New("MEMORY USAGE is not allowed")
 
 // ReadDumps sizes keys of database db (MEMORY USAGE), then reads the DUMP payload and expiry of
-// those under bigBytes: a big value is never serialized whole for a check. The reads are the
-// copy's own (copier.ReadForCheck, the raw RESP path).
-func ReadDumps(ctx context.Context, conn *redisconn.Conn, db int, keys []string, bigBytes int64) ([]DumpState, error) {
+// those under bigBytes: a big value is never serialized whole for a check. bigBytes < 0 reads
+// every payload unsized (keys known to be small; hint guesses their bytes). The reads are the copy's own
+// (copier.ReadForCheck, the raw RESP path).
+func ReadDumps(ctx context.Context, conn *redisconn.Conn, db int, keys []string, bigBytes, hint int64) ([]DumpState, error) {
 	bk := make([][]byte, len(keys))
 	for i, k := range keys {
 		bk[i] = unsafe.Slice(unsafe.StringData(k), len(k)) // only read
 	}
 	now := time.Now().UnixMilli()
-	reads, abs, err := copier.ReadForCheck(ctx, conn, db, bk, bigBytes)
+	reads, abs, err := copier.ReadForCheck(ctx, conn, db, bk, bigBytes, hint)
 	if err != nil {
 		return nil, err
 	}
@@ -161,9 +162,9 @@ func (v *verifier) checkDumps(ctx context.Context, db, tdb int, keys, tkeys []st
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		srcStates, srcErr = ReadDumps(ctx, v.src, db, keys, v.o.BigKeyBytes)
+		srcStates, srcErr = ReadDumps(ctx, v.src, db, keys, v.o.BigKeyBytes, 0)
 	}()
-	dstStates, err := ReadDumps(ctx, v.dst, tdb, tkeys, v.o.BigKeyBytes)
+	dstStates, err := ReadDumps(ctx, v.dst, tdb, tkeys, v.o.BigKeyBytes, 0)
 	<-done
 	if errors.Is(srcErr, errNoMemoryUsage) || errors.Is(err, errNoMemoryUsage) {
 		return errNoMemoryUsage

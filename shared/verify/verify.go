@@ -55,6 +55,9 @@ type Options struct {
 	// AllowExtra reports keys found only in the target (full mode) without counting them as
 	// differences: a copy into a target that held keys of its own (--existing skip or replace).
 	AllowExtra bool
+	// SizeFromExpected (CheckExpected): every key was just written from the expected value, so
+	// a value the file holds under BigKeyBytes is DUMPed without a MEMORY USAGE first.
+	SizeFromExpected bool
 }
 
 // Difference is one key that does not match.
