@@ -504,19 +504,37 @@ func writeState(path string, cp syncer.Checkpoint) error {
 func oneLine(err error) string { return strings.ReplaceAll(redact.Error(err), "\n", " ") }
 
 // statusLine draws the sync status: redrawn in place on a terminal, a JSON line per second with
-// --json, a plain line every 10 s otherwise.
+// --json, a plain line every 10 s otherwise. Each carries the applied keys per second since the
+// previous update.
 type statusLine struct {
 	env   *Env
 	json  bool
 	last  time.Time
 	drawn bool
+
+	rateAt      time.Time
+	rateApplied int64
+	rate        float64
 }
 
-func newStatusLine(env *Env, jsonOut bool) *statusLine { return &statusLine{env: env, json: jsonOut} }
+// statusJSON is a --json status line: the engine's status and the apply rate.
+type statusJSON struct {
+	syncer.Status
+	AppliedPerSec float64 `json:"keys_applied_per_second"`
+}
+
+func newStatusLine(env *Env, jsonOut bool) *statusLine {
+	return &statusLine{env: env, json: jsonOut, rateAt: time.Now()} // the first rate is since the start
+}
 
 func (l *statusLine) update(st syncer.Status, _ time.Duration) {
+	now := time.Now()
+	if now.Sub(l.rateAt) >= 100*time.Millisecond {
+		l.rate = float64(st.Applied-l.rateApplied) / now.Sub(l.rateAt).Seconds()
+		l.rateAt, l.rateApplied = now, st.Applied
+	}
 	if l.json {
-		b, _ := json.Marshal(st)
+		b, _ := json.Marshal(statusJSON{st, l.rate})
 		fmt.Fprintln(l.env.Stdout, string(b))
 		return
 	}
@@ -524,8 +542,8 @@ func (l *statusLine) update(st syncer.Status, _ time.Duration) {
 	if st.LagMs >= 0 {
 		lag = (time.Duration(st.LagMs) * time.Millisecond).String()
 	}
-	txt := fmt.Sprintf("sync: %s, lag %s, %d pending, %d applied, %d repaired, gaps %d (%d open), initial copy %d keys",
-		st.Phase, lag, st.Pending, st.Applied, st.RepairFixed, st.Gaps, st.GapsOpen, st.Initial.KeysCopied)
+	txt := fmt.Sprintf("sync: %s, lag %s, %d pending, %d applied (%.0f/s), %d repaired, gaps %d (%d open), initial copy %d keys",
+		st.Phase, lag, st.Pending, st.Applied, l.rate, st.RepairFixed, st.Gaps, st.GapsOpen, st.Initial.KeysCopied)
 	if l.env.StderrIsTerminal {
 		fmt.Fprintf(l.env.Stderr, "\r\033[K%s", txt)
 		l.drawn = true

@@ -308,6 +308,19 @@ func TestSyncCutoverWithPausedWrites(t *testing.T) {
 	if !strings.Contains(r.errb.String(), "switch the application to the target now") {
 		t.Fatalf("no switch-now line:\n%s", r.errb.String())
 	}
+	// The --json status lines carry the apply rate (the writer kept writing while they ran).
+	var rate float64
+	for _, line := range strings.Split(r.out.String(), "\n") {
+		var st struct {
+			Rate *float64 `json:"keys_applied_per_second"`
+		}
+		if strings.HasPrefix(line, `{"phase"`) && json.Unmarshal([]byte(line), &st) == nil && st.Rate != nil {
+			rate = max(rate, *st.Rate)
+		}
+	}
+	if rate <= 0 {
+		t.Fatalf("no status line with keys_applied_per_second > 0:\n%s", r.out.String())
+	}
 	// Still inside the pause: the source is frozen, so the two must be identical right now.
 	before := w.Writes.Load()
 	testenv.AssertSameData(ctx, t, src.nodes, dst.nodes, nil, 5)
