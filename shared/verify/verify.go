@@ -132,6 +132,10 @@ func Run(ctx context.Context, src, dst *redisconn.Conn, o Options) (*Report, err
 	jobs := make(chan job, o.Workers*2)
 	var wg sync.WaitGroup
 	errCh := make(chan error, o.Workers+1)
+	// A worker that fails stops the feeder too: with every worker gone, nothing would take the
+	// next job and the run would hang (it did, on a source still restarting).
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
 	for i := 0; i < o.Workers; i++ {
 		wg.Add(1)
 		go func() {
@@ -139,6 +143,7 @@ func Run(ctx context.Context, src, dst *redisconn.Conn, o Options) (*Report, err
 			for j := range jobs {
 				if err := v.check(ctx, j.db, j.keys); err != nil {
 					errCh <- err
+					stop()
 					return
 				}
 			}
@@ -185,7 +190,11 @@ func Run(ctx context.Context, src, dst *redisconn.Conn, o Options) (*Report, err
 					}
 					for len(keys) > 0 {
 						n := min(len(keys), 200)
-						jobs <- job{db, keys[:n]}
+						select {
+						case jobs <- job{db, keys[:n]}:
+						case <-ctx.Done():
+							return ctx.Err()
+						}
 						keys = keys[n:]
 					}
 					continue
@@ -213,11 +222,12 @@ func Run(ctx context.Context, src, dst *redisconn.Conn, o Options) (*Report, err
 	}()
 	wg.Wait()
 	close(errCh)
-	if feedErr != nil {
-		return rep, feedErr
-	}
+	// A worker's error first: the feeder's is then only the cancellation it caused.
 	if err := <-errCh; err != nil {
 		return rep, err
+	}
+	if feedErr != nil {
+		return rep, feedErr
 	}
 	if o.Sample == 0 {
 		if err := v.scanExtras(ctx); err != nil {
