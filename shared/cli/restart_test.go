@@ -286,6 +286,9 @@ func TestCopyWaitsForBusyServers(t *testing.T) {
 		if i == 0 {
 			scripts = append(scripts, busyFor(t, sc, src.Addr, 1500*time.Millisecond))
 		} else {
+			if dc.DBSize(ctx).Val() >= int64(n) {
+				t.Fatal("every key was written before the target could be kept busy: the test did not test anything")
+			}
 			scripts = append(scripts, busyFor(t, dc, dst.Addr, 1500*time.Millisecond))
 		}
 		if err := <-scripts[i]; err != nil {
