@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"time"
@@ -241,7 +242,10 @@ func closingVerify(ctx context.Context, src, dst *redisconn.Conn, cfg engine.Con
 	deadline := time.Now().Add(cfg.RetryWait)
 	for wait := 100 * time.Millisecond; ; wait = min(2*wait, 2*time.Second) {
 		rep, err := verify.Run(ctx, src, dst, opts)
-		if err == nil || !busyServer(err) || time.Now().Add(wait).After(deadline) {
+		var re *verify.ReadError
+		// A connection broken by a restart (EOF, refused) is waited out too, not only LOADING.
+		transient := err != nil && (busyServer(err) || (errors.As(err, &re) && re.Transient))
+		if err == nil || !transient || time.Now().Add(wait).After(deadline) {
 			return rep, err
 		}
 		select {

@@ -114,6 +114,9 @@ func TestCopySurvivesSourceRestarts(t *testing.T) {
 			if sum.SourceRestarts == 0 {
 				t.Fatalf("the source's restarts were not noticed: %+v", sum)
 			}
+			if strings.Contains(errs, "verification could not run") {
+				t.Fatalf("the closing verification gave up on the restarted source:\n%s", errs)
+			}
 			// The keys that differ are exactly the keys reported failed, each for its real cause.
 			want, err := testenv.Snapshot(ctx, srcNodes, nil)
 			if err != nil {

@@ -3,7 +3,6 @@ package verify
 import (
 	"context"
 	"errors"
-	"fmt"
 	"strings"
 	"time"
 	"unsafe"
@@ -12,7 +11,6 @@ import (
 
 	"github.com/redis-migrate/redis-migrate/shared/copier"
 	"github.com/redis-migrate/redis-migrate/shared/rdb"
-	"github.com/redis-migrate/redis-migrate/shared/redact"
 	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 )
 
@@ -170,10 +168,10 @@ func (v *verifier) checkDumps(ctx context.Context, db, tdb int, keys, tkeys []st
 		return errNoMemoryUsage
 	}
 	if srcErr != nil {
-		return fmt.Errorf("reading source: %s", redact.Error(srcErr))
+		return readErr("reading source", srcErr)
 	}
 	if err != nil {
-		return fmt.Errorf("reading target: %s", redact.Error(err))
+		return readErr("reading target", err)
 	}
 	var slow []int
 	v.mu.Lock()

@@ -2,14 +2,12 @@ package verify
 
 import (
 	"context"
-	"fmt"
 	"sort"
 	"strings"
 
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redis-migrate/redis-migrate/shared/copier"
-	"github.com/redis-migrate/redis-migrate/shared/redact"
 )
 
 // scanExtras looks for keys that exist only in the target. A target db whose size equals the
@@ -30,7 +28,7 @@ func (v *verifier) scanExtras(ctx context.Context) error {
 	for _, tdb := range tdbs {
 		n, err := v.dst.DBSize(ctx, tdb)
 		if err != nil {
-			return fmt.Errorf("target DBSIZE: %s", redact.Error(err))
+			return readErr("target DBSIZE", err)
 		}
 		if n <= v.found[tdb] {
 			continue
@@ -55,7 +53,7 @@ func (v *verifier) scanExtrasOn(ctx context.Context, node *redis.Client, srcDBs 
 	for {
 		keys, next, err := node.Scan(ctx, cursor, "", 1000).Result()
 		if err != nil {
-			return fmt.Errorf("target SCAN: %s", redact.Error(err))
+			return readErr("target SCAN", err)
 		}
 		var cands []candidate
 		for _, k := range keys {
@@ -97,7 +95,7 @@ func (v *verifier) checkCandidates(ctx context.Context, node *redis.Client, cand
 	}
 	for _, p := range pipes {
 		if _, err := p.Exec(ctx); err != nil {
-			return fmt.Errorf("source EXISTS: %s", redact.Error(err))
+			return readErr("source EXISTS", err)
 		}
 	}
 	inSource := map[string]bool{}
@@ -123,7 +121,7 @@ func (v *verifier) checkCandidates(ctx context.Context, node *redis.Client, cand
 		types[i] = pipe.Type(ctx, k)
 	}
 	if _, err := pipe.Exec(ctx); err != nil && !isReplyErr(err) {
-		return fmt.Errorf("target TYPE: %s", redact.Error(err))
+		return readErr("target TYPE", err)
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()

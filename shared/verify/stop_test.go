@@ -2,6 +2,7 @@ package verify_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
@@ -9,8 +10,9 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/verify"
 )
 
-// A target that goes away while a verification runs ends the run with its error, sample and
-// full alike, even with one worker: the worker's failure used to leave the feeder blocked on a
+// A target that goes away while a verification runs ends the run with its error (marked
+// transient, so the copy's closing verification retries it), sample and full alike, even with
+// one worker: the worker's failure used to leave the feeder blocked on a
 // job nobody would take (a copy's closing verification hung while a cluster source restarted).
 func TestRunEndsWhenTheWorkersFail(t *testing.T) {
 	src, dst := testenv.StartRedis(t), testenv.StartRedis(t)
@@ -25,8 +27,9 @@ func TestRunEndsWhenTheWorkersFail(t *testing.T) {
 		go func() { _, err := verify.Run(rctx, sc, dc, o); done <- err }()
 		select {
 		case err := <-done:
-			if err == nil || err == context.Canceled {
-				t.Errorf("sample %d: want the target's error, got %v", o.Sample, err)
+			var re *verify.ReadError
+			if err == nil || !errors.As(err, &re) || !re.Transient {
+				t.Errorf("sample %d: want the target's error, marked transient (a caller may retry), got %v", o.Sample, err)
 			}
 			t.Logf("sample %d: %v", o.Sample, err)
 		case <-time.After(time.Minute):

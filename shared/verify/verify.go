@@ -158,7 +158,7 @@ func Run(ctx context.Context, src, dst *redisconn.Conn, o Options) (*Report, err
 			for _, db := range dbs {
 				n, err := src.Node(addr, db).DBSize(ctx).Result()
 				if err != nil {
-					return fmt.Errorf("source: %s", redact.Error(err))
+					return readErr("source", err)
 				}
 				sizes[fmt.Sprint(addr, "/", db)] = n
 				total += n
@@ -203,7 +203,7 @@ func Run(ctx context.Context, src, dst *redisconn.Conn, o Options) (*Report, err
 				for {
 					keys, next, err := node.Scan(ctx, cursor, o.Match, 1000).Result()
 					if err != nil {
-						return fmt.Errorf("source SCAN: %s", redact.Error(err))
+						return readErr("source SCAN", err)
 					}
 					if len(keys) > 0 {
 						select {
@@ -251,7 +251,7 @@ func sampleKeys(ctx context.Context, node *redis.Client, n int, match string) ([
 			cmds[i] = pipe.RandomKey(ctx)
 		}
 		if _, err := pipe.Exec(ctx); err != nil && err != redis.Nil {
-			return nil, fmt.Errorf("source RANDOMKEY: %s", redact.Error(err))
+			return nil, readErr("source RANDOMKEY", err)
 		}
 		tries += batch
 		for _, c := range cmds {
@@ -336,10 +336,10 @@ func (v *verifier) checkDigests(ctx context.Context, db, tdb int, keys, tkeys []
 	dstStates, err := ReadStates(ctx, v.dst, v.dst.Keys(tdb), tkeys, v.o.ChunkSize)
 	<-done
 	if srcErr != nil {
-		return fmt.Errorf("reading source: %s", redact.Error(srcErr))
+		return readErr("reading source", srcErr)
 	}
 	if err != nil {
-		return fmt.Errorf("reading target: %s", redact.Error(err))
+		return readErr("reading target", err)
 	}
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -660,4 +660,18 @@ func matchGlob(p, s []byte) bool {
 		p = p[1:]
 	}
 	return len(s) == 0
+}
+
+// ReadError is a failed read from one side during a run, already redacted. Transient says the
+// server may well answer a new run (a busy reply such as LOADING, or a connection error such as
+// the EOF of a server that restarted), so a caller may retry it.
+type ReadError struct {
+	msg       string
+	Transient bool
+}
+
+func (e *ReadError) Error() string { return e.msg }
+
+func readErr(what string, err error) error {
+	return &ReadError{msg: what + ": " + redact.Error(err), Transient: copier.IsBusyReply(err) || !copier.IsReplyError(err)}
 }
