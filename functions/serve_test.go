@@ -110,13 +110,7 @@ func sbInvocation(body string, delivery int, props map[string]any) string {
 func TestServeAnswersFirstGETWhileDependenciesHang(t *testing.T) {
 	t.Cleanup(functions.SetDependencyTimeout(2 * time.Second))
 	hole := blackhole(t)
-	base, took, log := startServe(t, map[string]string{
-		functions.SettingStorage: "DefaultEndpointsProtocol=http;AccountName=" + testenv.DevStoreAccount + ";AccountKey=" + testenv.DevStoreKey +
-			";BlobEndpoint=http://" + hole + "/" + testenv.DevStoreAccount + ";",
-		functions.SettingServiceBus:    "Endpoint=sb://" + hole + "/;SharedAccessKeyName=RootManageSharedAccessKey;SharedAccessKey=c2VjcmV0LWtleS12YWx1ZS0xMjM0NQ==",
-		functions.SettingRetryBaseMs:   "50",
-		functions.SettingMaxDeliveries: "10",
-	})
+	base, took, log := startServe(t, hangingDependencies(hole, "RootManageSharedAccessKey", "c2VjcmV0LWtleS12YWx1ZS0xMjM0NQ==", "50", "10"))
 	t.Logf("first GET / answered after %s", took)
 	if took > time.Second {
 		t.Fatalf("first GET / answered after %s; the host allows the handler about 30 s, and it must not wait for storage", took)
@@ -201,13 +195,7 @@ func TestOversizeInvocationFailsAndIsRecorded(t *testing.T) {
 func TestDeadLetterFunctionsGiveUp(t *testing.T) {
 	t.Cleanup(functions.SetDependencyTimeout(500 * time.Millisecond))
 	hole := blackhole(t)
-	base, _, log := startServe(t, map[string]string{
-		functions.SettingStorage: "DefaultEndpointsProtocol=http;AccountName=" + testenv.DevStoreAccount + ";AccountKey=" + testenv.DevStoreKey +
-			";BlobEndpoint=http://" + hole + "/" + testenv.DevStoreAccount + ";",
-		functions.SettingServiceBus:    "Endpoint=sb://" + hole + "/;SharedAccessKeyName=x;SharedAccessKey=eHh4eHh4eHh4eHh4",
-		functions.SettingRetryBaseMs:   "10",
-		functions.SettingMaxDeliveries: "3",
-	})
+	base, _, log := startServe(t, hangingDependencies(hole, "x", "eHh4eHh4eHh4eHh4", "10", "3"))
 	post := func(fn, id string, delivery int) int {
 		t.Helper()
 		inv := map[string]any{"Data": map[string]json.RawMessage{"msg": hostproto.HostString(`{"migration":"m1","batch":{"id":"b1"}}`)},
@@ -261,4 +249,16 @@ func (r repeatReader) Read(p []byte) (int, error) {
 		p[i] = byte(r)
 	}
 	return len(p), nil
+}
+
+// hangingDependencies are settings whose storage and Service Bus both point at hole (a port that
+// accepts and never answers), with the Service Bus key given and the retry settings.
+func hangingDependencies(hole, keyName, key, retryBaseMs, maxDeliveries string) map[string]string {
+	return map[string]string{
+		functions.SettingStorage: "DefaultEndpointsProtocol=http;AccountName=" + testenv.DevStoreAccount + ";AccountKey=" + testenv.DevStoreKey +
+			";BlobEndpoint=http://" + hole + "/" + testenv.DevStoreAccount + ";",
+		functions.SettingServiceBus:    "Endpoint=sb://" + hole + "/;SharedAccessKeyName=" + keyName + ";SharedAccessKey=" + key,
+		functions.SettingRetryBaseMs:   retryBaseMs,
+		functions.SettingMaxDeliveries: maxDeliveries,
+	}
 }

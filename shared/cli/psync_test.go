@@ -185,15 +185,7 @@ func TestSyncPsyncKilledAndRerun(t *testing.T) {
 			defer w.Stop()
 			state := t.TempDir() + "/state.json"
 			args := []string{"sync", "--state", state, "--source", src.url, "--target", dst.url, "--feed", "psync", "--verify-full"}
-			start := func() (*exec.Cmd, *syncBuffer) {
-				var errb syncBuffer
-				cmd := exec.Command(binaryPath(t), args...)
-				cmd.Stderr = &errb
-				if err := cmd.Start(); err != nil {
-					t.Fatal(err)
-				}
-				return cmd, &errb
-			}
+			start := func() (*exec.Cmd, *syncBuffer) { return startBinary(t, args...) }
 			cmd, errb := start()
 			// Killed once the state file holds a replication position.
 			deadline := time.Now().Add(60 * time.Second)

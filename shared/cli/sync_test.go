@@ -346,15 +346,7 @@ func TestSyncKilledAndRerun(t *testing.T) {
 	state := t.TempDir() + "/state.json"
 	srcURL := "redis://:" + pw + "@" + s.Addr
 	args := []string{"sync", "--state", state, "--source", srcURL, "--target", dst.url, "--feed", "notify", "--verify-full"}
-	start := func() (*exec.Cmd, *syncBuffer) {
-		var errb syncBuffer
-		cmd := exec.Command(binaryPath(t), args...)
-		cmd.Stderr = &errb
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		return cmd, &errb
-	}
+	start := func() (*exec.Cmd, *syncBuffer) { return startBinary(t, args...) }
 	waitFor := func(errb *syncBuffer, text string) {
 		deadline := time.Now().Add(60 * time.Second)
 		for !strings.Contains(errb.String(), text) {
@@ -551,12 +543,7 @@ func TestSyncStoppedBySIGTERM(t *testing.T) {
 		t.Fatal(err)
 	}
 	state := t.TempDir() + "/state.json"
-	var errb syncBuffer
-	cmd := exec.Command(binaryPath(t), "sync", "--state", state, "--source", src.url, "--target", dst.url, "--feed", "notify")
-	cmd.Stderr = &errb
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	cmd, errb := startBinary(t, "sync", "--state", state, "--source", src.url, "--target", dst.url, "--feed", "notify")
 	deadline := time.Now().Add(60 * time.Second)
 	for !strings.Contains(errb.String(), "initial copy done") {
 		if time.Now().After(deadline) {
@@ -604,4 +591,16 @@ func TestSyncExistingSkipBothFeeds(t *testing.T) {
 			}
 		})
 	}
+}
+
+// startBinary starts the real binary with args, its stderr collected.
+func startBinary(t *testing.T, args ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	var errb syncBuffer
+	cmd := exec.Command(binaryPath(t), args...)
+	cmd.Stderr = &errb
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	return cmd, &errb
 }
