@@ -10,7 +10,6 @@ import (
 
 	"github.com/redis-migrate/redis-migrate/shared/copier"
 	"github.com/redis-migrate/redis-migrate/shared/rdb"
-	"github.com/redis-migrate/redis-migrate/shared/redact"
 	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 )
 
@@ -74,7 +73,7 @@ func CheckExpected(ctx context.Context, conn *redisconn.Conn, db int, items []Ex
 		case errors.Is(err, errNoMemoryUsage):
 			slow = append(slow, part.idx...)
 		case err != nil:
-			return found, fmt.Errorf("reading target: %s", redact.Error(err))
+			return found, readErr("reading target", err)
 		default:
 			for j, i := range part.idx {
 				want, got, isSlow := fileVerdict(items[i], states[j], o)
@@ -99,7 +98,7 @@ func CheckExpected(ctx context.Context, conn *redisconn.Conn, db int, items []Ex
 	}
 	got, err := ReadStates(ctx, conn, conn.Keys(db), keys, o.ChunkSize)
 	if err != nil {
-		return found, fmt.Errorf("reading target: %s", redact.Error(err))
+		return found, readErr("reading target", err)
 	}
 	rep.DigestKeys += int64(len(slow))
 	for j, i := range slow {
@@ -193,7 +192,7 @@ func ExtraInTarget(ctx context.Context, dst *redisconn.Conn, tdb int, found int6
 	o = o.WithDefaults()
 	n, err := dst.DBSize(ctx, tdb)
 	if err != nil {
-		return fmt.Errorf("target DBSIZE: %s", redact.Error(err))
+		return readErr("target DBSIZE", err)
 	}
 	if n <= found {
 		return nil
@@ -215,7 +214,7 @@ func ExtraInTarget(ctx context.Context, dst *redisconn.Conn, tdb int, found int6
 		for {
 			keys, next, err := node.Scan(ctx, cursor, "", 1000).Result()
 			if err != nil {
-				return fmt.Errorf("target SCAN: %s", redact.Error(err))
+				return readErr("target SCAN", err)
 			}
 			for _, k := range keys {
 				if !ours(k, prefixes, o.Match) {
