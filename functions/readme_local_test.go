@@ -150,20 +150,8 @@ func TestReadmeRunItLocally(t *testing.T) {
 		t.Fatalf("serve arguments %q: want --local, --port and --settings", serve[2:])
 	}
 	log := &syncBuffer{}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	var serveErr error
-	go func() {
-		defer close(done)
-		serveErr = functions.RunServe(ctx, &cli.Env{Stdout: io.Discard, Stderr: log, Getenv: os.Getenv}, args)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Error("serve --local did not stop")
-		}
+	run := serveUntilCleanup(t, "serve --local", func(ctx context.Context) error {
+		return functions.RunServe(ctx, &cli.Env{Stdout: io.Discard, Stderr: log, Getenv: os.Getenv}, args)
 	})
 	base := fmt.Sprintf("http://127.0.0.1:%d", apiPort)
 
@@ -181,10 +169,8 @@ func TestReadmeRunItLocally(t *testing.T) {
 		if resp, err = http.DefaultClient.Do(req); err == nil {
 			break
 		}
-		select {
-		case <-done:
-			t.Fatalf("serve --local exited: %v\n%s", serveErr, log.String())
-		default:
+		if exited, err := run.exited(); exited {
+			t.Fatalf("serve --local exited: %v\n%s", err, log.String())
 		}
 		if time.Since(start) > 30*time.Second {
 			t.Fatalf("serve --local did not answer: %v\n%s", err, log.String())

@@ -62,18 +62,8 @@ func startServe(t *testing.T, settings map[string]string) (string, time.Duration
 	settings[functions.SettingHandlerPort] = strconv.Itoa(port)
 	log := &syncBuffer{}
 	env := &cli.Env{Stdout: io.Discard, Stderr: log, Getenv: func(k string) string { return settings[k] }}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
 	start := time.Now()
-	go func() { done <- functions.ServeHandler(ctx, env) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(15 * time.Second):
-			t.Errorf("serve did not stop")
-		}
-	})
+	run := serveUntilCleanup(t, "serve", func(ctx context.Context) error { return functions.ServeHandler(ctx, env) })
 	base := fmt.Sprintf("http://127.0.0.1:%d", port)
 	client := &http.Client{Timeout: time.Second}
 	for {
@@ -87,11 +77,10 @@ func startServe(t *testing.T, settings map[string]string) (string, time.Duration
 		if time.Since(start) > 30*time.Second {
 			t.Fatalf("serve never answered GET /: %v\n%s", err, log.String())
 		}
-		select {
-		case err := <-done:
+		if exited, err := run.exited(); exited {
 			t.Fatalf("serve exited: %v\n%s", err, log.String())
-		case <-time.After(10 * time.Millisecond):
 		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -261,4 +250,36 @@ func hangingDependencies(hole, keyName, key, retryBaseMs, maxDeliveries string) 
 		functions.SettingRetryBaseMs:   retryBaseMs,
 		functions.SettingMaxDeliveries: maxDeliveries,
 	}
+}
+
+// serveRun is a serve loop running until its test ends.
+type serveRun struct {
+	done chan struct{}
+	err  error
+}
+
+// exited says whether the loop has returned, and with what.
+func (r *serveRun) exited() (bool, error) {
+	select {
+	case <-r.done:
+		return true, r.err
+	default:
+		return false, nil
+	}
+}
+
+// serveUntilCleanup runs serve until the test ends; then it is cancelled and waited for.
+func serveUntilCleanup(t *testing.T, what string, serve func(ctx context.Context) error) *serveRun {
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &serveRun{done: make(chan struct{})}
+	go func() { defer close(r.done); r.err = serve(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.done:
+		case <-time.After(15 * time.Second):
+			t.Errorf("%s did not stop", what)
+		}
+	})
+	return r
 }
