@@ -30,6 +30,23 @@ func onlineStandalone(t *testing.T, extra ...string) onlineEndpoint {
 	return onlineEndpoint{s.URL(), []*redis.Client{s.Client(t, 0)}, s.Client(t, 0)}
 }
 
+// notifyOnlineSetup starts a standalone source with keyspace notifications on, filled with n
+// mixed keys "b:..." (seed), an empty standalone target, and Azurite with the app's state store.
+func notifyOnlineSetup(t *testing.T, n, seed int) (src, dst onlineEndpoint, az *testenv.Azurite, store *state.Store) {
+	t.Helper()
+	ctx := context.Background()
+	src, dst = onlineStandalone(t, "--notify-keyspace-events", "KA"), onlineStandalone(t)
+	if err := testenv.FillBulk(ctx, src.keys, "b:", n, int64(seed)); err != nil {
+		t.Fatal(err)
+	}
+	az = testenv.StartAzurite(t)
+	store, err := state.Open(ctx, az.ConnectionString, state.DefaultContainer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return src, dst, az, store
+}
+
 func onlineCluster(t *testing.T, extra ...string) onlineEndpoint {
 	cl := testenv.StartCluster(t, extra...)
 	return onlineEndpoint{cl.URL(), testenv.ClusterMasters(context.Background(), t, cl.Masters[0].Addr), cl.Client(t)}

@@ -59,16 +59,7 @@ func gapMutations(ctx context.Context, t *testing.T, src, dst onlineEndpoint, ba
 // key by key, TTLs included.
 func TestOnlineRepairOverTheQueues(t *testing.T) {
 	ctx := context.Background()
-	src := onlineStandalone(t, "--notify-keyspace-events", "KA")
-	dst := onlineStandalone(t)
-	if err := testenv.FillBulk(ctx, src.keys, "b:", 1500, 3); err != nil {
-		t.Fatal(err)
-	}
-	az := testenv.StartAzurite(t)
-	store, err := state.Open(ctx, az.ConnectionString, state.DefaultContainer)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, dst, az, store := notifyOnlineSetup(t, 1500, 3)
 	var loseNext atomic.Bool
 	// From pass deadPass on (a pass superseded under load is followed by the next), each pass's
 	// first batch is dead-lettered and its others are duplicated.

@@ -106,15 +106,9 @@ func (a *App) resume(ctx context.Context, id string) (*ResumeResponse, int, erro
 			"resume only sends the work of a stalled migration again", id, st.State, ago, st.StallAfterSeconds)
 	}
 
-	// Take a resume number first: copiers of this migration now treat keys they find in the
-	// target as their own, and status counts the resume as progress.
-	n := 0
-	if _, err := a.store.UpdateMigration(ctx, id, func(m *state.Migration) (bool, error) {
-		m.Resumes++
-		m.ResumedAt = time.Now().UTC()
-		n = m.Resumes
-		return true, nil
-	}); err != nil {
+	// The resume number first, before any work is sent again.
+	n, err := a.takeResume(ctx, id)
+	if err != nil {
 		return nil, http.StatusInternalServerError, err
 	}
 	res := &ResumeResponse{ID: id, Resume: n, WasState: st.State}
@@ -189,13 +183,8 @@ func (a *App) resumeRepairs(ctx context.Context, id, was string) (*ResumeRespons
 	if !blocked {
 		return nil, http.StatusConflict, fmt.Errorf("migration %s: the copy is %s and no repair pass is blocked: nothing to resume", id, was)
 	}
-	n := 0
-	if _, err := a.store.UpdateMigration(ctx, id, func(m *state.Migration) (bool, error) {
-		m.Resumes++
-		m.ResumedAt = time.Now().UTC()
-		n = m.Resumes
-		return true, nil
-	}); err != nil {
+	n, err := a.takeResume(ctx, id)
+	if err != nil {
 		return nil, http.StatusInternalServerError, err
 	}
 	steps, batches, err := a.repairResend(ctx, id, n)
@@ -204,4 +193,18 @@ func (a *App) resumeRepairs(ctx context.Context, id, was string) (*ResumeRespons
 	}
 	a.logf("MigrationResume: %s: resume %d: %d repair plan step(s), %d repair batch(es) sent again", id, n, steps, batches)
 	return &ResumeResponse{ID: id, Resume: n, WasState: was, RepairPlanSteps: steps, RepairBatches: batches}, 0, nil
+}
+
+// takeResume counts one more resume of migration id and returns its number: copiers of the
+// migration then treat keys they find in the target as their own, and status counts the resume
+// as progress.
+func (a *App) takeResume(ctx context.Context, id string) (int, error) {
+	n := 0
+	_, err := a.store.UpdateMigration(ctx, id, func(m *state.Migration) (bool, error) {
+		m.Resumes++
+		m.ResumedAt = time.Now().UTC()
+		n = m.Resumes
+		return true, nil
+	})
+	return n, err
 }

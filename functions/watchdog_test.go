@@ -45,16 +45,7 @@ func waitChain(t *testing.T, store *state.Store, id string, timeout time.Duratio
 // consistent or caught up with a gap open, and the target ends equal to the source key by key.
 func TestOnlineWatchdogRestartsAKilledChain(t *testing.T) {
 	ctx := context.Background()
-	src := onlineStandalone(t, "--notify-keyspace-events", "KA")
-	dst := onlineStandalone(t)
-	if err := testenv.FillBulk(ctx, src.keys, "b:", 2000, 1); err != nil {
-		t.Fatal(err)
-	}
-	az := testenv.StartAzurite(t)
-	store, err := state.Open(ctx, az.ConnectionString, state.DefaultContainer)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, dst, az, store := notifyOnlineSetup(t, 2000, 1)
 	// A 20 s budget: the kill lands well before the invocation sends its continuation, so
 	// nothing but the watchdog (or the lapsed lock, 10 s later) can bring the chain back.
 	a := startApp(t, appOptions{azurite: az, process: true, lockDuration: 10 * time.Second, settings: map[string]string{
@@ -129,16 +120,7 @@ func TestOnlineWatchdogRestartsAKilledChain(t *testing.T) {
 // watchdog, on its schedule and with no status call, restarts it with a repair pass.
 func TestOnlineWatchdogRestartsADeadLetteredChain(t *testing.T) {
 	ctx := context.Background()
-	src := onlineStandalone(t, "--notify-keyspace-events", "KA")
-	dst := onlineStandalone(t)
-	if err := testenv.FillBulk(ctx, src.keys, "b:", 1000, 1); err != nil {
-		t.Fatal(err)
-	}
-	az := testenv.StartAzurite(t)
-	store, err := state.Open(ctx, az.ConnectionString, state.DefaultContainer)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, dst, az, store := notifyOnlineSetup(t, 1000, 1)
 	fault := func(d hostharness.DeliveryInfo) hostharness.Fault {
 		if d.Function == "SyncShard" && strings.HasSuffix(d.MessageID, ".g1.s2") {
 			return hostharness.FailBeforeCall
@@ -177,16 +159,7 @@ func TestOnlineWatchdogRestartsADeadLetteredChain(t *testing.T) {
 // chain answers it stalled, with its last checkpoint, and restarts it.
 func TestOnlineWatchdogAndStatusRestartOnce(t *testing.T) {
 	ctx := context.Background()
-	src := onlineStandalone(t, "--notify-keyspace-events", "KA")
-	dst := onlineStandalone(t)
-	if err := testenv.FillBulk(ctx, src.keys, "b:", 500, 1); err != nil {
-		t.Fatal(err)
-	}
-	az := testenv.StartAzurite(t)
-	store, err := state.Open(ctx, az.ConnectionString, state.DefaultContainer)
-	if err != nil {
-		t.Fatal(err)
-	}
+	src, dst, az, store := notifyOnlineSetup(t, 500, 1)
 	fault := func(d hostharness.DeliveryInfo) hostharness.Fault {
 		if d.Function == "SyncShard" && (strings.HasSuffix(d.MessageID, ".g1.s1") || strings.HasSuffix(d.MessageID, ".g2.s1")) {
 			return hostharness.Lose
