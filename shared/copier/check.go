@@ -34,9 +34,8 @@ func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]by
 	}
 	rd, src := rawReader{side}, conn.Keys(db)
 	n, errs := make([]int64, len(keys)), make([]error, len(keys))
-	var c Copier // the stages use no copier state
 	if big >= 0 {
-		if err := c.stageSizes(ctx, rd, src, keys, n, errs); err != nil {
+		if err := stageSizes(ctx, rd, src, keys, n, errs); err != nil {
 			return nil, false, err
 		}
 	}
@@ -62,7 +61,7 @@ func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]by
 		st.keys = append(st.keys, keys[i])
 		st.held += n[i]
 	}
-	if err := c.stageDumps(ctx, rd, src, st); err != nil {
+	if err := stageDumps(ctx, rd, src, st); err != nil {
 		return nil, abs, err
 	}
 	for j, i := range idx {

@@ -247,7 +247,7 @@ func (c *Copier) sizeUp(ctx context.Context, src, dst redis.UniversalClient, rd 
 	}
 	errs := make([]error, len(keys))
 	t0 := c.waitSource(ctx, len(keys))
-	err := c.stageSizes(ctx, rd, src, keys, sizes, errs)
+	err := stageSizes(ctx, rd, src, keys, sizes, errs)
 	c.doneSource(t0, len(keys), busyOf(err, errs))
 	if err != nil {
 		return nil, nil, sourceErr(err)
@@ -325,7 +325,7 @@ func (c *Copier) read(ctx context.Context, src redis.UniversalClient, rd reader,
 	st := newDumpStage(keys, c.usePExpireTime(), held)
 	t0 := c.waitSource(ctx, 2*len(keys))
 	before := c.Now()
-	err := c.stageDumps(ctx, rd, src, st)
+	err := stageDumps(ctx, rd, src, st)
 	c.doneSource(t0, 2*len(keys), busyOf(busyOf(err, st.dumpErr), st.ttlErr))
 	if err != nil {
 		return nil, nil, sourceErr(err)

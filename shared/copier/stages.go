@@ -52,7 +52,9 @@ func (st *dumpStage) sub(idx []int) *dumpStage {
 	return o
 }
 
-func (c *Copier) stageSizes(ctx context.Context, rd reader, src redis.UniversalClient, keys [][]byte, n []int64, errs []error) error {
+// stageSizes sizes keys over rd; the keys rd hands back (redirected by a cluster) are sized
+// again through go-redis (src).
+func stageSizes(ctx context.Context, rd reader, src redis.UniversalClient, keys [][]byte, n []int64, errs []error) error {
 	redo, err := rd.sizes(ctx, keys, n, errs)
 	if err != nil || len(redo) == 0 {
 		return err
@@ -71,7 +73,8 @@ func (c *Copier) stageSizes(ctx context.Context, rd reader, src redis.UniversalC
 	return nil
 }
 
-func (c *Copier) stageDumps(ctx context.Context, rd reader, src redis.UniversalClient, st *dumpStage) error {
+// stageDumps reads the stage's payloads and TTLs over rd, the redirected keys through src.
+func stageDumps(ctx context.Context, rd reader, src redis.UniversalClient, st *dumpStage) error {
 	redo, err := rd.dumps(ctx, st)
 	if err != nil || len(redo) == 0 {
 		return err
