@@ -12,7 +12,7 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/testenv"
 )
 
-// batchReads counts the commands copy batches send to the source (MEMORY USAGE, DUMP,
+// batchReads counts the commands copy batches send to the source (GETRANGE, MEMORY USAGE, DUMP,
 // PEXPIRETIME, PTTL), from INFO commandstats.
 func batchReads(t *testing.T, c *redis.Client) int64 {
 	t.Helper()
@@ -20,7 +20,7 @@ func batchReads(t *testing.T, c *redis.Client) int64 {
 	for _, line := range strings.Split(c.Info(context.Background(), "commandstats").Val(), "\n") {
 		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
 		switch name {
-		case "cmdstat_memory|usage", "cmdstat_memory", "cmdstat_dump", "cmdstat_pexpiretime", "cmdstat_pttl":
+		case "cmdstat_getrange", "cmdstat_memory|usage", "cmdstat_memory", "cmdstat_dump", "cmdstat_pexpiretime", "cmdstat_pttl":
 		default:
 			continue
 		}

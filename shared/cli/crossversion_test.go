@@ -9,7 +9,8 @@ import (
 )
 
 // Valkey 8.0 writes RDB 11 payloads (listpack sets, stream v3) that redis-server 7.0 refuses:
-// every key must take the per-key fallback and arrive identical.
+// every key the copy DUMPs must take the per-key fallback and arrive identical. Strings the
+// string-first pass reads whole are written with SET and need no fallback.
 func TestCopyValkey8ToRedis70EveryType(t *testing.T) {
 	src := testenv.StartValkey(t)
 	dst := testenv.StartRedis(t)
@@ -20,9 +21,17 @@ func TestCopyValkey8ToRedis70EveryType(t *testing.T) {
 	}
 	sc.XGroupCreateMkStream(ctx, "v:stream:empty", "g", "$")
 	n++
+	setStrings := 0
+	for _, k := range sc.Keys(ctx, "*").Val() {
+		if sc.Type(ctx, k).Val() == "string" {
+			if l := sc.StrLen(ctx, k).Val(); l > 0 && l < 32<<10 {
+				setStrings++
+			}
+		}
+	}
 	code, sum, _ := runJSON(t, "copy", "--source", src.URL(), "--target", dst.URL(), "--verify-full")
-	if code != 0 || sum.KeysCopied != int64(n) || sum.KeysFallback != int64(n) {
-		t.Fatalf("exit %d, summary %+v; want all %d keys copied through the fallback", code, sum, n)
+	if code != 0 || sum.KeysCopied != int64(n) || sum.KeysFallback != int64(n-setStrings) || setStrings == 0 {
+		t.Fatalf("exit %d, summary %+v; want all %d keys copied, %d of them through the fallback", code, sum, n, n-setStrings)
 	}
 	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, []*redis.Client{dst.Client(t, 0)}, nil, 1)
 }

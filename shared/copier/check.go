@@ -11,6 +11,9 @@ import (
 
 // KeyRead is what ReadForCheck read of one key.
 type KeyRead struct {
+	// Str: the key is a string read whole by the string-first GETRANGE; Payload is its value,
+	// not a DUMP payload, and it was not sized.
+	Str     bool
 	Size    int64 // MEMORY USAGE bytes
 	SizeErr error // redis.Nil: no such key
 	Big     bool  // sized at or above the limit: not DUMPed
@@ -26,32 +29,65 @@ type KeyRead struct {
 // pipeline: for a caller that knows no key can be big; hint is then its guess of the payloads'
 // bytes, to size their buffer at once. The payloads are strings over a buffer of their own, valid as long as the reads are
 // held. It returns whether TTLs are absolute (PEXPIRETIME, servers 7 and later). Keys a cluster
-// redirects are read again through go-redis, as the copy does.
-func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]byte, big, hint int64) ([]KeyRead, bool, error) {
+// redirects are read again through go-redis, as the copy does. With strFirst > 0 (and big >= 0)
+// every key is first read as the copy's string-first pass reads it (GETRANGE 0 strFirst-1 and
+// the expiry): the strings shorter than strFirst are settled there (Str), the rest read as above.
+func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]byte, big, hint, strFirst int64) ([]KeyRead, bool, error) {
 	side := &rawSide{conn: conn, db: db, read: true}
 	if !conn.Cluster {
 		side.fixed = conn.Endpoint.Addr()
 	}
 	rd, src := rawReader{side}, conn.Keys(db)
-	n, errs := make([]int64, len(keys)), make([]error, len(keys))
+	abs := conn.Version.Major >= 7
+	out := make([]KeyRead, len(keys))
+	rest := make([]int, 0, len(keys))
+	if strFirst > 0 && big >= 0 {
+		st := &dumpStage{pexpiretime: abs, strLen: strFirst, keys: keys, data: make([]string, len(keys)), dumpErr: make([]error, len(keys)),
+			ttl: make([]int64, len(keys)), ttlErr: make([]error, len(keys)), held: int64(len(keys)) * 512}
+		if err := stageDumps(ctx, rd, src, st); err != nil {
+			return nil, abs, err
+		}
+		for i, v := range st.data {
+			// Other types (WRONGTYPE), longer strings, empty replies (no key, or an empty
+			// string) and any other refusal are read the sized way, which reports what it meets.
+			if st.dumpErr[i] != nil || len(v) == 0 || int64(len(v)) >= strFirst {
+				rest = append(rest, i)
+				continue
+			}
+			out[i] = KeyRead{Str: true, Payload: v, TTL: st.ttl[i], TTLErr: st.ttlErr[i]}
+		}
+	} else {
+		for i := range keys {
+			rest = append(rest, i)
+		}
+	}
+	if len(rest) == 0 {
+		return out, abs, nil
+	}
+	rk := keys
+	if len(rest) < len(keys) {
+		rk = make([][]byte, len(rest))
+		for j, i := range rest {
+			rk[j] = keys[i]
+		}
+	}
+	n, errs := make([]int64, len(rk)), make([]error, len(rk))
 	if big >= 0 {
-		if err := stageSizes(ctx, rd, src, keys, n, errs); err != nil {
+		if err := stageSizes(ctx, rd, src, rk, n, errs); err != nil {
 			return nil, false, err
 		}
 	}
-	out := make([]KeyRead, len(keys))
 	var idx []int
-	for i := range keys {
-		out[i].Size, out[i].SizeErr = n[i], errs[i]
+	for j, i := range rest {
+		out[i].Size, out[i].SizeErr = n[j], errs[j]
 		switch {
-		case errs[i] != nil:
-		case big > 0 && n[i] >= big:
+		case errs[j] != nil:
+		case big > 0 && n[j] >= big:
 			out[i].Big = true
 		default:
 			idx = append(idx, i)
 		}
 	}
-	abs := conn.Version.Major >= 7
 	if len(idx) == 0 {
 		return out, abs, nil
 	}
@@ -59,7 +95,7 @@ func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]by
 		ttl: make([]int64, len(idx)), ttlErr: make([]error, len(idx)), held: max(hint, 0)}
 	for _, i := range idx {
 		st.keys = append(st.keys, keys[i])
-		st.held += n[i]
+		st.held += out[i].Size
 	}
 	if err := stageDumps(ctx, rd, src, st); err != nil {
 		return nil, abs, err

@@ -18,6 +18,7 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/plan"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
 	"github.com/redis-migrate/redis-migrate/shared/redisconn"
+	"github.com/redis-migrate/redis-migrate/shared/resp"
 )
 
 // Existing says what to do with a key that already exists in the target.
@@ -141,6 +142,7 @@ type Copier struct {
 	Now func() time.Time
 
 	noMemoryUsage atomic.Bool
+	noGetRange    atomic.Bool // GETRANGE refused (an ACL): no string-first pass
 	limitOnce     sync.Once
 }
 
@@ -180,7 +182,8 @@ func New(src, dst *redisconn.Conn, o Options) *Copier {
 // Payload is one key ready for RESTORE: read from a source with DUMP, or built from an RDB file.
 type Payload struct {
 	Key      []byte // source key name (the db prefix is added when writing)
-	Data     string // DUMP payload
+	Data     string // DUMP payload, or the value of a string key when Str
+	Str      bool   // Data is a string's value, written with SET, not a DUMP payload
 	ExpireAt int64  // unix ms, 0 = no expiry
 	Idle     int64  // LRU idle seconds, -1 = unknown (RDB import only)
 	Freq     int    // LFU counter, -1 = unknown (RDB import only)
@@ -210,32 +213,149 @@ func (c *Copier) Copy(ctx context.Context, b plan.Batch) (Result, error) {
 	rd := c.readerFor(b, src)
 	keys := b.Keys
 	for len(keys) > 0 {
-		n := min(len(keys), c.Opts.SliceKeys)
-		small, sizes, err := c.sizeUp(ctx, src, dst, rd, prefix, keys[:n], &res)
+		n := min(len(keys), strFirstKeys*c.Opts.SliceKeys)
+		rest, err := c.copyStrings(ctx, src, dst, rd, prefix, keys[:n], &res)
 		if err != nil {
 			return Result{}, err
 		}
+		if err := c.copySized(ctx, src, dst, rd, prefix, rest, &res); err != nil {
+			return Result{}, err
+		}
 		keys = keys[n:]
-		// Read and write in runs whose estimated size stays under the held-bytes budget.
+	}
+	return res, nil
+}
+
+// copySized copies keys the sized way: per slice, MEMORY USAGE of every key (big keys are
+// taken out), then DUMP + TTL and RESTORE in runs whose estimated size stays under the
+// held-bytes budget.
+func (c *Copier) copySized(ctx context.Context, src, dst redis.UniversalClient, rd reader, prefix string, keys [][]byte, res *Result) error {
+	for len(keys) > 0 {
+		n := min(len(keys), c.Opts.SliceKeys)
+		small, sizes, err := c.sizeUp(ctx, src, dst, rd, prefix, keys[:n], res)
+		if err != nil {
+			return err
+		}
+		keys = keys[n:]
 		for len(small) > 0 {
 			run, held := 1, sizes[0]
 			for run < len(small) && held+sizes[run] <= int64(c.Opts.MaxHeldBytes) {
 				held += sizes[run]
 				run++
 			}
-			items, st, err := c.read(ctx, src, rd, small[:run], held, &res)
+			items, st, err := c.read(ctx, src, rd, small[:run], held, res)
 			if err != nil {
-				return Result{}, err
+				return err
 			}
-			if err := c.Restore(ctx, dst, prefix, items, &res); err != nil {
-				return Result{}, err
+			if err := c.Restore(ctx, dst, prefix, items, res); err != nil {
+				return err
 			}
 			// The payloads are written: their buffer can serve the next run.
 			st.release()
 			small, sizes = small[run:], sizes[run:]
 		}
 	}
-	return res, nil
+	return nil
+}
+
+// strFirstBytes is the longest string value the string-first pass reads whole: longer strings,
+// and every other type, take the sized DUMP path.
+const strFirstBytes = 32 << 10
+
+// strFirstKeys slices make one pipeline of the string-first pass: fewer round trips than one per
+// slice, as most keys of most caches are strings it settles.
+const strFirstKeys = 4
+
+// strFirstLen is the GETRANGE length of the string-first pass, 0 when the pass is off. It stays
+// under half the big-key threshold, so a string it reads whole is one the sized path would also
+// have called small (MEMORY USAGE counts a little more than the value), and under the held-bytes
+// budget for a whole slice.
+func (c *Copier) strFirstLen() int64 {
+	if c.noGetRange.Load() {
+		return 0
+	}
+	n := int64(strFirstBytes)
+	if c.Opts.BigKeyBytes > 0 {
+		n = min(n, c.Opts.BigKeyBytes/2)
+	}
+	n = min(n, int64(c.Opts.MaxHeldBytes/(strFirstKeys*c.Opts.SliceKeys)))
+	if n < 64 {
+		return 0
+	}
+	return n
+}
+
+// copyStrings is the string-first pass over a slice: GETRANGE 0 strFirstLen-1 and the TTL of
+// every key in one pipeline. A string shorter than that is its whole value, so it is written with
+// SET, without a MEMORY USAGE to size it and without a DUMP: what a key costs the source is
+// mostly the dispatch of each command, and a DUMP costs it several times a GETRANGE (README,
+// goal 3). It returns the keys the pass did not settle, for the sized DUMP path: other types
+// (WRONGTYPE), longer strings, and empty replies (an empty string and a missing key look alike).
+func (c *Copier) copyStrings(ctx context.Context, src, dst redis.UniversalClient, rd reader, prefix string, keys [][]byte, res *Result) ([][]byte, error) {
+	limit := c.strFirstLen()
+	if limit == 0 || len(keys) == 0 {
+		return keys, nil
+	}
+	st := newDumpStage(keys, c.usePExpireTime(), int64(len(keys))*512)
+	st.strLen = limit
+	t0 := c.waitSource(ctx, 2*len(keys))
+	before := c.Now()
+	err := stageDumps(ctx, rd, src, st)
+	c.doneSource(t0, 2*len(keys), busyOf(busyOf(err, st.dumpErr), st.ttlErr))
+	if err != nil {
+		return nil, sourceErr(err)
+	}
+	rest := make([][]byte, 0, len(keys))
+	out := st.out[:0]
+	refused := 0
+	for i, k := range keys {
+		err, v := st.dumpErr[i], st.data[i]
+		switch {
+		case isSourceBusy(err):
+			return nil, sourceErr(err)
+		case err != nil && !isReplyError(err):
+			return nil, sourceErr(err)
+		case err != nil:
+			if !strings.HasPrefix(err.Error(), "WRONGTYPE") {
+				refused++ // e.g. an ACL without GETRANGE: the DUMP path reports what it meets
+			}
+			rest = append(rest, k)
+			continue
+		case len(v) == 0 || int64(len(v)) >= limit:
+			rest = append(rest, k)
+			continue
+		}
+		raw, err := st.ttl[i], st.ttlErr[i]
+		if isSourceBusy(err) {
+			return nil, sourceErr(err)
+		}
+		if err != nil {
+			res.fail(k, "source TTL: "+err.Error())
+			continue
+		}
+		d := Payload{Key: k, Data: v, Str: true, Idle: -1, Freq: -1}
+		switch {
+		case raw == -2:
+			res.Expired++ // existed at GETRANGE, gone at the TTL read
+			continue
+		case raw < 0:
+		case st.pexpiretime:
+			d.ExpireAt = raw
+		default:
+			d.ExpireAt = before.UnixMilli() + raw
+		}
+		out = append(out, d)
+	}
+	if refused == len(keys) {
+		c.noGetRange.Store(true)
+	}
+	clear(st.data)
+	st.out = out
+	if err := c.Restore(ctx, dst, prefix, out, res); err != nil {
+		return nil, err
+	}
+	st.release()
+	return rest, nil
 }
 
 // sizeUp asks the source for each key's MEMORY USAGE, counts vanished keys as missing, and takes
@@ -442,6 +562,8 @@ func (c *Copier) restore(ctx context.Context, dst redis.UniversalClient, prefix 
 			res.fail([]byte(prefix+string(d.Key)), "target refused the DUMP payload: "+err.Error())
 		case !isReplyError(err):
 			return targetErr(err)
+		case d.Str:
+			res.fail([]byte(prefix+string(d.Key)), "target refused SET: "+err.Error())
 		default:
 			res.fail([]byte(prefix+string(d.Key)), "target refused RESTORE: "+err.Error())
 		}
@@ -521,6 +643,9 @@ func isPayloadRefusal(err error) bool {
 // isReplyError reports whether err is an error reply from the server (about one command), as
 // opposed to a network or protocol failure.
 func isReplyError(err error) bool {
+	if _, ok := err.(*resp.Error); ok {
+		return true // the raw path's replies: no errors.As (reflection) per key
+	}
 	var re redis.Error
 	if errors.As(err, &re) {
 		// go-redis reports some I/O problems through the same interface; keep those out.

@@ -206,9 +206,17 @@ func (r rawReader) dumps(ctx context.Context, st *dumpStage) ([]int, error) {
 	arena := getArena(int(min(max(st.held+st.held/4, 4<<10), 64<<20)))
 	defer func() { st.arena = arena }()
 	err := runLegs(ctx, legs, func(cn *resp.Conn, i int) {
-		cn.Array(2)
-		cn.String("DUMP")
-		cn.Bulk(keys[i])
+		if st.strLen > 0 {
+			cn.Array(4)
+			cn.String("GETRANGE")
+			cn.Bulk(keys[i])
+			cn.Int(0)
+			cn.Int(st.strLen - 1)
+		} else {
+			cn.Array(2)
+			cn.String("DUMP")
+			cn.Bulk(keys[i])
+		}
 		cn.Array(2)
 		if st.pexpiretime {
 			cn.String("PEXPIRETIME")
@@ -280,7 +288,7 @@ func newDumpStage(keys [][]byte, pexpiretime bool, held int64) *dumpStage {
 		st = &dumpStage{data: make([]string, n), dumpErr: make([]error, n), ttl: make([]int64, n), ttlErr: make([]error, n), out: make([]Payload, 0, n)}
 	}
 	n := len(keys)
-	st.keys, st.pexpiretime, st.held = keys, pexpiretime, held
+	st.keys, st.pexpiretime, st.held, st.strLen = keys, pexpiretime, held, 0
 	st.data, st.dumpErr, st.ttl, st.ttlErr = st.data[:n], st.dumpErr[:n], st.ttl[:n], st.ttlErr[:n]
 	return st
 }
@@ -308,6 +316,27 @@ func (w rawWriter) restores(ctx context.Context, prefix string, replace bool, it
 	legs, redo := w.s.legs(ctx, len(items), prefix, func(i int) []byte { return items[i].Key })
 	err := runLegs(ctx, legs, func(cn *resp.Conn, i int) {
 		d := &items[i]
+		if d.Str {
+			n := 3
+			if d.ExpireAt > 0 {
+				n += 2
+			}
+			if !replace {
+				n++
+			}
+			cn.Array(n)
+			cn.String("SET")
+			cn.Concat(prefix, d.Key)
+			cn.Bulk(unsafe.Slice(unsafe.StringData(d.Data), len(d.Data)))
+			if d.ExpireAt > 0 {
+				cn.String("PXAT")
+				cn.Int(d.ExpireAt)
+			}
+			if !replace {
+				cn.String("NX")
+			}
+			return
+		}
 		n := 4
 		if d.ExpireAt > 0 {
 			n++
@@ -346,6 +375,8 @@ func (w rawWriter) restores(ctx context.Context, prefix string, replace bool, it
 		case rep.Err != nil:
 			errs[i] = rep.Err
 		case rep.Type == '+':
+		case rep.Nil && items[i].Str:
+			errs[i] = errBusyKey // SET ... NX: the key exists
 		default:
 			errs[i] = errUnexpected
 		}

@@ -2,6 +2,7 @@ package copier
 
 import (
 	"context"
+	"errors"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -24,14 +25,16 @@ type reader interface {
 	dumps(ctx context.Context, st *dumpStage) (redo []int, err error)
 }
 
-// writer writes RESTOREs into the target.
+// writer writes RESTOREs into the target (SETs for the string-first pass's values).
 type writer interface {
 	restores(ctx context.Context, prefix string, replace bool, items []Payload, errs []error) (redo []int, err error)
 }
 
-// dumpStage is the DUMP + TTL read of a run of keys.
+// dumpStage is the DUMP + TTL read of a run of keys, or, with strLen > 0, the GETRANGE 0
+// strLen-1 + TTL read of the string-first pass (see readStrings).
 type dumpStage struct {
 	keys        [][]byte
+	strLen      int64
 	data        []string
 	dumpErr     []error // redis.Nil: no such key
 	ttl         []int64 // ms; -1 no expiry, -2 no key
@@ -44,7 +47,7 @@ type dumpStage struct {
 
 // sub is the stage for keys idx only.
 func (st *dumpStage) sub(idx []int) *dumpStage {
-	o := &dumpStage{pexpiretime: st.pexpiretime, data: make([]string, len(idx)), dumpErr: make([]error, len(idx)),
+	o := &dumpStage{pexpiretime: st.pexpiretime, strLen: st.strLen, data: make([]string, len(idx)), dumpErr: make([]error, len(idx)),
 		ttl: make([]int64, len(idx)), ttlErr: make([]error, len(idx))}
 	for _, i := range idx {
 		o.keys = append(o.keys, st.keys[i])
@@ -133,7 +136,11 @@ func (g goReader) dumps(ctx context.Context, st *dumpStage) ([]int, error) {
 	ttls := make([]*redis.DurationCmd, len(st.keys))
 	for i, k := range st.keys {
 		ks := string(k)
-		dumps[i] = pipe.Dump(ctx, ks)
+		if st.strLen > 0 {
+			dumps[i] = pipe.GetRange(ctx, ks, 0, st.strLen-1)
+		} else {
+			dumps[i] = pipe.Dump(ctx, ks)
+		}
 		if st.pexpiretime {
 			ttls[i] = pipe.PExpireTime(ctx, ks)
 		} else {
@@ -162,6 +169,18 @@ func (g goWriter) restores(ctx context.Context, prefix string, replace bool, ite
 	pipe := g.cl.Pipeline()
 	cmds := make([]redisconn.Once, len(items))
 	for i, d := range items {
+		if d.Str {
+			args := []any{"SET", prefix + string(d.Key), d.Data}
+			if d.ExpireAt > 0 {
+				args = append(args, "PXAT", d.ExpireAt)
+			}
+			if !replace {
+				args = append(args, "NX")
+			}
+			cmds[i] = redisconn.NewOnce(ctx, args...)
+			_ = pipe.Process(ctx, cmds[i])
+			continue
+		}
 		args := make([]any, 4, 9)
 		args[0], args[1], args[2], args[3] = "RESTORE", prefix+string(d.Key), d.ExpireAt, d.Data
 		if d.ExpireAt > 0 {
@@ -183,6 +202,13 @@ func (g goWriter) restores(ctx context.Context, prefix string, replace bool, ite
 	}
 	for i, cmd := range cmds {
 		errs[i] = cmd.Err()
+		if errs[i] == redis.Nil && items[i].Str {
+			errs[i] = errBusyKey // SET ... NX: the key exists
+		}
 	}
 	return nil, nil
 }
+
+// errBusyKey is SET ... NX's nil reply told as RESTORE's refusal of an existing key, so both
+// ways of writing a key are judged alike.
+var errBusyKey = errors.New("BUSYKEY target key name already exists")

@@ -7,6 +7,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/redis-migrate/redis-migrate/shared/redact"
+	"github.com/redis-migrate/redis-migrate/shared/resp"
 )
 
 // ServerError is a batch-level failure: a server could not be reached, or answered that it
@@ -50,9 +51,11 @@ func IsBusyReply(err error) bool {
 	if err == nil || !isReplyError(err) {
 		return false
 	}
-	var re redis.Error
-	if errors.As(err, &re) {
-		err = re
+	if _, ok := err.(*resp.Error); !ok {
+		var re redis.Error
+		if errors.As(err, &re) {
+			err = re
+		}
 	}
 	code, _, _ := strings.Cut(err.Error(), " ")
 	switch code {

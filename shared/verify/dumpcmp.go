@@ -32,7 +32,8 @@ const (
 type DumpState struct {
 	Present  bool
 	Big      bool   // MEMORY USAGE at or above the big-key limit: not DUMPed
-	Payload  string // the DUMP payload (empty when Big or missing)
+	Payload  string // the DUMP payload (empty when Big or missing), or a string's value when Str
+	Str      bool   // read whole by the string-first GETRANGE: Payload is the value itself
 	Type     string // from the payload's type byte; "" when not known (big, module, unknown code)
 	ExpireAt int64  // unix ms; -1 none; -2 missing
 	Err      error
@@ -45,19 +46,27 @@ var errNoMemoryUsage = errors.New("MEMORY USAGE is not allowed")
 // those under bigBytes: a big value is never serialized whole for a check. bigBytes < 0 reads
 // every payload unsized (keys known to be small; hint guesses their bytes). The reads are the copy's own
 // (copier.ReadForCheck, the raw RESP path).
-func ReadDumps(ctx context.Context, conn *redisconn.Conn, db int, keys []string, bigBytes, hint int64) ([]DumpState, error) {
+// strFirst > 0 reads strings shorter than that with GETRANGE first, as the copy does (Str).
+func ReadDumps(ctx context.Context, conn *redisconn.Conn, db int, keys []string, bigBytes, hint, strFirst int64) ([]DumpState, error) {
 	bk := make([][]byte, len(keys))
 	for i, k := range keys {
 		bk[i] = unsafe.Slice(unsafe.StringData(k), len(k)) // only read
 	}
 	now := time.Now().UnixMilli()
-	reads, abs, err := copier.ReadForCheck(ctx, conn, db, bk, bigBytes, hint)
+	reads, abs, err := copier.ReadForCheck(ctx, conn, db, bk, bigBytes, hint, strFirst)
 	if err != nil {
 		return nil, err
 	}
 	out := make([]DumpState, len(keys))
 	for i := range reads {
 		st, r := &out[i], &reads[i]
+		if r.Str {
+			st.ExpireAt, st.Err = expiry(r.TTL, r.TTLErr, abs, now)
+			if st.Err == nil && st.ExpireAt != -2 {
+				st.Present, st.Str, st.Type, st.Payload = true, true, "string", r.Payload
+			}
+			continue
+		}
 		switch err := r.SizeErr; {
 		case err == redis.Nil:
 			st.ExpireAt = -2
@@ -134,13 +143,19 @@ func dumpVerdict(a, b DumpState, o Options) (want, got KeyState, slow bool) {
 			got.Type = "present"
 		}
 		return want, got, false
-	case a.Payload == b.Payload:
+	case a.Str && b.Str:
+		want.Digest, got.Digest = "data", "data"
+		if a.Payload != b.Payload {
+			got.Digest = "data differs"
+		}
+		return want, got, false
+	case a.Payload == b.Payload && a.Str == b.Str:
 		want.Digest, got.Digest = "dump", "dump"
 		return want, got, false
 	case b.Payload == "":
 		return want, got, true // big in the target
 	}
-	ta, tb, equal, ok := decodeCompare(a.Payload, b.Payload)
+	ta, tb, equal, ok := compareRead(a, b)
 	if !ok {
 		return want, got, true
 	}
@@ -152,6 +167,32 @@ func dumpVerdict(a, b DumpState, o Options) (want, got KeyState, slow bool) {
 	return want, got, false
 }
 
+// compareRead compares two reads as data: DUMP payloads decoded, a string-first value as is.
+func compareRead(a, b DumpState) (typA, typB string, equal, ok bool) {
+	switch {
+	case a.Str:
+		return compareWith(&rdb.String{Data: stringBytes(a.Payload)}, b.Payload)
+	case b.Str:
+		tb, ta, equal, ok := compareWith(&rdb.String{Data: stringBytes(b.Payload)}, a.Payload)
+		return ta, tb, equal, ok
+	}
+	return decodeCompare(a.Payload, b.Payload)
+}
+
+// strFirstLen is the GETRANGE length of the string-first reads: strings shorter than 32 KiB, and
+// than half the big-key limit, are read as the copy reads them, with one GETRANGE; 0 turns the
+// reads off (a limit so small that every key is to be treated as big).
+func strFirstLen(big int64) int64 {
+	n := int64(32 << 10)
+	if big > 0 {
+		n = min(n, big/2)
+	}
+	if n < 64 {
+		return 0
+	}
+	return n
+}
+
 // checkDumps is verifier.check's fast path; it returns errNoMemoryUsage when either side
 // cannot size keys, and then the caller takes the digest path.
 func (v *verifier) checkDumps(ctx context.Context, db, tdb int, keys, tkeys []string) error {
@@ -160,9 +201,9 @@ func (v *verifier) checkDumps(ctx context.Context, db, tdb int, keys, tkeys []st
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		srcStates, srcErr = ReadDumps(ctx, v.src, db, keys, v.o.BigKeyBytes, 0)
+		srcStates, srcErr = ReadDumps(ctx, v.src, db, keys, v.o.BigKeyBytes, 0, strFirstLen(v.o.BigKeyBytes))
 	}()
-	dstStates, err := ReadDumps(ctx, v.dst, tdb, tkeys, v.o.BigKeyBytes, 0)
+	dstStates, err := ReadDumps(ctx, v.dst, tdb, tkeys, v.o.BigKeyBytes, 0, strFirstLen(v.o.BigKeyBytes))
 	<-done
 	if errors.Is(srcErr, errNoMemoryUsage) || errors.Is(err, errNoMemoryUsage) {
 		return errNoMemoryUsage

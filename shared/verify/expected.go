@@ -68,7 +68,7 @@ func CheckExpected(ctx context.Context, conn *redisconn.Conn, db int, items []Ex
 			keys[j] = items[i].Key
 			hint += int64(len(items[i].Body)) + 16
 		}
-		states, err := ReadDumps(ctx, conn, db, keys, part.big, hint)
+		states, err := ReadDumps(ctx, conn, db, keys, part.big, hint, 0)
 		switch {
 		case errors.Is(err, errNoMemoryUsage):
 			slow = append(slow, part.idx...)

@@ -55,6 +55,9 @@ var planted = map[string]string{
 	"t:str:ttl":       "ttl",
 	"t:zset:big":      "ttl",
 	"t:str:int":       "ttl",
+	"t:str:large":     "value", // a string read by DUMP, not by the string-first GETRANGE
+	"t:str:negint":    "type",  // a string read by GETRANGE in the source, a hash in the target
+	"t:list:big":      "type",  // a list in the source, a string in the target
 	"x:only-target":   "extra",
 	"x:hash-only":     "extra",
 }
@@ -76,6 +79,11 @@ func plant(t *testing.T, dc redis.UniversalClient) {
 		dc.Expire(ctx, "t:str:ttl", 3*time.Hour).Err(),
 		dc.Persist(ctx, "t:zset:big").Err(),
 		dc.Expire(ctx, "t:str:int", 5*time.Hour).Err(),
+		dc.SetRange(ctx, "t:str:large", 100000, "X").Err(),
+		dc.Del(ctx, "t:str:negint").Err(),
+		dc.HSet(ctx, "t:str:negint", "f", "-42").Err(),
+		dc.Del(ctx, "t:list:big").Err(),
+		dc.Set(ctx, "t:list:big", "a string now", 0).Err(),
 		dc.Set(ctx, "x:only-target", "1", 0).Err(),
 		dc.HSet(ctx, "x:hash-only", "a", "b").Err(),
 	} {
@@ -110,8 +118,8 @@ func want() []string {
 	return out
 }
 
-// checkPaths verifies an identical pair and then planted differences with every path: DUMP
-// payloads (equal bytes, or decoded and compared here), DUMP with every key sized as big (so the
+// checkPaths verifies an identical pair and then planted differences with every path: strings
+// read whole by GETRANGE and DUMP payloads (equal bytes, or decoded and compared here), DUMP with every key sized as big (so the
 // digest path decides inside the dump mode), and in-server digests of every key. All must agree
 // on every key, and the identical pair must match in full.
 func checkPaths(t *testing.T, srcURL, dstURL string, dc redis.UniversalClient, wantDigestFew bool) {
@@ -134,6 +142,9 @@ func checkPaths(t *testing.T, srcURL, dstURL string, dc redis.UniversalClient, w
 			t.Fatalf("%s: checked %d keys, another path %d", m.name, rep.Checked, checked)
 		}
 		checked = rep.Checked
+		if c, ok := dc.(*redis.Client); ok && m.name == "dump" && !strings.Contains(c.Info(ctx, "commandstats").Val(), "cmdstat_getrange:") {
+			t.Fatal("dump: no string was read by the string-first GETRANGE")
+		}
 		if m.name == "dump" && wantDigestFew && rep.DigestKeys > 5 {
 			t.Fatalf("dump: %d keys took the digest path, want only the stream (and big keys)", rep.DigestKeys)
 		}
@@ -144,7 +155,7 @@ func checkPaths(t *testing.T, srcURL, dstURL string, dc redis.UniversalClient, w
 		if strings.Join(got, "\n") != strings.Join(want(), "\n") {
 			t.Fatalf("%s: reported\n%s\nwant\n%s", m.name, strings.Join(got, "\n"), strings.Join(want(), "\n"))
 		}
-		if rep.Ok() || rep.Extra != 2 || rep.Missing != 1 || rep.TypeDiff != 1 || rep.TTLDiff != 3 || rep.ValueDiff != 7 {
+		if rep.Ok() || rep.Extra != 2 || rep.Missing != 1 || rep.TypeDiff != 3 || rep.TTLDiff != 3 || rep.ValueDiff != 8 {
 			t.Fatalf("%s: counts %+v", m.name, rep)
 		}
 		// A sample cannot see keys that exist only in the target, and says so.
