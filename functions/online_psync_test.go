@@ -187,13 +187,14 @@ func TestOnlinePsyncUnderLoad(t *testing.T) {
 }
 
 // The backlog too small for a handover (repl-backlog-size 16 kB under 2,000 writes/s and
-// ~1.5 MB/s of padding, a 4 s budget): continuations' PSYNCs are answered +FULLRESYNC. While the predecessor still captures that is no
-// gap (the new stream starts before it stops): the handover-window keys arrive without a repair.
+// ~4 MB/s of padding, a 4 s budget): continuations' PSYNCs are answered +FULLRESYNC. While the
+// predecessor still captures that is no gap (the new stream starts before it stops): the handover-window keys arrive without a repair.
 // A late continuation answered +FULLRESYNC has a real gap: a repair pass makes the target whole.
 func TestOnlinePsyncBacklogLost(t *testing.T) {
 	src, dst, a, store, late := psyncSetup(t, 4, "--repl-backlog-size", "16384")
 	w := testenv.StartWriter(src.keys, testenv.WriterOptions{Rate: 2000, Seed: 7, Keys: 1000})
-	// ~1.5 MB/s of 2 kB values besides: the backlog holds about a hundredth of a second.
+	// ~4 MB/s of 2 kB values besides: the backlog holds about 4 ms of them. (At 1.5 MB/s a
+	// quiet machine handed over within the backlog, and the test failed there.)
 	padDone := make(chan struct{})
 	padStopped := make(chan struct{})
 	go func() {
@@ -206,8 +207,8 @@ func TestOnlinePsyncBacklogLost(t *testing.T) {
 			case <-time.After(4 * time.Millisecond):
 			}
 			pipe := src.keys.Pipeline()
-			for j := 0; j < 3; j++ {
-				pipe.Set(context.Background(), fmt.Sprintf("pad:%d", (3*i+j)%300), pad, 0)
+			for j := 0; j < 8; j++ {
+				pipe.Set(context.Background(), fmt.Sprintf("pad:%d", (8*i+j)%300), pad, 0)
 			}
 			_, _ = pipe.Exec(context.Background())
 		}

@@ -29,8 +29,8 @@ type KeyRead struct {
 // pipeline: for a caller that knows no key can be big; hint is then its guess of the payloads'
 // bytes, to size their buffer at once. The payloads are strings over a buffer of their own, valid as long as the reads are
 // held. It returns whether TTLs are absolute (PEXPIRETIME, servers 7 and later). Keys a cluster
-// redirects are read again through go-redis, as the copy does. With strFirst > 0 (and big >= 0)
-// every key is first read as the copy's string-first pass reads it (GETRANGE 0 strFirst-1 and
+// redirects are read again through go-redis, as the copy does. With strFirst > 0 every key is
+// first read as the copy's string-first pass reads it (GETRANGE 0 strFirst-1 and
 // the expiry): the strings shorter than strFirst are settled there (Str), the rest read as above.
 func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]byte, big, hint, strFirst int64) ([]KeyRead, bool, error) {
 	side := &rawSide{conn: conn, db: db, read: true}
@@ -41,7 +41,7 @@ func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]by
 	abs := conn.Version.Major >= 7
 	out := make([]KeyRead, len(keys))
 	rest := make([]int, 0, len(keys))
-	if strFirst > 0 && big >= 0 {
+	if strFirst > 0 {
 		st := &dumpStage{pexpiretime: abs, strLen: strFirst, keys: keys, data: make([]string, len(keys)), dumpErr: make([]error, len(keys)),
 			ttl: make([]int64, len(keys)), ttlErr: make([]error, len(keys)), held: int64(len(keys)) * 512}
 		if err := stageDumps(ctx, rd, src, st); err != nil {

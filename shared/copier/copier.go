@@ -1,6 +1,8 @@
-// Package copier copies one batch of keys from a source to a target: pipelined DUMP and
-// PEXPIRETIME (or PTTL) from the source, pipelined RESTORE ... ABSTTL into the target. Every key
-// ends in exactly one count; a key the target refuses is reported with its name and the reason.
+// Package copier copies one batch of keys from a source to a target: strings under 32 KiB by
+// pipelined GETRANGE and PEXPIRETIME (or PTTL) from the source and SET ... PXAT into the target,
+// every other key by pipelined MEMORY USAGE, DUMP and PEXPIRETIME and RESTORE ... ABSTTL. Every
+// key ends in exactly one count; a key the target refuses is reported with its name and the
+// reason.
 package copier
 
 import (

@@ -10,7 +10,8 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 )
 
-// The copy's three pipelined stages (MEMORY USAGE; DUMP with PEXPIRETIME or PTTL; RESTORE) have
+// The copy's pipelined stages (GETRANGE or DUMP with PEXPIRETIME or PTTL; MEMORY USAGE; SET or
+// RESTORE) have
 // two implementations: go-redis pipelines, and the hand-written RESP path (raw.go) the copy
 // takes when it can. Both fill the same per-key results, which the copier then judges in one
 // place, so every key is counted and reported the same whichever path carried it. A key the

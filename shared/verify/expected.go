@@ -47,18 +47,28 @@ func CheckExpected(ctx context.Context, conn *redisconn.Conn, db int, items []Ex
 	// Keys the import just wrote from small values are not sized first: they hold what the
 	// import RESTOREd (a concurrent writer could have put a big value there; it would be DUMPed
 	// whole, once).
-	var sized, unsized []int
+	// The file's strings are read as the copy reads them, with one GETRANGE each (a string the
+	// target holds under the limit), not with a DUMP.
+	var sized, unsized, sizedStr, unsizedStr []int
+	strLen := strFirstLen(o.BigKeyBytes)
 	for _, i := range fast {
-		if o.SizeFromExpected && !o.PresenceOnly && int64(len(items[i].Body)) < o.BigKeyBytes {
+		isStr := strLen > 0 && items[i].State.Type == rdb.TypeString.String()
+		switch small := o.SizeFromExpected && !o.PresenceOnly && int64(len(items[i].Body)) < o.BigKeyBytes; {
+		case small && isStr:
+			unsizedStr = append(unsizedStr, i)
+		case small:
 			unsized = append(unsized, i)
-		} else {
+		case isStr:
+			sizedStr = append(sizedStr, i)
+		default:
 			sized = append(sized, i)
 		}
 	}
 	for _, part := range []struct {
-		idx []int
-		big int64
-	}{{unsized, -1}, {sized, o.BigKeyBytes}} {
+		idx      []int
+		big      int64
+		strFirst int64
+	}{{unsizedStr, -1, strLen}, {unsized, -1, 0}, {sizedStr, o.BigKeyBytes, strLen}, {sized, o.BigKeyBytes, 0}} {
 		if len(part.idx) == 0 {
 			continue
 		}
@@ -68,7 +78,7 @@ func CheckExpected(ctx context.Context, conn *redisconn.Conn, db int, items []Ex
 			keys[j] = items[i].Key
 			hint += int64(len(items[i].Body)) + 16
 		}
-		states, err := ReadDumps(ctx, conn, db, keys, part.big, hint, 0)
+		states, err := ReadDumps(ctx, conn, db, keys, part.big, hint, part.strFirst)
 		switch {
 		case errors.Is(err, errNoMemoryUsage):
 			slow = append(slow, part.idx...)
@@ -107,6 +117,24 @@ func CheckExpected(ctx context.Context, conn *redisconn.Conn, db int, items []Ex
 	return found, nil
 }
 
+// strVerdict compares the file's value with a string the target's GETRANGE read whole.
+func strVerdict(it Expected, b DumpState, want, got KeyState) (KeyState, KeyState, bool) {
+	va, err := rdb.DecodeBodyView(it.Body, it.RDBVersion)
+	if err != nil {
+		return want, got, true
+	}
+	ta := rdb.TypeOf(va)
+	if ta == rdb.TypeStream || ta == rdb.TypeModule {
+		return want, got, true
+	}
+	want.Type, got.Type = ta.String(), "string"
+	want.Digest, got.Digest = "data", "data"
+	if s, ok := va.(*rdb.String); !ok || string(s.Data) != b.Payload {
+		got.Digest = "data differs"
+	}
+	return want, got, false
+}
+
 func fileVerdict(it Expected, b DumpState, o Options) (want, got KeyState, slow bool) {
 	want = it.State
 	got = KeyState{Type: want.Type, ExpireAt: b.ExpireAt, Err: b.Err}
@@ -118,6 +146,8 @@ func fileVerdict(it Expected, b DumpState, o Options) (want, got KeyState, slow 
 		return want, got, false
 	case o.PresenceOnly:
 		return want, got, false
+	case b.Str:
+		return strVerdict(it, b, want, got)
 	case b.Payload == "":
 		return want, got, true // big in the target: digests decide
 	case len(b.Payload) >= 10 && b.Payload[:len(b.Payload)-10] == string(it.Body):

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -90,11 +91,24 @@ func benchCopy(ctx context.Context, r *testenv.Runner, keys int) []Row {
 	f := measured{label: "DUMP + PEXPIRETIME of every key, raw pipelines of 256 keys (the source's floor)", ref: "goal: copy's source CPU per key no higher",
 		keys: n, secs: time.Since(start).Seconds(), src: m.used()[0], hasSrc: true, noTool: true}
 	rows = append(rows, f)
-	// The same with what the copy adds on the source: the planner's SCAN and the sizing.
+	// The same floor in the order a copy meets the keys (SCAN's, taken beforehand): the values
+	// are then read from all over the server's memory, not in the order they were written.
+	inScanOrder := scanAll(ctx, r, sc)
+	m = meterCPU(src.Pid())
+	start = time.Now()
+	floor(ctx, r, sc, inScanOrder)
+	rows = append(rows, measured{label: "the same floor, keys in SCAN order", ref: "",
+		keys: n, secs: time.Since(start).Seconds(), src: m.used()[0], hasSrc: true, noTool: true})
+	// The copy's source commands, SCAN included: before the string-first pass, and now.
 	m = meterCPU(src.Pid())
 	start = time.Now()
 	scanned := sizedFloor(ctx, r, sc)
-	rows = append(rows, measured{label: "SCAN + MEMORY USAGE + DUMP + PEXPIRETIME, raw pipelines (the copy's source commands)", ref: "",
+	rows = append(rows, measured{label: "SCAN + MEMORY USAGE + DUMP + PEXPIRETIME, raw pipelines (the copy's source commands before the string-first pass)", ref: "",
+		keys: float64(scanned), secs: time.Since(start).Seconds(), src: m.used()[0], hasSrc: true, noTool: true})
+	m = meterCPU(src.Pid())
+	start = time.Now()
+	scanned = stringFirstFloor(ctx, r, sc)
+	rows = append(rows, measured{label: "SCAN + GETRANGE + PEXPIRETIME, then MEMORY USAGE + DUMP + PEXPIRETIME of the keys left, raw pipelines (the copy's source commands)", ref: "goal: no higher than the floor",
 		keys: float64(scanned), secs: time.Since(start).Seconds(), src: m.used()[0], hasSrc: true, noTool: true})
 
 	run := func(label, ref string, wantKeys string, withSrc bool, args ...string) Run {
@@ -186,6 +200,69 @@ func nativeLoadCPU(r *testenv.Runner, bin, rdbFile string) (float64, time.Durati
 	defer s.Stop()
 	cpu := procCPU(s.Pid())
 	return loadSeconds(r, s), cpu
+}
+
+// scanAll is every key of c in SCAN order.
+func scanAll(ctx context.Context, r *testenv.Runner, c *redis.Client) []string {
+	var out []string
+	var cursor uint64
+	for {
+		keys, next, err := c.Scan(ctx, cursor, "", 1000).Result()
+		if err != nil {
+			r.Fatalf("scan: %v", err)
+		}
+		out = append(out, keys...)
+		if cursor = next; cursor == 0 {
+			return out
+		}
+	}
+}
+
+// stringFirstFloor sends the copy's source commands without the tool: SCAN COUNT 1000, then per
+// 500 keys (a batch) GETRANGE 0 32767 + PEXPIRETIME of each in one pipeline, and for the keys that
+// are not strings under 32 KiB MEMORY USAGE in one pipeline and DUMP + PEXPIRETIME in the next.
+func stringFirstFloor(ctx context.Context, r *testenv.Runner, c *redis.Client) int {
+	var cursor uint64
+	n := 0
+	for {
+		keys, next, err := c.Scan(ctx, cursor, "", 1000).Result()
+		if err != nil {
+			r.Fatalf("scan: %v", err)
+		}
+		for i := 0; i < len(keys); i += 500 {
+			batch := keys[i:min(i+500, len(keys))]
+			p := c.Pipeline()
+			reads := make([]*redis.StringCmd, len(batch))
+			for j, k := range batch {
+				reads[j] = p.GetRange(ctx, k, 0, 32<<10-1)
+				p.PExpireTime(ctx, k)
+			}
+			if _, err := p.Exec(ctx); err != nil && !strings.HasPrefix(err.Error(), "WRONGTYPE") {
+				r.Fatalf("string-first reads: %v", err)
+			}
+			var rest []string
+			for j, k := range batch {
+				if v, err := reads[j].Result(); err != nil || len(v) == 0 || len(v) >= 32<<10 {
+					rest = append(rest, k)
+				}
+			}
+			if len(rest) == 0 {
+				continue
+			}
+			p = c.Pipeline()
+			for _, k := range rest {
+				p.MemoryUsage(ctx, k)
+			}
+			if _, err := p.Exec(ctx); err != nil {
+				r.Fatalf("sizing: %v", err)
+			}
+			floor(ctx, r, c, rest)
+		}
+		n += len(keys)
+		if cursor = next; cursor == 0 {
+			return n
+		}
+	}
 }
 
 // sizedFloor sends the copy's source commands without the tool: SCAN COUNT 1000, then per slice
