@@ -32,21 +32,29 @@ type KeyRead struct {
 // redirects are read again through go-redis, as the copy does. With strFirst > 0 every key is
 // first read as the copy's string-first pass reads it (GETRANGE 0 strFirst-1 and
 // the expiry): the strings shorter than strFirst are settled there (Str), the rest read as above.
-func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]byte, big, hint, strFirst int64) ([]KeyRead, bool, error) {
+// release gives the payloads' buffers back for the next reads: call it once nothing reads them.
+func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]byte, big, hint, strFirst int64) (reads []KeyRead, abs bool, release func(), err error) {
 	side := &rawSide{conn: conn, db: db, read: true}
 	if !conn.Cluster {
 		side.fixed = conn.Endpoint.Addr()
 	}
 	rd, src := rawReader{side}, conn.Keys(db)
-	abs := conn.Version.Major >= 7
+	abs = conn.Version.Major >= 7
+	var held [][]byte
+	release = func() {
+		for _, a := range held {
+			putArena(a)
+		}
+	}
 	out := make([]KeyRead, len(keys))
 	rest := make([]int, 0, len(keys))
 	if strFirst > 0 {
 		st := &dumpStage{pexpiretime: abs, strLen: strFirst, keys: keys, data: make([]string, len(keys)), dumpErr: make([]error, len(keys)),
 			ttl: make([]int64, len(keys)), ttlErr: make([]error, len(keys)), held: int64(len(keys)) * 512}
 		if err := stageDumps(ctx, rd, src, st); err != nil {
-			return nil, abs, err
+			return nil, abs, release, err
 		}
+		held = append(held, st.arena)
 		for i, v := range st.data {
 			// Other types (WRONGTYPE), longer strings, empty replies (no key, or an empty
 			// string) and any other refusal are read the sized way, which reports what it meets.
@@ -62,7 +70,7 @@ func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]by
 		}
 	}
 	if len(rest) == 0 {
-		return out, abs, nil
+		return out, abs, release, nil
 	}
 	rk := keys
 	if len(rest) < len(keys) {
@@ -74,7 +82,7 @@ func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]by
 	n, errs := make([]int64, len(rk)), make([]error, len(rk))
 	if big >= 0 {
 		if err := stageSizes(ctx, rd, src, rk, n, errs); err != nil {
-			return nil, false, err
+			return nil, false, release, err
 		}
 	}
 	var idx []int
@@ -89,7 +97,7 @@ func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]by
 		}
 	}
 	if len(idx) == 0 {
-		return out, abs, nil
+		return out, abs, release, nil
 	}
 	st := &dumpStage{pexpiretime: abs, data: make([]string, len(idx)), dumpErr: make([]error, len(idx)),
 		ttl: make([]int64, len(idx)), ttlErr: make([]error, len(idx)), held: max(hint, 0)}
@@ -98,10 +106,11 @@ func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]by
 		st.held += out[i].Size
 	}
 	if err := stageDumps(ctx, rd, src, st); err != nil {
-		return nil, abs, err
+		return nil, abs, release, err
 	}
+	held = append(held, st.arena)
 	for j, i := range idx {
 		out[i].Payload, out[i].DumpErr, out[i].TTL, out[i].TTLErr = st.data[j], st.dumpErr[j], st.ttl[j], st.ttlErr[j]
 	}
-	return out, abs, nil
+	return out, abs, release, nil
 }

@@ -278,6 +278,14 @@ func getArena(n int) []byte {
 	return make([]byte, 0, n)
 }
 
+// putArena gives a payload buffer back for reuse once nothing reads the payloads in it.
+func putArena(a []byte) {
+	if a != nil && cap(a) <= 8<<20 {
+		b := a[:0]
+		arenas.Put(&b)
+	}
+}
+
 var stages sync.Pool // *dumpStage
 
 // newDumpStage is a stage for keys, with its per-key slices reused from an earlier run.
@@ -296,10 +304,7 @@ func newDumpStage(keys [][]byte, pexpiretime bool, held int64) *dumpStage {
 // release gives the stage and its payload buffer back once nothing holds the run's payloads
 // (they are written); the next run reuses both.
 func (st *dumpStage) release() {
-	if st.arena != nil && cap(st.arena) <= 8<<20 {
-		b := st.arena[:0]
-		arenas.Put(&b)
-	}
+	putArena(st.arena)
 	clear(st.data)
 	clear(st.dumpErr)
 	clear(st.ttl)

@@ -47,15 +47,17 @@ var errNoMemoryUsage = errors.New("MEMORY USAGE is not allowed")
 // every payload unsized (keys known to be small; hint guesses their bytes). The reads are the copy's own
 // (copier.ReadForCheck, the raw RESP path).
 // strFirst > 0 reads strings shorter than that with GETRANGE first, as the copy does (Str).
-func ReadDumps(ctx context.Context, conn *redisconn.Conn, db int, keys []string, bigBytes, hint, strFirst int64) ([]DumpState, error) {
+// release gives the payloads' buffers back: call it once nothing reads the states' payloads.
+func ReadDumps(ctx context.Context, conn *redisconn.Conn, db int, keys []string, bigBytes, hint, strFirst int64) (states []DumpState, release func(), err error) {
 	bk := make([][]byte, len(keys))
 	for i, k := range keys {
 		bk[i] = unsafe.Slice(unsafe.StringData(k), len(k)) // only read
 	}
 	now := time.Now().UnixMilli()
-	reads, abs, err := copier.ReadForCheck(ctx, conn, db, bk, bigBytes, hint, strFirst)
+	reads, abs, release, err := copier.ReadForCheck(ctx, conn, db, bk, bigBytes, hint, strFirst)
 	if err != nil {
-		return nil, err
+		release()
+		return nil, func() {}, err
 	}
 	out := make([]DumpState, len(keys))
 	for i := range reads {
@@ -72,7 +74,8 @@ func ReadDumps(ctx context.Context, conn *redisconn.Conn, db int, keys []string,
 			st.ExpireAt = -2
 			continue
 		case err != nil && isReplyErr(err) && !strings.Contains(err.Error(), "WRONGTYPE"):
-			return nil, errNoMemoryUsage
+			release()
+			return nil, func() {}, errNoMemoryUsage
 		case err != nil:
 			st.Err = err
 			continue
@@ -103,7 +106,7 @@ func ReadDumps(ctx context.Context, conn *redisconn.Conn, db int, keys []string,
 			st.Type = t.String()
 		}
 	}
-	return out, nil
+	return out, release, nil
 }
 
 // expiry converts a PEXPIRETIME (or PTTL, for servers before 7) reply in ms to unix ms, -1 or -2.
@@ -198,13 +201,16 @@ func strFirstLen(big int64) int64 {
 func (v *verifier) checkDumps(ctx context.Context, db, tdb int, keys, tkeys []string) error {
 	var srcStates []DumpState
 	var srcErr error
+	srcRelease := func() {}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		srcStates, srcErr = ReadDumps(ctx, v.src, db, keys, v.o.BigKeyBytes, 0, strFirstLen(v.o.BigKeyBytes))
+		srcStates, srcRelease, srcErr = ReadDumps(ctx, v.src, db, keys, v.o.BigKeyBytes, 0, strFirstLen(v.o.BigKeyBytes))
 	}()
-	dstStates, err := ReadDumps(ctx, v.dst, tdb, tkeys, v.o.BigKeyBytes, 0, strFirstLen(v.o.BigKeyBytes))
+	dstStates, dstRelease, err := ReadDumps(ctx, v.dst, tdb, tkeys, v.o.BigKeyBytes, 0, strFirstLen(v.o.BigKeyBytes))
 	<-done
+	defer dstRelease()
+	defer srcRelease()
 	if errors.Is(srcErr, errNoMemoryUsage) || errors.Is(err, errNoMemoryUsage) {
 		return errNoMemoryUsage
 	}

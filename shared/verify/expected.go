@@ -78,7 +78,7 @@ func CheckExpected(ctx context.Context, conn *redisconn.Conn, db int, items []Ex
 			keys[j] = items[i].Key
 			hint += int64(len(items[i].Body)) + 16
 		}
-		states, err := ReadDumps(ctx, conn, db, keys, part.big, hint, part.strFirst)
+		states, release, err := ReadDumps(ctx, conn, db, keys, part.big, hint, part.strFirst)
 		switch {
 		case errors.Is(err, errNoMemoryUsage):
 			slow = append(slow, part.idx...)
@@ -94,6 +94,7 @@ func CheckExpected(ctx context.Context, conn *redisconn.Conn, db int, items []Ex
 				record(items[i].Key, want, got)
 			}
 		}
+		release() // the verdicts keep no payload
 	}
 	if len(slow) == 0 {
 		return found, nil
