@@ -260,8 +260,8 @@ func (c *Copier) copySized(ctx context.Context, src, dst redis.UniversalClient, 
 	return nil
 }
 
-// strFirstBytes is the longest string value the string-first pass reads whole: longer strings,
-// and every other type, take the sized DUMP path.
+// strFirstBytes bounds the string-first pass: strings shorter than this are read whole; longer
+// strings, and every other type, take the sized DUMP path.
 const strFirstBytes = 32 << 10
 
 // strFirstKeys slices make one pipeline of the string-first pass: fewer round trips than one per
