@@ -202,26 +202,8 @@ func nativeLoadCPU(r *testenv.Runner, bin, rdbFile string) (float64, time.Durati
 	return loadSeconds(r, s), cpu
 }
 
-// scanAll is every key of c in SCAN order.
-func scanAll(ctx context.Context, r *testenv.Runner, c *redis.Client) []string {
-	var out []string
-	var cursor uint64
-	for {
-		keys, next, err := c.Scan(ctx, cursor, "", 1000).Result()
-		if err != nil {
-			r.Fatalf("scan: %v", err)
-		}
-		out = append(out, keys...)
-		if cursor = next; cursor == 0 {
-			return out
-		}
-	}
-}
-
-// stringFirstFloor sends the copy's source commands without the tool: SCAN COUNT 1000, then per
-// 500 keys (a batch) GETRANGE 0 32767 + PEXPIRETIME of each in one pipeline, and for the keys that
-// are not strings under 32 KiB MEMORY USAGE in one pipeline and DUMP + PEXPIRETIME in the next.
-func stringFirstFloor(ctx context.Context, r *testenv.Runner, c *redis.Client) int {
+// scanEach SCANs c with COUNT 1000 and hands each reply's keys to f; it returns how many keys.
+func scanEach(ctx context.Context, r *testenv.Runner, c *redis.Client, f func(keys []string)) int {
 	var cursor uint64
 	n := 0
 	for {
@@ -229,6 +211,26 @@ func stringFirstFloor(ctx context.Context, r *testenv.Runner, c *redis.Client) i
 		if err != nil {
 			r.Fatalf("scan: %v", err)
 		}
+		f(keys)
+		n += len(keys)
+		if cursor = next; cursor == 0 {
+			return n
+		}
+	}
+}
+
+// scanAll is every key of c in SCAN order.
+func scanAll(ctx context.Context, r *testenv.Runner, c *redis.Client) []string {
+	var out []string
+	scanEach(ctx, r, c, func(keys []string) { out = append(out, keys...) })
+	return out
+}
+
+// stringFirstFloor sends the copy's source commands without the tool: SCAN COUNT 1000, then per
+// 500 keys (a batch) GETRANGE 0 32767 + PEXPIRETIME of each in one pipeline, and for the keys that
+// are not strings under 32 KiB MEMORY USAGE in one pipeline and DUMP + PEXPIRETIME in the next.
+func stringFirstFloor(ctx context.Context, r *testenv.Runner, c *redis.Client) int {
+	return scanEach(ctx, r, c, func(keys []string) {
 		for i := 0; i < len(keys); i += 500 {
 			batch := keys[i:min(i+500, len(keys))]
 			p := c.Pipeline()
@@ -246,49 +248,31 @@ func stringFirstFloor(ctx context.Context, r *testenv.Runner, c *redis.Client) i
 					rest = append(rest, k)
 				}
 			}
-			if len(rest) == 0 {
-				continue
+			if len(rest) > 0 {
+				sizeAndFloor(ctx, r, c, rest)
 			}
-			p = c.Pipeline()
-			for _, k := range rest {
-				p.MemoryUsage(ctx, k)
-			}
-			if _, err := p.Exec(ctx); err != nil {
-				r.Fatalf("sizing: %v", err)
-			}
-			floor(ctx, r, c, rest)
 		}
-		n += len(keys)
-		if cursor = next; cursor == 0 {
-			return n
-		}
-	}
+	})
 }
 
-// sizedFloor sends the copy's source commands without the tool: SCAN COUNT 1000, then per slice
-// of 256 keys MEMORY USAGE in one pipeline and DUMP + PEXPIRETIME in the next.
+// sizedFloor sends the copy's source commands before the string-first pass: SCAN COUNT 1000,
+// then per slice of 256 keys MEMORY USAGE in one pipeline and DUMP + PEXPIRETIME in the next.
 func sizedFloor(ctx context.Context, r *testenv.Runner, c *redis.Client) int {
-	var cursor uint64
-	n := 0
-	for {
-		keys, next, err := c.Scan(ctx, cursor, "", 1000).Result()
-		if err != nil {
-			r.Fatalf("scan: %v", err)
-		}
+	return scanEach(ctx, r, c, func(keys []string) {
 		for i := 0; i < len(keys); i += 256 {
-			slice := keys[i:min(i+256, len(keys))]
-			p := c.Pipeline()
-			for _, k := range slice {
-				p.MemoryUsage(ctx, k)
-			}
-			if _, err := p.Exec(ctx); err != nil {
-				r.Fatalf("sizing: %v", err)
-			}
-			floor(ctx, r, c, slice)
+			sizeAndFloor(ctx, r, c, keys[i:min(i+256, len(keys))])
 		}
-		n += len(keys)
-		if cursor = next; cursor == 0 {
-			return n
-		}
+	})
+}
+
+// sizeAndFloor sends MEMORY USAGE of keys in one pipeline, then their DUMP + PEXPIRETIME.
+func sizeAndFloor(ctx context.Context, r *testenv.Runner, c *redis.Client, keys []string) {
+	p := c.Pipeline()
+	for _, k := range keys {
+		p.MemoryUsage(ctx, k)
 	}
+	if _, err := p.Exec(ctx); err != nil {
+		r.Fatalf("sizing: %v", err)
+	}
+	floor(ctx, r, c, keys)
 }
