@@ -40,25 +40,25 @@ func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]by
 	}
 	rd, src := rawReader{side}, conn.Keys(db)
 	abs = conn.Version.Major >= 7
-	var held [][]byte
+	var bufs [][]byte
 	release = func() {
-		for _, a := range held {
+		for _, a := range bufs {
 			putArena(a)
 		}
 	}
 	out := make([]KeyRead, len(keys))
 	rest := make([]int, 0, len(keys))
 	if strFirst > 0 {
-		st := &dumpStage{pexpiretime: abs, strLen: strFirst, keys: keys, data: make([]string, len(keys)), dumpErr: make([]error, len(keys)),
-			ttl: make([]int64, len(keys)), ttlErr: make([]error, len(keys)), held: int64(len(keys)) * 512}
+		st := checkStage(keys, abs, int64(len(keys))*512)
+		st.strLen = strFirst
 		if err := stageDumps(ctx, rd, src, st); err != nil {
 			return nil, abs, release, err
 		}
-		held = append(held, st.arena)
+		bufs = append(bufs, st.arena)
 		for i, v := range st.data {
-			// Other types (WRONGTYPE), longer strings, empty replies (no key, or an empty
-			// string) and any other refusal are read the sized way, which reports what it meets.
-			if st.dumpErr[i] != nil || len(v) == 0 || int64(len(v)) >= strFirst {
+			// Other types (WRONGTYPE), longer or empty strings and any other refusal are read
+			// the sized way, which reports what it meets.
+			if !st.wholeString(i) {
 				rest = append(rest, i)
 				continue
 			}
@@ -99,18 +99,26 @@ func ReadForCheck(ctx context.Context, conn *redisconn.Conn, db int, keys [][]by
 	if len(idx) == 0 {
 		return out, abs, release, nil
 	}
-	st := &dumpStage{pexpiretime: abs, data: make([]string, len(idx)), dumpErr: make([]error, len(idx)),
-		ttl: make([]int64, len(idx)), ttlErr: make([]error, len(idx)), held: max(hint, 0)}
-	for _, i := range idx {
-		st.keys = append(st.keys, keys[i])
-		st.held += out[i].Size
+	dk := make([][]byte, len(idx))
+	held := max(hint, 0)
+	for j, i := range idx {
+		dk[j] = keys[i]
+		held += out[i].Size
 	}
+	st := checkStage(dk, abs, held)
 	if err := stageDumps(ctx, rd, src, st); err != nil {
 		return nil, abs, release, err
 	}
-	held = append(held, st.arena)
+	bufs = append(bufs, st.arena)
 	for j, i := range idx {
 		out[i].Payload, out[i].DumpErr, out[i].TTL, out[i].TTLErr = st.data[j], st.dumpErr[j], st.ttl[j], st.ttlErr[j]
 	}
 	return out, abs, release, nil
+}
+
+// checkStage is a read of keys for ReadForCheck, its payload buffer sized for held bytes.
+func checkStage(keys [][]byte, abs bool, held int64) *dumpStage {
+	n := len(keys)
+	return &dumpStage{keys: keys, pexpiretime: abs, held: held,
+		data: make([]string, n), dumpErr: make([]error, n), ttl: make([]int64, n), ttlErr: make([]error, n)}
 }

@@ -268,19 +268,27 @@ const strFirstBytes = 32 << 10
 // slice, as most keys of most caches are strings it settles.
 const strFirstKeys = 4
 
-// strFirstLen is the GETRANGE length of the string-first pass, 0 when the pass is off. It stays
-// under half the big-key threshold, so a string it reads whole is one the sized path would also
-// have called small (MEMORY USAGE counts a little more than the value), and under the held-bytes
-// budget for a whole slice.
+// StringFirstLen is the GETRANGE length of string-first reads under big-key limit big (<= 0: no
+// limit), 0 when they are off. It stays under half the limit, so a string read whole is one the
+// sized path would also have called small (MEMORY USAGE counts a little more than the value).
+func StringFirstLen(big int64) int64 {
+	n := int64(strFirstBytes)
+	if big > 0 {
+		n = min(n, big/2)
+	}
+	if n < 64 {
+		return 0
+	}
+	return n
+}
+
+// strFirstLen is the copy's string-first length, 0 when the pass is off: StringFirstLen, also
+// kept under the held-bytes budget for a whole pipeline of the pass.
 func (c *Copier) strFirstLen() int64 {
 	if c.noGetRange.Load() {
 		return 0
 	}
-	n := int64(strFirstBytes)
-	if c.Opts.BigKeyBytes > 0 {
-		n = min(n, c.Opts.BigKeyBytes/2)
-	}
-	n = min(n, int64(c.Opts.MaxHeldBytes/(strFirstKeys*c.Opts.SliceKeys)))
+	n := min(StringFirstLen(c.Opts.BigKeyBytes), int64(c.Opts.MaxHeldBytes/(strFirstKeys*c.Opts.SliceKeys)))
 	if n < 64 {
 		return 0
 	}
@@ -323,7 +331,7 @@ func (c *Copier) copyStrings(ctx context.Context, src, dst redis.UniversalClient
 			}
 			rest = append(rest, k)
 			continue
-		case len(v) == 0 || int64(len(v)) >= limit:
+		case !st.wholeString(i):
 			rest = append(rest, k)
 			continue
 		}

@@ -32,7 +32,7 @@ type writer interface {
 }
 
 // dumpStage is the DUMP + TTL read of a run of keys, or, with strLen > 0, the GETRANGE 0
-// strLen-1 + TTL read of the string-first pass (see readStrings).
+// strLen-1 + TTL read of the string-first pass (see copyStrings).
 type dumpStage struct {
 	keys        [][]byte
 	strLen      int64
@@ -44,6 +44,13 @@ type dumpStage struct {
 	held        int64 // estimated payload bytes (MEMORY USAGE), to size the raw path's buffer
 	arena       []byte
 	out         []Payload // the run's payloads (read's result)
+}
+
+// wholeString: the string-first read of key i is a string's whole value. A reply as long as
+// strLen may be cut short, and an empty one may be no key at all: those are read the sized way.
+func (st *dumpStage) wholeString(i int) bool {
+	n := int64(len(st.data[i]))
+	return st.dumpErr[i] == nil && n > 0 && n < st.strLen
 }
 
 // sub is the stage for keys idx only.

@@ -182,20 +182,6 @@ func compareRead(a, b DumpState) (typA, typB string, equal, ok bool) {
 	return decodeCompare(a.Payload, b.Payload)
 }
 
-// strFirstLen is the GETRANGE length of the string-first reads: strings shorter than 32 KiB, and
-// than half the big-key limit, are read as the copy reads them, with one GETRANGE; 0 turns the
-// reads off (a limit so small that every key is to be treated as big).
-func strFirstLen(big int64) int64 {
-	n := int64(32 << 10)
-	if big > 0 {
-		n = min(n, big/2)
-	}
-	if n < 64 {
-		return 0
-	}
-	return n
-}
-
 // checkDumps is verifier.check's fast path; it returns errNoMemoryUsage when either side
 // cannot size keys, and then the caller takes the digest path.
 func (v *verifier) checkDumps(ctx context.Context, db, tdb int, keys, tkeys []string) error {
@@ -205,9 +191,9 @@ func (v *verifier) checkDumps(ctx context.Context, db, tdb int, keys, tkeys []st
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		srcStates, srcRelease, srcErr = ReadDumps(ctx, v.src, db, keys, v.o.BigKeyBytes, 0, strFirstLen(v.o.BigKeyBytes))
+		srcStates, srcRelease, srcErr = ReadDumps(ctx, v.src, db, keys, v.o.BigKeyBytes, 0, copier.StringFirstLen(v.o.BigKeyBytes))
 	}()
-	dstStates, dstRelease, err := ReadDumps(ctx, v.dst, tdb, tkeys, v.o.BigKeyBytes, 0, strFirstLen(v.o.BigKeyBytes))
+	dstStates, dstRelease, err := ReadDumps(ctx, v.dst, tdb, tkeys, v.o.BigKeyBytes, 0, copier.StringFirstLen(v.o.BigKeyBytes))
 	<-done
 	defer dstRelease()
 	defer srcRelease()

@@ -50,7 +50,7 @@ func CheckExpected(ctx context.Context, conn *redisconn.Conn, db int, items []Ex
 	// The file's strings are read as the copy reads them, with one GETRANGE each (a string the
 	// target holds under the limit), not with a DUMP.
 	var sized, unsized, sizedStr, unsizedStr []int
-	strLen := strFirstLen(o.BigKeyBytes)
+	strLen := copier.StringFirstLen(o.BigKeyBytes)
 	for _, i := range fast {
 		isStr := strLen > 0 && items[i].State.Type == rdb.TypeString.String()
 		switch small := o.SizeFromExpected && !o.PresenceOnly && int64(len(items[i].Body)) < o.BigKeyBytes; {
