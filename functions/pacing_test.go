@@ -2,7 +2,6 @@ package functions_test
 
 import (
 	"context"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -16,18 +15,10 @@ import (
 // PEXPIRETIME, PTTL), from INFO commandstats.
 func batchReads(t *testing.T, c *redis.Client) int64 {
 	t.Helper()
+	calls := testenv.CommandCalls(context.Background(), c)
 	var n int64
-	for _, line := range strings.Split(c.Info(context.Background(), "commandstats").Val(), "\n") {
-		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
-		switch name {
-		case "cmdstat_getrange", "cmdstat_memory|usage", "cmdstat_memory", "cmdstat_dump", "cmdstat_pexpiretime", "cmdstat_pttl":
-		default:
-			continue
-		}
-		if ok {
-			v, _ := strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
-			n += v
-		}
+	for _, name := range []string{"getrange", "memory|usage", "memory", "dump", "pexpiretime", "pttl"} {
+		n += calls[name]
 	}
 	return n
 }

@@ -107,16 +107,11 @@ func TestCopyRerunAfterCrashReportsStaleSkippedKeys(t *testing.T) {
 // count keys once each; DUMPs are counted for a copy without that pass.
 func dumpCalls(t *testing.T, c *redis.Client) int64 {
 	t.Helper()
-	calls := map[string]int64{}
-	for _, line := range strings.Split(c.Info(ctx, "commandstats").Val(), "\n") {
-		if name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls="); ok {
-			calls[name], _ = strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
-		}
-	}
-	if n := calls["cmdstat_getrange"]; n > 0 {
+	calls := testenv.CommandCalls(ctx, c)
+	if n := calls["getrange"]; n > 0 {
 		return n
 	}
-	return calls["cmdstat_dump"]
+	return calls["dump"]
 }
 
 // Issue 12.10: `copy --state FILE` killed with SIGKILL mid-copy; the rerun with the same file

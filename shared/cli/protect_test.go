@@ -34,11 +34,8 @@ func TestCopyMaxSourceOps(t *testing.T) {
 
 func totalCalls(c *redis.Client) int64 {
 	var n int64
-	for _, line := range strings.Split(c.Info(ctx, "commandstats").Val(), "\n") {
-		if _, rest, ok := strings.Cut(line, ":calls="); ok {
-			v, _ := strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
-			n += v
-		}
+	for _, v := range testenv.CommandCalls(ctx, c) {
+		n += v
 	}
 	return n
 }

@@ -32,17 +32,6 @@ func open(t *testing.T, url, role string) *redisconn.Conn {
 	return c
 }
 
-func calls(t *testing.T, c *redis.Client, cmd string) int64 {
-	t.Helper()
-	for _, line := range strings.Split(c.Info(ctx, "commandstats").Val(), "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":calls="); ok {
-			n, _ := strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
-			return n
-		}
-	}
-	return 0
-}
-
 // stringsAndOthers fills c with strings on both sides of the string-first pass's length limit
 // (32 KiB under the default options), the empty string, integers, binary bytes, TTLs, and one
 // key of each other type. It returns every key, and how many the pass settles without a DUMP.
@@ -100,7 +89,8 @@ func TestStringFirstPass(t *testing.T) {
 				t.Fatalf("result %+v, want all %d keys copied", res, len(keys))
 			}
 			dumped := int64(len(keys) - settled)
-			if g, d, m := calls(t, sc, "getrange"), calls(t, sc, "dump"), calls(t, sc, "memory|usage"); g != int64(len(keys)) || d != dumped || m != dumped {
+			calls := testenv.CommandCalls(ctx, sc)
+			if g, d, m := calls["getrange"], calls["dump"], calls["memory|usage"]; g != int64(len(keys)) || d != dumped || m != dumped {
 				t.Fatalf("source served %d GETRANGE, %d DUMP, %d MEMORY USAGE; want %d, %d, %d", g, d, m, len(keys), dumped, dumped)
 			}
 			testenv.AssertSameData(ctx, t, []*redis.Client{sc}, []*redis.Client{dc}, nil, 1)

@@ -44,18 +44,6 @@ func startPair(t *testing.T, cfg Config) (*Syncer, *redis.Client, *redis.Client)
 	return sy, s.Client(t, 0), d.Client(t, 0)
 }
 
-func cmdCalls(t *testing.T, c *redis.Client, cmd string) int64 {
-	t.Helper()
-	for _, line := range strings.Split(c.Info(context.Background(), "commandstats").Val(), "\n") {
-		if rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_"+cmd+":calls="); ok {
-			var n int64
-			fmt.Sscan(strings.SplitN(rest, ",", 2)[0], &n)
-			return n
-		}
-	}
-	return 0
-}
-
 // A key written 20,000 times is re-copied a handful of times, not 20,000: changes coalesce in
 // the dirty set. The target ends with the last value.
 func TestHotKeyCoalesces(t *testing.T) {
@@ -65,7 +53,10 @@ func TestHotKeyCoalesces(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A copy reads a string with GETRANGE, any other type with DUMP.
-	reads := func() int64 { return cmdCalls(t, sc, "dump") + cmdCalls(t, sc, "getrange") }
+	reads := func() int64 {
+		calls := testenv.CommandCalls(ctx, sc)
+		return calls["dump"] + calls["getrange"]
+	}
 	dumps := reads()
 	const writes = 20000
 	for i := 0; i < writes/200; i++ {

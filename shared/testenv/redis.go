@@ -341,3 +341,16 @@ func (s *Server) ServerLog() string {
 	}
 	return b.String()
 }
+
+// CommandCalls is how many times c's server ran each command since its stats were last reset,
+// from INFO commandstats, keyed by name as the server writes it ("dump", "memory|usage").
+func CommandCalls(ctx context.Context, c *redis.Client) map[string]int64 {
+	calls := map[string]int64{}
+	for _, line := range strings.Split(c.Info(ctx, "commandstats").Val(), "\n") {
+		name, rest, ok := strings.Cut(strings.TrimSpace(line), ":calls=")
+		if name, found := strings.CutPrefix(name, "cmdstat_"); ok && found {
+			calls[name], _ = strconv.ParseInt(strings.SplitN(rest, ",", 2)[0], 10, 64)
+		}
+	}
+	return calls
+}
