@@ -3,12 +3,16 @@ package testenv
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
+
+	"github.com/redis-migrate/redis-migrate/shared/redact"
 )
 
 // DevStoreAccount and DevStoreKey are Azurite's well-known development account: public values
@@ -64,13 +68,75 @@ func AzuriteBinary() (string, error) {
 // accepts connections and stops it when the test ends.
 func StartAzurite(t TB) *Azurite {
 	t.Helper()
+	return startAzuriteWith(t, "")
+}
+
+// StartAzuriteSQL starts Azurite with its blob metadata in a MySQL/MariaDB database (Azurite's
+// AZURITE_DB): the in-memory store walks every blob of the account on each request, so it slows
+// with the number of blobs, while the SQL store looks blobs up by index. dsn is
+// mysql://user[:password]@host:port/database; the database is dropped and created empty through
+// the mariadb (or mysql) client.
+func StartAzuriteSQL(t TB, dsn string) *Azurite {
+	t.Helper()
+	u, err := url.Parse(dsn)
+	if err != nil || u.Scheme != "mysql" || u.Host == "" || len(u.Path) < 2 {
+		t.Fatalf("azurite SQL store: want mysql://user@host:port/database, got %q", redact.String(dsn))
+	}
+	db := strings.TrimPrefix(u.Path, "/")
+	if strings.ContainsAny(db, "`;' ") {
+		t.Fatalf("azurite SQL store: bad database name %q", db)
+	}
+	if err := mysqlExec(u, "DROP DATABASE IF EXISTS `"+db+"`; CREATE DATABASE `"+db+"`"); err != nil {
+		t.Fatalf("azurite SQL store: %v", err)
+	}
+	return startAzuriteWith(t, dsn)
+}
+
+// SQLReachable reports whether something accepts TCP connections at dsn's host.
+func SQLReachable(dsn string) bool {
+	u, err := url.Parse(dsn)
+	if err != nil || u.Host == "" {
+		return false
+	}
+	c, err := net.DialTimeout("tcp", u.Host, 300*time.Millisecond)
+	if err != nil {
+		return false
+	}
+	c.Close()
+	return true
+}
+
+func mysqlExec(u *url.URL, sql string) error {
+	client, err := exec.LookPath("mariadb")
+	if err != nil {
+		if client, err = exec.LookPath("mysql"); err != nil {
+			return fmt.Errorf("neither mariadb nor mysql client on PATH")
+		}
+	}
+	host, port, err := net.SplitHostPort(u.Host)
+	if err != nil {
+		return err
+	}
+	args := []string{"-h", host, "-P", port, "-u", u.User.Username(), "-e", sql}
+	cmd := exec.Command(client, args...)
+	if pw, ok := u.User.Password(); ok {
+		cmd.Env = append(os.Environ(), "MYSQL_PWD="+pw) // not on the command line
+	}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("%s: %v: %s", filepath.Base(client), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+func startAzuriteWith(t TB, dsn string) *Azurite {
+	t.Helper()
 	bin, err := AzuriteBinary()
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
 	var lastErr error
 	for attempt := 0; attempt < 3; attempt++ {
-		a, err := startAzurite(bin, t.TempDir())
+		a, err := startAzurite(bin, t.TempDir(), dsn)
 		if err == nil {
 			t.Cleanup(a.Stop)
 			return a
@@ -81,7 +147,7 @@ func StartAzurite(t TB) *Azurite {
 	return nil
 }
 
-func startAzurite(bin, dir string) (*Azurite, error) {
+func startAzurite(bin, dir, dsn string) (*Azurite, error) {
 	port, err := FreePort()
 	if err != nil {
 		return nil, err
@@ -91,11 +157,20 @@ func startAzurite(bin, dir string) (*Azurite, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.Command(bin, "--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port),
+	args := []string{"--blobHost", "127.0.0.1", "--blobPort", strconv.Itoa(port), "--skipApiVersionCheck", "--loose", "--disableTelemetry"}
+	if dsn == "" {
 		// --location conflicts with --inMemoryPersistence in Azurite 3.35; the working directory
 		// (a temporary dir) catches anything it writes anyway.
-		"--inMemoryPersistence", "--skipApiVersionCheck", "--loose", "--disableTelemetry")
+		args = append(args, "--inMemoryPersistence")
+	} else {
+		// The SQL store refuses --inMemoryPersistence; blob contents go to files under dir.
+		args = append(args, "--location", dir)
+	}
+	cmd := exec.Command(bin, args...)
 	cmd.Dir = dir
+	if dsn != "" {
+		cmd.Env = append(os.Environ(), "AZURITE_DB="+dsn)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		logf.Close()
