@@ -95,8 +95,11 @@ func TestNoSettingValueReadableThroughTheAPI(t *testing.T) {
 	leaks := 0
 	for k, v := range settings {
 		v = strings.TrimSpace(v)
-		if len(v) < 8 || k == "TARGET_REDIS" || settings[v] != "" {
-			continue // too short to tell a leak from a coincidence ("true", "/root"), or a setting name
+		if len(v) < 8 || k == "TARGET_REDIS" || k == "IMPORT_TARGET_SETTING" || settings[v] != "" {
+			// too short to tell a leak from a coincidence ("true", "/root"), or a setting name
+			// (IMPORT_TARGET_SETTING names one that is unset: errors name it on purpose, and the
+			// shared log can carry that line into another probe's slice)
+			continue
 		}
 		for _, pr := range probes {
 			if strings.Contains(pr.out, v) {

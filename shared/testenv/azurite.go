@@ -74,8 +74,8 @@ func StartAzurite(t TB) *Azurite {
 // StartAzuriteSQL starts Azurite with its blob metadata in a MySQL/MariaDB database (Azurite's
 // AZURITE_DB): the in-memory store walks every blob of the account on each request, so it slows
 // with the number of blobs, while the SQL store looks blobs up by index. dsn is
-// mysql://user[:password]@host:port/database; the database is dropped and created empty through
-// the mariadb (or mysql) client.
+// mysql://user[:password]@host:port/database; the database is created empty through the mariadb (or
+// mysql) client and dropped when the test ends.
 func StartAzuriteSQL(t TB, dsn string) *Azurite {
 	t.Helper()
 	u, err := url.Parse(dsn)
@@ -89,7 +89,10 @@ func StartAzuriteSQL(t TB, dsn string) *Azurite {
 	if err := mysqlExec(u, "DROP DATABASE IF EXISTS `"+db+"`; CREATE DATABASE `"+db+"`"); err != nil {
 		t.Fatalf("azurite SQL store: %v", err)
 	}
-	return startAzuriteWith(t, dsn)
+	a := startAzuriteWith(t, dsn)
+	// Cleanups run last-added first: Azurite stops before its database goes.
+	t.Cleanup(func() { _ = mysqlExec(u, "DROP DATABASE IF EXISTS `"+db+"`") })
+	return a
 }
 
 // SQLReachable reports whether something accepts TCP connections at dsn's host.

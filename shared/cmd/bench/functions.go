@@ -62,7 +62,7 @@ func benchStatusAtScale(ctx context.Context, r *testenv.Runner) []Row {
 	store := "in-memory metadata"
 	var az *testenv.Azurite
 	if *azuriteDB != "" && testenv.SQLReachable(*azuriteDB) {
-		az, store = testenv.StartAzuriteSQL(r, *azuriteDB), "SQL metadata on MariaDB"
+		az, store = testenv.StartAzuriteSQL(r, *azuriteDB), "SQL metadata (MySQL/MariaDB)"
 	} else {
 		fmt.Fprintf(os.Stderr, "bench functions: no database at -azurite-db; Azurite keeps metadata in memory (slow past ~10,000 blobs)\n")
 		az = testenv.StartAzurite(r)
