@@ -86,12 +86,13 @@ func StartAzuriteSQL(t TB, dsn string) *Azurite {
 	if strings.ContainsAny(db, "`;' ") {
 		t.Fatalf("azurite SQL store: bad database name %q", db)
 	}
-	if err := mysqlExec(u, "DROP DATABASE IF EXISTS `"+db+"`; CREATE DATABASE `"+db+"`"); err != nil {
+	drop := "DROP DATABASE IF EXISTS `" + db + "`"
+	if err := mysqlExec(u, drop+"; CREATE DATABASE `"+db+"`"); err != nil {
 		t.Fatalf("azurite SQL store: %v", err)
 	}
 	a := startAzuriteWith(t, dsn)
 	// Cleanups run last-added first: Azurite stops before its database goes.
-	t.Cleanup(func() { _ = mysqlExec(u, "DROP DATABASE IF EXISTS `"+db+"`") })
+	t.Cleanup(func() { _ = mysqlExec(u, drop) })
 	return a
 }
 
