@@ -183,7 +183,7 @@ func Import(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 	}
 	// Values the target RESTOREs as the file's own bytes are not decoded (only walked and checked);
 	// the others are decoded when they are met (im.value).
-	ropts := rdb.Options{SkipChecksum: o.SkipChecksum, RawValues: true}
+	ropts := rdb.Options{SkipChecksum: o.SkipChecksum, RawValues: true, ReuseEntries: true}
 	var rd *rdb.Reader
 	var err error
 	sum := &Summary{}

@@ -40,7 +40,7 @@ func CheckFirst(ctx context.Context, open func(offset int64) (io.Reader, func(),
 		return err
 	}
 	defer closeInput()
-	rd, err := rdb.NewReader(r, rdb.Options{SkipChecksum: skipChecksum})
+	rd, err := rdb.NewReader(r, rdb.Options{SkipChecksum: skipChecksum, ReuseEntries: true})
 	if err != nil {
 		return &CheckError{err}
 	}

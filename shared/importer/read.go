@@ -224,6 +224,9 @@ func (im *importer) read(ctx context.Context, work chan<- *batch) error {
 		case "restore", "reencode":
 			p := copier.Payload{Key: e.Key, Data: noCopyString(payload), ExpireAt: e.ExpireAtMs, Idle: e.Idle, Freq: e.Freq}
 			if how == "restore" {
+				if cur.items == nil {
+					cur.items = make([]copier.Payload, 0, batchItems) // not grown by doubling
+				}
 				cur.items = append(cur.items, p)
 			} else {
 				cur.reenc = append(cur.reenc, p)

@@ -19,6 +19,9 @@ const verifyWorkers = 4
 // maxNamedKeys bounds the key names kept (8 bytes each) to name keys found only in the target.
 const maxNamedKeys = 4 << 20
 
+// verifyBatch is how many keys one check of the target reads.
+const verifyBatch = 256
+
 // Verify re-reads the file and checks every key it imported (same db map, prefixes and match)
 // against the target: present, same type, same value, same TTL; then it looks for keys that
 // exist only in the target. Values are compared by the target's DUMP payload against the
@@ -37,7 +40,7 @@ func Verify(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 	// Values compared by their bytes are not decoded (RawValues); the others are decoded for
 	// their digests. The import's own read checked the CRC64; a file changed since then shows as
 	// values that differ, so this read does not compute it again.
-	rd, err := rdb.NewReader(r, rdb.Options{SkipChecksum: true, RawValues: true})
+	rd, err := rdb.NewReader(r, rdb.Options{SkipChecksum: true, RawValues: true, ReuseEntries: true})
 	if err != nil {
 		return nil, err
 	}
@@ -204,9 +207,12 @@ func Verify(ctx context.Context, r io.Reader, dst *redisconn.Conn, o Options) (*
 			mu.Unlock()
 			continue
 		}
+		if pending[tdb] == nil {
+			pending[tdb] = make([]verify.Expected, 0, verifyBatch) // not grown by doubling
+		}
 		pending[tdb] = append(pending[tdb], verify.Expected{Key: tkey, State: st, Body: body, RDBVersion: ver})
 		body = nil
-		if len(pending[tdb]) >= 256 {
+		if len(pending[tdb]) >= verifyBatch {
 			if err := flush(tdb); err != nil {
 				return rep, err
 			}

@@ -34,6 +34,10 @@ type input struct {
 	// captured value is a DUMP payload body with room left for the trailer (Entry.Dump).
 	capHead bool
 	capType byte
+	// slab: small captures are cut from it one after another instead of each being allocated
+	// (a reader captures every value of an import, twice); it is left to the collector once
+	// full, and lives on while a value cut from it does.
+	slab []byte
 
 	// borrowed: buf is the caller's memory, holding the whole input; it is never written.
 	// alias: readCopy returns parts of it instead of copies.
@@ -95,19 +99,34 @@ func (in *input) head() int {
 // capAppend adds b to the capture, leaving room for a DUMP trailer.
 func (in *input) capAppend(b []byte) {
 	if in.capBuf == nil && in.capHead {
-		in.capBuf = make([]byte, 1, 1+len(b)+dumpTrailer)
-		in.capBuf[0] = in.capType
+		in.capBuf = append(in.cut(1+len(b)+dumpTrailer), in.capType)
 	}
 	if need := len(in.capBuf) + len(b); need > cap(in.capBuf) {
-		nb := make([]byte, len(in.capBuf), max(need+dumpTrailer, 2*cap(in.capBuf)))
-		copy(nb, in.capBuf)
-		in.capBuf = nb
+		in.capBuf = append(in.cut(max(need+dumpTrailer, 2*cap(in.capBuf))), in.capBuf...)
 	}
 	in.capBuf = append(in.capBuf, b...)
 }
 
-// dumpTrailer is the size of a DUMP payload's trailer: RDB version and CRC64.
-const dumpTrailer = 10
+// cut returns an empty slice with capacity n, from the slab when n is small. Its capacity is
+// exact, so appending past it moves it rather than writing over the next capture.
+func (in *input) cut(n int) []byte {
+	if n > maxSlabCut {
+		return make([]byte, 0, n)
+	}
+	if n > cap(in.slab) {
+		in.slab = make([]byte, 0, slabSize)
+	}
+	b := in.slab[:0:n]
+	in.slab = in.slab[n:n]
+	return b
+}
+
+const (
+	slabSize   = 256 << 10
+	maxSlabCut = 8 << 10
+	// dumpTrailer is the size of a DUMP payload's trailer: RDB version and CRC64.
+	dumpTrailer = 10
+)
 
 func (in *input) startCapture(limit int) {
 	in.observe()

@@ -59,6 +59,10 @@ type Options struct {
 	// same offset. Reader.Decode gives the Value when it is needed after all.
 	// Other values (streams, modules, field TTLs, values in parts) are decoded.
 	RawValues bool
+	// ReuseEntries makes Next return the same *Entry every time, overwritten by the next call,
+	// for readers that are done with an entry before asking for the next one. The slices it
+	// holds (Key, Raw, parts of Value) are new for each entry and stay valid.
+	ReuseEntries bool
 }
 
 // Defaults used when Options fields are zero.

@@ -15,6 +15,7 @@ type Reader struct {
 	cur    *curValue // nil unless a value is being delivered in parts
 	curBuf curValue  // storage for cur, reused to save allocations
 	tmpl   Entry     // entry under construction
+	out    Entry     // the entry returned last, with Options.ReuseEntries
 	empty  int
 	// prefixed: a key's expire/idle/freq/meta prefix has been read into tmpl
 	// but not its value yet. Like redis-server's loader, other opcodes (AUX,
@@ -222,11 +223,11 @@ func (r *Reader) next() (*Entry, error) {
 				}
 				// Not part of a key: its own entry, at its own offset. A
 				// pending prefix (in tmpl) waits for the next key.
-				out := Entry{Kind: KindKey, Offset: off, DB: r.db, Idle: -1, Freq: -1}
-				if err := r.readOpcode(&out, t, off); err != nil {
+				out := r.deliver(&Entry{Kind: KindKey, Offset: off, DB: r.db, Idle: -1, Freq: -1})
+				if err := r.readOpcode(out, t, off); err != nil {
 					return nil, err
 				}
-				return &out, nil
+				return out, nil
 			}
 			ti, ok := lookupType(t, d.valkey)
 			if !ok {
@@ -284,9 +285,9 @@ func (r *Reader) startValue(e *Entry, t byte, ti typeInfo) (*Entry, error) {
 				r.empty++
 				return nil, nil
 			}
-			out := *e
+			out := r.deliver(e)
 			out.Raw, out.body, out.Last = raw, body, true
-			return &out, nil
+			return out, nil
 		case err != errSplit:
 			d.in.stopCapture()
 			return nil, err
@@ -351,7 +352,7 @@ func (r *Reader) continueValue() (*Entry, error) {
 	}
 	c.part++
 	if !done {
-		return &e, nil
+		return r.deliver(&e), nil
 	}
 	r.cur = nil
 	if c.st.collection() && c.st.total() == 0 {
@@ -361,7 +362,19 @@ func (r *Reader) continueValue() (*Entry, error) {
 		}
 		e.Empty = true
 	}
-	return &e, nil
+	return r.deliver(&e), nil
+}
+
+// deliver is the entry Next returns: a new one, or with Options.ReuseEntries the reader's own
+// (an Entry is about 400 bytes, and an import reads every key twice).
+func (r *Reader) deliver(e *Entry) *Entry {
+	if !r.d.opts.ReuseEntries {
+		out := new(Entry)
+		*out = *e
+		return out
+	}
+	r.out = *e
+	return &r.out
 }
 
 func (d *decoder) readKeyMeta() ([]KeyMeta, error) {
