@@ -98,6 +98,7 @@ func Main(args []string, env *Env) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	defer startProfile(env.Getenv("REDIS_MIGRATE_CPUPROFILE"))()
+	defer writeHeapProfile(env.Getenv("REDIS_MIGRATE_MEMPROFILE"))
 	for _, c := range commands() {
 		if c.name != args[0] {
 			continue

@@ -39,3 +39,17 @@ func tuneGC(getenv func(string) string) {
 	debug.SetGCPercent(300)
 	debug.SetMemoryLimit(96 << 20)
 }
+
+// writeHeapProfile writes the allocations of the whole command to path (REDIS_MIGRATE_MEMPROFILE,
+// for `go tool pprof -sample_index=alloc_space`).
+func writeHeapProfile(path string) {
+	if path == "" {
+		return
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return
+	}
+	defer f.Close()
+	_ = pprof.Lookup("allocs").WriteTo(f, 0)
+}
