@@ -517,13 +517,18 @@ func (c *Copier) restore(ctx context.Context, dst redis.UniversalClient, prefix 
 		return nil
 	}
 	now := c.Now().UnixMilli()
-	sent := make([]Payload, 0, len(items))
-	for _, d := range items {
+	sent := items // copied only when a key is left out
+	for i, d := range items {
 		if d.ExpireAt > 0 && d.ExpireAt <= now {
+			if len(sent) == len(items) {
+				sent = append(make([]Payload, 0, len(items)), items[:i]...)
+			}
 			res.Expired++ // would be written already expired: Redis would drop it anyway
 			continue
 		}
-		sent = append(sent, d)
+		if len(sent) < len(items) {
+			sent = append(sent, d)
+		}
 	}
 	if len(sent) == 0 {
 		return nil

@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -51,7 +52,7 @@ func New(dst redis.UniversalClient, key string) *Builder {
 // chosen to hash to key's slot, so MULTI/EXEC and RENAME work on a cluster.
 func TempKey(key string) string {
 	sum := sha1.Sum([]byte(key))
-	return "{" + slotTag[Slot(key)] + "}redis-migrate:tmp:" + hex.EncodeToString(sum[:8])
+	return "{" + slotTags()[Slot(key)] + "}redis-migrate:tmp:" + hex.EncodeToString(sum[:8])
 }
 
 // Do sends one command that adds to the value, e.g. Do(ctx, "RPUSH", items...). The key name is
@@ -158,9 +159,10 @@ func crc16(s string) uint16 {
 	return crc
 }
 
-// slotTag[s] is a short string whose slot is s.
-var slotTag = func() [16384]string {
-	var t [16384]string
+// slotTags()[s] is a short string whose slot is s. Built on first use, not at start: it costs
+// about 17 ms, which every run of the binary would pay.
+var slotTags = sync.OnceValue(func() *[16384]string {
+	t := new([16384]string)
 	left := 16384
 	for i := 0; left > 0; i++ {
 		s := strconv.Itoa(i)
@@ -170,4 +172,4 @@ var slotTag = func() [16384]string {
 		}
 	}
 	return t
-}()
+})

@@ -121,6 +121,9 @@ func StepWith(ctx context.Context, scan ScanFunc, cur Cursor, o Options, lim Lim
 			if len(pending.Keys) >= o.BatchKeys || (pending.Bytes+len(k) > o.BatchBytes && len(pending.Keys) > 0) {
 				flush()
 			}
+			if pending.Keys == nil {
+				pending.Keys = make([][]byte, 0, min(o.BatchKeys, 1024)) // not grown by doubling
+			}
 			pending.Keys = append(pending.Keys, k)
 			pending.Bytes += len(k)
 		}
