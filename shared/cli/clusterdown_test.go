@@ -48,6 +48,10 @@ func TestCopyWaitsForClusterDown(t *testing.T) {
 	if code != 0 || sum.KeysFailed != 0 || sum.KeysCopied != int64(n) || len(sum.Failures) != 0 {
 		t.Fatalf("exit %d summary %+v\n%s", code, sum, errs)
 	}
+	// The waits are said: how many batch attempts, and the target's own answer.
+	if sum.BatchRetries == 0 || !strings.Contains(errs, "the target could not serve") || !strings.Contains(errs, "CLUSTERDOWN") {
+		t.Fatalf("the copy did not say it waited for the target (batch_retries %d):\n%s", sum.BatchRetries, errs)
+	}
 	testenv.AssertSameData(ctx, t, []*redis.Client{sc}, nodes, nil, 1)
 }
 

@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -82,6 +84,9 @@ type Summary struct {
 	TargetRestarts int `json:"target_restarts,omitempty"`
 	// SourceRestarts counts source shards whose scan started over after a restart.
 	SourceRestarts int `json:"source_restarts,omitempty"`
+	// BatchRetries counts batch attempts a server could not serve (unreachable, LOADING, BUSY,
+	// TRYAGAIN, MASTERDOWN, CLUSTERDOWN), each waited out and retried; a note says which side.
+	BatchRetries int64 `json:"batch_retries,omitempty"`
 	// SourceSlowdowns counts the source's slow or busy answers that made the reads back off
 	// (shared/pace); set by the caller that owns the pacer.
 	SourceSlowdowns int64 `json:"source_slowdowns,omitempty"`
@@ -195,6 +200,13 @@ type run struct {
 	stopMsg        string
 	targetRestarts int
 	sourceRestarts int
+	waits          map[string]serverWait // side -> batch attempts it could not serve
+}
+
+// serverWait is how often one side could not serve a batch, and its last answer (redacted).
+type serverWait struct {
+	n    int64
+	last string
 }
 
 func (e *run) note(s string) {
@@ -519,6 +531,12 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 	e.mu.Lock()
 	sum.Notes = append(sum.Notes, e.notes...)
 	sum.TargetRestarts, sum.SourceRestarts = e.targetRestarts, e.sourceRestarts
+	for _, side := range slices.Sorted(maps.Keys(e.waits)) {
+		w := e.waits[side]
+		sum.BatchRetries += w.n
+		sum.Notes = append(sum.Notes, fmt.Sprintf("the %s could not serve %d batch attempts (last answer: %s): each batch waited and was retried whole",
+			side, w.n, w.last))
+	}
 	stopMsg := e.stopMsg
 	e.mu.Unlock()
 	if e.tracker != nil && e.tracker.err != nil {

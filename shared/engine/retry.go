@@ -102,6 +102,7 @@ func (e *run) copyWithRetry(ctx context.Context, b plan.Batch) (copier.Result, b
 			if side == "" {
 				side = "server"
 			}
+			e.waited(side, err)
 			if d, over := e.health.fail(side, err); over {
 				e.stop(fmt.Sprintf("the %s has not answered for %s (last error: %s); stopped", side, d.Round(time.Second), redact.Error(err)))
 				break
@@ -116,4 +117,15 @@ func (e *run) copyWithRetry(ctx context.Context, b plan.Batch) (copier.Result, b
 		reason += " (the run stopped before this batch could be retried)"
 	}
 	return FailBatch(b, fmt.Sprintf("batch %s: %s", b.ID, reason)), ctx.Err() == nil
+}
+
+// waited counts a batch attempt the side could not serve, for the summary.
+func (e *run) waited(side string, err error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.waits == nil {
+		e.waits = map[string]serverWait{}
+	}
+	w := e.waits[side]
+	e.waits[side] = serverWait{n: w.n + 1, last: redact.Error(err)}
 }
