@@ -102,11 +102,11 @@ func (e *run) copyWithRetry(ctx context.Context, b plan.Batch) (copier.Result, b
 			if side == "" {
 				side = "server"
 			}
-			e.waited(side, err)
 			if d, over := e.health.fail(side, err); over {
 				e.stop(fmt.Sprintf("the %s has not answered for %s (last error: %s); stopped", side, d.Round(time.Second), redact.Error(err)))
 				break
 			}
+			e.waited(side, err)
 		}
 		if !sleepCtx(ctx, backoff(attempt+1)) {
 			break
@@ -119,7 +119,7 @@ func (e *run) copyWithRetry(ctx context.Context, b plan.Batch) (copier.Result, b
 	return FailBatch(b, fmt.Sprintf("batch %s: %s", b.ID, reason)), ctx.Err() == nil
 }
 
-// waited counts a batch attempt the side could not serve, for the summary.
+// waited counts a batch attempt the side could not serve and that is tried again, for the summary.
 func (e *run) waited(side string, err error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
