@@ -9,6 +9,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -517,18 +518,13 @@ func (c *Copier) restore(ctx context.Context, dst redis.UniversalClient, prefix 
 		return nil
 	}
 	now := c.Now().UnixMilli()
-	sent := items // copied only when a key is left out
-	for i, d := range items {
-		if d.ExpireAt > 0 && d.ExpireAt <= now {
-			if len(sent) == len(items) {
-				sent = append(make([]Payload, 0, len(items)), items[:i]...)
-			}
-			res.Expired++ // would be written already expired: Redis would drop it anyway
-			continue
-		}
-		if len(sent) < len(items) {
-			sent = append(sent, d)
-		}
+	// A key that would be written already expired is left out (Redis would drop it anyway); the
+	// batch is copied only then, being the caller's.
+	expired := func(d Payload) bool { return d.ExpireAt > 0 && d.ExpireAt <= now }
+	sent := items
+	if slices.ContainsFunc(items, expired) {
+		sent = slices.DeleteFunc(slices.Clone(items), expired)
+		res.Expired += int64(len(items) - len(sent))
 	}
 	if len(sent) == 0 {
 		return nil
