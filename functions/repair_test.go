@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
 	"github.com/redis-migrate/redis-migrate/functions"
 	"github.com/redis-migrate/redis-migrate/shared/hostharness"
 	"github.com/redis-migrate/redis-migrate/shared/state"
@@ -46,6 +48,52 @@ func gapMutations(ctx context.Context, t *testing.T, src, dst onlineEndpoint, ba
 		do(dst.keys.Set(ctx, fmt.Sprintf("%s:extra:%d", tag, i), i, 0).Err())
 	}
 	return change + del + expire + corrupt + add + extra
+}
+
+// chainDown loses chain's next continuation (lose is the fault's switch, cleared once a
+// continuation was lost) and waits for its predecessor to release the chain without a
+// handover: from then on nothing captures for the chain until status restarts it.
+func chainDown(t *testing.T, store *state.Store, id, chain string, lose *atomic.Bool) *state.SyncChain {
+	t.Helper()
+	ctx := context.Background()
+	before, err := store.GetChain(ctx, id, chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lose.Store(true)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		c, err := store.GetChain(ctx, id, chain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !lose.Load() && c.Gen == before.Gen && c.Holder == "" && c.HandedTo == -1 && c.Seq >= before.Seq {
+			return c
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("chain %s never released without a handover: %+v", chain, c)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// waitRepaired waits for the restart of the chain status lists at index shard (past generation
+// gen) and for its repair pass number pass to finish, and returns the last status and the
+// largest progress status showed for the pass while it ran.
+func waitRepaired(a *app, path string, shard, gen, pass int, also func(*functions.OnlineStatus)) (*functions.OnlineStatus, functions.RepairStatus) {
+	a.t.Helper()
+	var seen functions.RepairStatus
+	st := a.waitOnline(path, 90*time.Second, fmt.Sprintf("repair pass %d done", pass), func(st *functions.OnlineStatus) bool {
+		c := st.Online.Shards[shard]
+		if r := c.Repair; r != nil && r.Pass >= pass && (r.Pass > seen.Pass || r.Batches.Done >= seen.Batches.Done) {
+			seen = *r
+		}
+		if also != nil {
+			also(st)
+		}
+		return c.Generation > gen && c.LastRepair != nil && c.LastRepair.Pass >= pass && c.Repair == nil
+	})
+	return st, seen
 }
 
 // A gap's repair pass fans out over the plan and copy queues. Twice, a continuation is lost, so
@@ -107,52 +155,10 @@ func TestOnlineRepairOverTheQueues(t *testing.T) {
 	w := testenv.StartWriter(src.keys, testenv.WriterOptions{Rate: 500, Seed: 11, Keys: 300})
 	a.waitOnline(path, 60*time.Second, "syncing", func(st *functions.OnlineStatus) bool { return st.State == functions.StateSyncing })
 
-	// captureDown loses the next continuation and waits for its predecessor to release the
-	// chain without a handover: from then on nothing captures until status restarts the chain.
-	captureDown := func() *state.SyncChain {
-		t.Helper()
-		before, err := store.GetChain(ctx, id, "c0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		loseNext.Store(true)
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			c, err := store.GetChain(ctx, id, "c0")
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !loseNext.Load() && c.Gen == before.Gen && c.Holder == "" && c.HandedTo == -1 && c.Seq >= before.Seq {
-				return c
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("the chain never released without a handover: %+v", c)
-			}
-			time.Sleep(5 * time.Millisecond)
-		}
-	}
-	// repaired waits for the chain's restart and for pass number pass to finish, and returns the
-	// largest progress status showed for it while it ran.
-	repaired := func(gen, pass int, also func(*functions.OnlineStatus)) (*functions.OnlineStatus, functions.RepairStatus) {
-		t.Helper()
-		var seen functions.RepairStatus
-		st := a.waitOnline(path, 90*time.Second, fmt.Sprintf("repair pass %d done", pass), func(st *functions.OnlineStatus) bool {
-			c := st.Online.Shards[0]
-			if r := c.Repair; r != nil && r.Pass >= pass && (r.Pass > seen.Pass || r.Batches.Done >= seen.Batches.Done) {
-				seen = *r
-			}
-			if also != nil {
-				also(st)
-			}
-			return c.Generation > gen && c.LastRepair != nil && c.LastRepair.Pass >= pass && c.Repair == nil
-		})
-		return st, seen
-	}
-
 	// 1. A gap under load.
-	c := captureDown()
+	c := chainDown(t, store, id, "c0", &loseNext)
 	gapMutations(ctx, t, src, dst, 0, "gap1", 30, 10, 5, 5, 10, 7)
-	st, seen := repaired(c.Gen, c.RepairPasses+1, nil)
+	st, seen := waitRepaired(a, path, 0, c.Gen, c.RepairPasses+1, nil)
 	last := st.Online.Shards[0].LastRepair
 	if seen.Batches.Sent == 0 || seen.ShardsTotal != 2 || last.Batches == 0 || last.Differing < 67 {
 		t.Fatalf("first repair pass: seen in progress %+v, finished %+v", seen, last)
@@ -163,7 +169,7 @@ func TestOnlineRepairOverTheQueues(t *testing.T) {
 	time.Sleep(1500 * time.Millisecond) // the writer's sub-second TTLs expire on both sides
 
 	// 2. A gap with the writer stopped: the differing keys are known.
-	c = captureDown()
+	c = chainDown(t, store, id, "c0", &loseNext)
 	pass := c.RepairPasses + 1
 	deadPass.Store(int64(pass))
 	want := gapMutations(ctx, t, src, dst, 400, "gap2", 20, 8, 4, 3, 9, 6)
@@ -186,7 +192,7 @@ func TestOnlineRepairOverTheQueues(t *testing.T) {
 	if code != http.StatusAccepted || json.Unmarshal(body, &rr) != nil || rr.RepairBatches != 1 {
 		t.Fatalf("resume: %d %s", code, body)
 	}
-	st, seen = repaired(c.Gen, pass, func(st *functions.OnlineStatus) {
+	st, seen = waitRepaired(a, path, 0, c.Gen, pass, func(st *functions.OnlineStatus) {
 		if st.State == functions.StateConsistent && st.Online.Shards[0].Repair != nil {
 			t.Errorf("consistent with a repair pass open")
 		}
@@ -217,5 +223,109 @@ func TestOnlineRepairOverTheQueues(t *testing.T) {
 	seenStates := stop()
 	t.Logf("pass %d: %d batches (%d CopyBatch deliveries; the pass before: %d), %d keys differed as planted; states %v",
 		pass, last.Batches, n2, n1, last.Differing, seenStates)
+	testenv.AssertSameData(ctx, t, src.nodes, dst.nodes, nil, 1000)
+}
+
+// With a cluster source there is one chain per source master, and a chain's repair pass looks
+// only at the keys whose slot its master owns: in the target as in the source. While chain c1
+// captures nothing, keys of its master are changed and added in the source, and keys are planted
+// in the target, some in its master's slots and some in the other masters'. Its repair pass
+// finds exactly the former and removes those planted in its own slots; the others are left for
+// their own chains (which saw no gap), not deleted by a chain that does not own them.
+func TestOnlineRepairClusterSourceOwnSlots(t *testing.T) {
+	ctx := context.Background()
+	src, dst := onlineCluster(t, "--notify-keyspace-events", "KA"), onlineStandalone(t)
+	const n = 1500
+	if err := testenv.FillBulk(ctx, src.keys, "b:", n, 3); err != nil {
+		t.Fatal(err)
+	}
+	az := testenv.StartAzurite(t)
+	store, err := state.Open(ctx, az.ConnectionString, state.DefaultContainer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var loseNext atomic.Bool
+	fault := func(d hostharness.DeliveryInfo) hostharness.Fault {
+		var m struct{ Chain string }
+		if d.Function == "SyncShard" && loseNext.Load() && d.DeliveryCount == 1 && !strings.HasSuffix(d.MessageID, ".s0") &&
+			json.Unmarshal(d.Body, &m) == nil && m.Chain == "c1" && loseNext.CompareAndSwap(true, false) {
+			return hostharness.Lose
+		}
+		return hostharness.Deliver
+	}
+	a := startApp(t, appOptions{azurite: az, fault: fault, settings: map[string]string{"SOURCE_REDIS": src.url, "TARGET_REDIS": dst.url,
+		"SYNC_INVOCATION_SECONDS": "1", "SYNC_LEASE_SECONDS": "4"}})
+	id, path := kickoffOnline(a)
+	st := a.waitOnline(path, 90*time.Second, "caught up", caughtUp)
+	shard := -1
+	for i, c := range st.Online.Shards {
+		if c.Chain == "c1" {
+			shard = i
+		}
+	}
+	if len(st.Online.Shards) != len(src.nodes) || shard < 0 {
+		t.Fatalf("want one chain per source master (%d), c1 among them: %+v", len(src.nodes), st.Online.Shards)
+	}
+	owner := st.Online.Shards[shard].Addr
+	cluster := src.keys.(*redis.ClusterClient)
+	ownsKey := func(key string) bool {
+		m, err := cluster.MasterForKey(ctx, key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m.Options().Addr == owner
+	}
+	// keysOf picks count names of the form format (with an index) in c1's slots (own) or not.
+	keysOf := func(format string, own bool, count int) []string {
+		var out []string
+		for i := 0; len(out) < count; i++ {
+			if k := fmt.Sprintf(format, i); ownsKey(k) == own {
+				out = append(out, k)
+			}
+		}
+		return out
+	}
+
+	c := chainDown(t, store, id, "c1", &loseNext)
+	changed, added := keysOf("b:k:%d", true, 10), keysOf("gap:add:%d", true, 5)
+	ownExtra, otherExtra := keysOf("gap:extra:%d", true, 6), keysOf("gap:extra:%d", false, 7)
+	for _, k := range changed {
+		if err := src.keys.Set(ctx, k, "changed while c1 captured nothing", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, k := range added {
+		if err := src.keys.Set(ctx, k, i, time.Hour).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, k := range append(append([]string(nil), ownExtra...), otherExtra...) {
+		if err := dst.keys.Set(ctx, k, "only in the target", 0).Err(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st, _ = waitRepaired(a, path, shard, c.Gen, c.RepairPasses+1, nil)
+	want := int64(len(changed) + len(added) + len(ownExtra))
+	if last := st.Online.Shards[shard].LastRepair; last.Differing != want {
+		t.Fatalf("c1's repair pass: want exactly %d differing keys (%d changed, %d added in its master, %d planted in its slots; "+
+			"%d planted in other slots are not its own), got %+v", want, len(changed), len(added), len(ownExtra), len(otherExtra), last)
+	}
+	a.waitOnline(path, 60*time.Second, "caught up", caughtUp)
+	if n, err := dst.keys.Exists(ctx, ownExtra...).Result(); err != nil || n != 0 {
+		t.Fatalf("keys planted in c1's slots: %d still in the target (%v)", n, err)
+	}
+	if n, err := dst.keys.Exists(ctx, otherExtra...).Result(); err != nil || n != int64(len(otherExtra)) {
+		t.Fatalf("keys planted in other masters' slots: %d of %d left in the target (%v); c1's pass removed keys it does not own",
+			n, len(otherExtra), err)
+	}
+	// Those belong to no gap the tool saw: take them out, then the cutover is consistent.
+	if err := dst.keys.Del(ctx, otherExtra...).Err(); err != nil {
+		t.Fatal(err)
+	}
+	st = a.cutover(path, nil)
+	if st.State != functions.StateConsistent {
+		b, _ := json.MarshalIndent(st, "", " ")
+		t.Fatalf("cutover: %s", b)
+	}
 	testenv.AssertSameData(ctx, t, src.nodes, dst.nodes, nil, 1000)
 }
