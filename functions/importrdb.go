@@ -497,13 +497,24 @@ func (a *App) runImport(ctx context.Context, id string, seq int, msg *hostproto.
 		if err := importer.Check(ctx, dst, o); err != nil {
 			return failed(fmt.Errorf("preflight: %s", redact.Error(err)), true)
 		}
-		if _, err := a.updateImport(ctx, id, func(c *state.ImportCheckpoint) (bool, error) {
-			c.Started = true
+		// Watched at every checkpoint and attempt (checkTargetRestart), as a copy's batches do.
+		rids := targetRunIDs(ctx, dst)
+		m, err := a.store.UpdateMigration(ctx, id, func(m *state.Migration) (bool, error) {
+			if m.Import == nil {
+				return false, fmt.Errorf("migration %s is not an import", id)
+			}
+			m.Import.Started, m.Import.UpdatedAt, m.TargetRunIDs = true, time.Now().UTC(), rids
 			return true, nil
-		}); err != nil {
+		})
+		if err != nil {
 			return failed(err, false)
 		}
-	} else if o.Existing == copier.ExistingFail {
+		mig = m
+	} else {
+		// A target that restarted since the last attempt may have lost what it wrote.
+		a.checkTargetRestart(ctx, "ImportRdb", mig, dst)
+	}
+	if im.Started && o.Existing == copier.ExistingFail {
 		// The target was empty at the first attempt; the keys found now past the checkpoint were
 		// written by an interrupted attempt. Overwriting them keeps the counts exact.
 		o.Existing = copier.ExistingReplace
@@ -542,6 +553,9 @@ func (a *App) runImport(ctx context.Context, id string, seq int, msg *hostproto.
 		if err == nil && importCheckpointHook != nil && importCheckpointHook(id, *m.Import) {
 			cancel(errInterrupted)
 		}
+		if err == nil {
+			a.checkTargetRestart(ictx, "ImportRdb", mig, dst)
+		}
 		return err
 	}
 	start := time.Now()
@@ -563,6 +577,8 @@ func (a *App) runImport(ctx context.Context, id string, seq int, msg *hostproto.
 		}
 		return failed(fmt.Errorf("%s", redact.Error(err)), false)
 	}
+	// A restart after the last checkpoint is seen here, before the import says it is done.
+	a.checkTargetRestart(ctx, "ImportRdb", mig, dst)
 	notes := importNotes(sum)
 	_, err = a.updateImport(context.WithoutCancel(ctx), id, func(ck *state.ImportCheckpoint) (bool, error) {
 		if ck.Runner != me {

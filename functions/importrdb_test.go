@@ -426,3 +426,44 @@ func TestImportRdbBadRequestsAndCorruptBlobs(t *testing.T) {
 		t.Fatalf("panic or secret in the log:\n%s", lastN(a.log.String(), 40))
 	}
 }
+
+// The target restarts (without persistence: it comes back empty) in the middle of an import. The
+// writes in flight fail, the host delivers the message again, and the next attempt resumes from
+// the checkpoint: the keys before it are gone from the target, though every count says they
+// were copied. The import sees the new run_id and says so: completed with failures, the restart
+// listed, and a warning that keys may be lost and the file must be imported again.
+func TestImportRdbTargetRestartIsReported(t *testing.T) {
+	src, dst := testenv.StartRedis(t), testenv.StartRedis(t)
+	data, _ := makeRDB(t, src, 20000)
+	az := testenv.StartAzurite(t)
+	reached, restarted := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	t.Cleanup(functions.SetImportCheckpointHook(func(id string, ck state.ImportCheckpoint) bool {
+		if ck.Offset > 0 && ck.Result.Copied > 0 {
+			once.Do(func() {
+				close(reached)
+				<-restarted
+			})
+		}
+		return false
+	}))
+	a := startApp(t, appOptions{azurite: az, settings: map[string]string{
+		"TARGET_REDIS": dst.URL(), functions.SettingImportTarget: "TARGET_REDIS", functions.SettingImportCheckpointMs: "20"}})
+	uploadRDB(t, az, "restart.rdb", data, map[string]string{functions.MetadataMigration: "target-restarts"})
+	select {
+	case <-reached:
+	case <-time.After(60 * time.Second):
+		t.Fatal("the import never checkpointed")
+	}
+	dst.Restart(t, true)
+	close(restarted)
+	st := a.waitImport("target-restarts", 90*time.Second)
+	if st.State != state.StateCompletedWithFailures || len(st.TargetRestarts) != 1 || st.TargetRestarts[0].Addr != dst.Addr ||
+		!strings.Contains(st.Warning, "restarted during the import") || !strings.Contains(st.Warning, "import the file again") {
+		b, _ := json.MarshalIndent(st, "", " ")
+		t.Fatalf("status after a target restart mid-import: %s", b)
+	}
+	if !strings.Contains(a.log.String(), "ImportRdb: the target "+dst.Addr) {
+		t.Fatalf("the restart is not in the log:\n%s", a.log.String())
+	}
+}

@@ -533,15 +533,8 @@ func (a *App) start(ctx context.Context, id string, req *StartRequest) (*started
 		return nil, fieldErrf(preflightField(err), "preflight: %s", redact.Error(err))
 	}
 	mig.EstimatedKeys = pf.Estimated
-	// Watched by the copy batches (checkTargetRestart); a target whose INFO is refused is not.
-	for _, addr := range dst.Masters() {
-		if rid, err := dst.RunID(ctx, addr); err == nil {
-			if mig.TargetRunIDs == nil {
-				mig.TargetRunIDs = map[string]string{}
-			}
-			mig.TargetRunIDs[addr] = rid
-		}
-	}
+	// Watched by the copy batches (checkTargetRestart).
+	mig.TargetRunIDs = targetRunIDs(ctx, dst)
 	feed := ""
 	if online {
 		if feed, err = a.checkOnlineFeed(ctx, src, dbMap.Sources(), req.Feed); err != nil {

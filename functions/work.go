@@ -498,7 +498,7 @@ func (a *App) copyOne(ctx context.Context, cm *copyMessage, delivery int) (copie
 	if err != nil {
 		return copier.Result{}, nil, err
 	}
-	a.checkTargetRestart(ctx, mig, dst)
+	a.checkTargetRestart(ctx, "CopyBatch", mig, dst)
 	if len(res.BigKeys) > 0 {
 		if spawned, err = a.store.RecordSpawnedBig(ctx, mig.ID, b.ID, positions(b, res.BigKeys, spawned)); err != nil {
 			return copier.Result{}, nil, err
@@ -513,27 +513,45 @@ func (a *App) copyOne(ctx context.Context, cm *copyMessage, delivery int) (copie
 	return res, spawned, nil
 }
 
+// targetRunIDs is the run_id of each target master, for checkTargetRestart; a target whose
+// INFO is refused is not watched.
+func targetRunIDs(ctx context.Context, dst *redisconn.Conn) map[string]string {
+	var out map[string]string
+	for _, addr := range dst.Masters() {
+		if rid, err := dst.RunID(ctx, addr); err == nil {
+			if out == nil {
+				out = map[string]string{}
+			}
+			out[addr] = rid
+		}
+	}
+	return out
+}
+
 // checkTargetRestart compares the target's run_ids with those recorded at the start, after a
-// batch wrote its keys: a restarted target may have lost what earlier batches wrote, so the
-// restart is recorded once per new run_id and status reports it (as the CLI's copy does).
-func (a *App) checkTargetRestart(ctx context.Context, mig *state.Migration, dst *redisconn.Conn) {
+// batch (or an import's checkpoint) wrote keys: a restarted target may have lost what was
+// written before, so the restart is recorded once per new run_id and status reports it (as the
+// CLI's copy does). fn names the function for the log.
+func (a *App) checkTargetRestart(ctx context.Context, fn string, mig *state.Migration, dst *redisconn.Conn) {
 	for addr, old := range mig.TargetRunIDs {
 		rid, err := dst.RunID(ctx, addr)
 		if err != nil || rid == old || targetRestartRecorded(mig.TargetRestarts, addr, rid) {
 			continue
 		}
+		seen := state.TargetRestart{Addr: addr, RunID: rid, SeenAt: time.Now().UTC()}
 		_, err = a.store.UpdateMigration(context.WithoutCancel(ctx), mig.ID, func(m *state.Migration) (bool, error) {
 			if targetRestartRecorded(m.TargetRestarts, addr, rid) {
 				return false, nil
 			}
-			m.TargetRestarts = append(m.TargetRestarts, state.TargetRestart{Addr: addr, RunID: rid, SeenAt: time.Now().UTC()})
+			m.TargetRestarts = append(m.TargetRestarts, seen)
 			return true, nil
 		})
 		if err != nil {
-			a.logf("CopyBatch: recording the restart of target %s for %s: %s", addr, mig.ID, redact.Error(err))
+			a.logf("%s: recording the restart of target %s for %s: %s", fn, addr, mig.ID, redact.Error(err))
 			continue
 		}
-		a.logf("CopyBatch: the target %s of %s restarted during the migration (run_id changed): keys written before may be lost", addr, mig.ID)
+		mig.TargetRestarts = append(mig.TargetRestarts, seen) // a caller that checks again knows it
+		a.logf("%s: the target %s of %s restarted during the migration (run_id changed): keys written before may be lost", fn, addr, mig.ID)
 	}
 }
 

@@ -380,6 +380,10 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 		if restartVerified(m, st.Verify) {
 			st.Warning = fmt.Sprintf("the target %s restarted during the migration (run_id changed); the full verification %s "+
 				"after it found every key: nothing was lost", m.TargetRestarts[0].Addr, m.Verify.ID)
+		} else if m.Import != nil {
+			st.Warning = fmt.Sprintf("the target %s restarted during the import (run_id changed): keys written before the restart "+
+				"may be lost (all of them if it has no persistence); import the file again with a new import and "+
+				"\"existing\": \"replace\"", m.TargetRestarts[0].Addr)
 		} else {
 			st.Warning = fmt.Sprintf("the target %s restarted during the migration (run_id changed): keys written before the restart "+
 				"may be lost (all of them if it has no persistence); run POST /api/migrations/%s/verify with {\"full\":true}, "+
