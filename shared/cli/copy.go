@@ -217,6 +217,13 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 			ok = false
 		}
 	}
+	if sum.TargetEvictions > 0 {
+		if verifiedAll {
+			sum.Notes = append(sum.Notes, "the full verification found every key in the target after the evictions: none of the copy's keys was evicted")
+		} else {
+			ok = false
+		}
+	}
 	reportSummary(env, "copy", sum, f.jsonOut)
 	if !ok {
 		return exitError{ExitFailures}
@@ -284,6 +291,8 @@ func reportSummary(env *Env, what string, s engine.Summary, jsonOut bool) {
 	copied := fmt.Sprint(s.KeysCopied)
 	if s.TargetRestarts > 0 {
 		copied += " (written, but the target restarted during the copy: see below)"
+	} else if s.TargetEvictions > 0 {
+		copied += " (written, but the target evicted keys meanwhile: see below)"
 	}
 	fmt.Fprintf(w, "%s: scanned %d, copied %s, skipped %d, missing %d, expired %d, failed %d keys; %s in %.1fs (%.0f keys/s)\n",
 		what, s.KeysScanned, copied, s.KeysSkipped, s.KeysMissing, s.KeysExpired, s.KeysFailed,

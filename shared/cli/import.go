@@ -154,10 +154,15 @@ func runImportCommand(ctx context.Context, env *Env, args []string) error {
 	defer closeInput()
 	bar := newByteProgress(env, size)
 	o.Progress = bar.update
+	evictedBefore, evictionsKnown := dst.Evictions(ctx)
 	start := time.Now()
 	sum, err := importer.Import(ctx, r, dst, o)
 	bar.finish()
 	es := importSummary(sum, time.Since(start))
+	if n, known := dst.Evictions(ctx); known && evictionsKnown && n > evictedBefore {
+		es.TargetEvictions = n - evictedBefore
+		es.Notes = append(es.Notes, engine.EvictionNote("import", es.TargetEvictions))
+	}
 	if err != nil {
 		reportSummary(env, "import", es, *jsonOut)
 		var re *rdb.Error
@@ -166,7 +171,7 @@ func runImportCommand(ctx context.Context, env *Env, args []string) error {
 		}
 		return fmt.Errorf("%v", err)
 	}
-	ok := sum.Failed == 0
+	ok := sum.Failed == 0 && es.TargetEvictions == 0
 	if !*noVerify {
 		in, closeAgain, err := open(0)
 		if err != nil {
@@ -180,6 +185,11 @@ func runImportCommand(ctx context.Context, env *Env, args []string) error {
 			ok = false
 		} else {
 			es.Verify = rep
+			if es.TargetEvictions > 0 && rep.Ok() && sum.Failed == 0 {
+				// The verification found every key of the file: the evictions took others.
+				ok = true
+				es.Notes = append(es.Notes, "the verification found every key of the file in the target after the evictions: none of the import's keys was evicted")
+			}
 			ok = ok && rep.Ok()
 			defer printVerify(env.Stderr, "verify", rep)
 		}

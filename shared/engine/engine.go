@@ -82,6 +82,9 @@ type Summary struct {
 	// TargetRestarts counts target servers seen restarting (run_id changed) during the run: keys
 	// written before may be lost (a target without persistence loses them all).
 	TargetRestarts int `json:"target_restarts,omitempty"`
+	// TargetEvictions counts keys the target evicted during the run (INFO evicted_keys, at its
+	// maxmemory): keys written may be gone without an error naming them.
+	TargetEvictions int64 `json:"target_evicted_keys,omitempty"`
 	// SourceRestarts counts source shards whose scan started over after a restart.
 	SourceRestarts int `json:"source_restarts,omitempty"`
 	// BatchRetries counts batch attempts a server could not serve (unreachable, LOADING, BUSY,
@@ -322,6 +325,7 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		}
 		dstIDs[addr] = id
 	}
+	evictedBefore, evictionsKnown := cfg.Target.Evictions(ctx)
 
 	// The state file: every shard's record, started over when its source restarted since.
 	var base copier.Result
@@ -524,6 +528,10 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		cfg.OnProgress(Progress{Scanned: baseScanned + e.scanned.Load(), Done: total.Keys(), Estimated: pf.Estimated, Result: total, Elapsed: time.Since(start)})
 	}
 
+	if n, ok := cfg.Target.Evictions(ctx); ok && evictionsKnown && n > evictedBefore {
+		sum.TargetEvictions = n - evictedBefore
+		e.note(EvictionNote("copy", sum.TargetEvictions))
+	}
 	sum.KeysScanned = baseScanned + e.scanned.Load()
 	sum.Batches = e.batches.Load()
 	sum.fill(total)
@@ -552,6 +560,13 @@ func Run(ctx context.Context, cfg Config) (Summary, error) {
 		return sum, err
 	}
 	return sum, nil
+}
+
+// EvictionNote says what evictions during a run (what: copy, import) mean and what to do.
+func EvictionNote(what string, n int64) string {
+	return fmt.Sprintf("the target evicted %d keys during the %s (it reached its maxmemory): keys counted as written may be gone, "+
+		"and no error names them; give the target more memory (or maxmemory-policy noeviction, so a key that does not fit is "+
+		"refused and named) and rerun with --existing replace", n, what)
 }
 
 func (s *Summary) fill(r copier.Result) {

@@ -471,6 +471,24 @@ func (c *Conn) Credentials(ctx context.Context) (string, string, error) {
 	return c.Endpoint.Username, c.Endpoint.Password, nil
 }
 
+// Evictions is the sum over the masters of INFO's evicted_keys: keys a server at its maxmemory
+// dropped to make room. A run that sees it grow may have lost keys it wrote, with no error to
+// tell which. ok is false when a master does not report it.
+func (c *Conn) Evictions(ctx context.Context) (n int64, ok bool) {
+	for _, addr := range c.masters {
+		info, err := c.Node(addr, 0).Info(ctx, "stats").Result()
+		if err != nil {
+			return 0, false
+		}
+		v, err := strconv.ParseInt(parseInfo(info)["evicted_keys"], 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		n += v
+	}
+	return n, true
+}
+
 // RunID is the run_id of the server process at addr (INFO server): it changes whenever the
 // server restarts, which is how a run notices a restart it did not otherwise see.
 func (c *Conn) RunID(ctx context.Context, addr string) (string, error) {
