@@ -26,6 +26,7 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/queue"
 	"github.com/redis-migrate/redis-migrate/shared/rdb"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
+	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 	"github.com/redis-migrate/redis-migrate/shared/state"
 )
 
@@ -453,6 +454,13 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
+// checkTarget records a restart or evictions of the import's target (checkTargetRestart,
+// checkTargetEvictions).
+func (a *App) checkTarget(ctx context.Context, mig *state.Migration, dst *redisconn.Conn) {
+	a.checkTargetRestart(ctx, "ImportRdb", mig, dst)
+	a.checkTargetEvictions(ctx, "ImportRdb", mig, dst)
+}
+
 // permanentImportError: the file itself is the problem; another attempt reads the same bytes.
 func permanentImportError(err error) bool {
 	var re *rdb.Error
@@ -497,13 +505,13 @@ func (a *App) runImport(ctx context.Context, id string, seq int, msg *hostproto.
 		if err := importer.Check(ctx, dst, o); err != nil {
 			return failed(fmt.Errorf("preflight: %s", redact.Error(err)), true)
 		}
-		// Watched at every checkpoint and attempt (checkTargetRestart), as a copy's batches do.
-		rids := targetRunIDs(ctx, dst)
+		// Watched at every checkpoint and attempt (checkTarget), as a copy's batches do.
+		rids, evicted := targetRunIDs(ctx, dst), evictionsAtStart(ctx, dst)
 		m, err := a.store.UpdateMigration(ctx, id, func(m *state.Migration) (bool, error) {
 			if m.Import == nil {
 				return false, fmt.Errorf("migration %s is not an import", id)
 			}
-			m.Import.Started, m.Import.UpdatedAt, m.TargetRunIDs = true, time.Now().UTC(), rids
+			m.Import.Started, m.Import.UpdatedAt, m.TargetRunIDs, m.TargetEvictedAtStart = true, time.Now().UTC(), rids, evicted
 			return true, nil
 		})
 		if err != nil {
@@ -512,7 +520,7 @@ func (a *App) runImport(ctx context.Context, id string, seq int, msg *hostproto.
 		mig = m
 	} else {
 		// A target that restarted since the last attempt may have lost what it wrote.
-		a.checkTargetRestart(ctx, "ImportRdb", mig, dst)
+		a.checkTarget(ctx, mig, dst)
 	}
 	if im.Started && o.Existing == copier.ExistingFail {
 		// The target was empty at the first attempt; the keys found now past the checkpoint were
@@ -554,7 +562,7 @@ func (a *App) runImport(ctx context.Context, id string, seq int, msg *hostproto.
 			cancel(errInterrupted)
 		}
 		if err == nil {
-			a.checkTargetRestart(ictx, "ImportRdb", mig, dst)
+			a.checkTarget(ictx, mig, dst)
 		}
 		return err
 	}
@@ -578,7 +586,7 @@ func (a *App) runImport(ctx context.Context, id string, seq int, msg *hostproto.
 		return failed(fmt.Errorf("%s", redact.Error(err)), false)
 	}
 	// A restart after the last checkpoint is seen here, before the import says it is done.
-	a.checkTargetRestart(ctx, "ImportRdb", mig, dst)
+	a.checkTarget(ctx, mig, dst)
 	notes := importNotes(sum)
 	_, err = a.updateImport(context.WithoutCancel(ctx), id, func(ck *state.ImportCheckpoint) (bool, error) {
 		if ck.Runner != me {

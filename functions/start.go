@@ -533,8 +533,8 @@ func (a *App) start(ctx context.Context, id string, req *StartRequest) (*started
 		return nil, fieldErrf(preflightField(err), "preflight: %s", redact.Error(err))
 	}
 	mig.EstimatedKeys = pf.Estimated
-	// Watched by the copy batches (checkTargetRestart).
-	mig.TargetRunIDs = targetRunIDs(ctx, dst)
+	// Watched by the copy batches (checkTargetRestart, checkTargetEvictions).
+	mig.TargetRunIDs, mig.TargetEvictedAtStart = targetRunIDs(ctx, dst), evictionsAtStart(ctx, dst)
 	feed := ""
 	if online {
 		if feed, err = a.checkOnlineFeed(ctx, src, dbMap.Sources(), req.Feed); err != nil {

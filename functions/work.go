@@ -499,6 +499,7 @@ func (a *App) copyOne(ctx context.Context, cm *copyMessage, delivery int) (copie
 		return copier.Result{}, nil, err
 	}
 	a.checkTargetRestart(ctx, "CopyBatch", mig, dst)
+	a.checkTargetEvictions(ctx, "CopyBatch", mig, dst)
 	if len(res.BigKeys) > 0 {
 		if spawned, err = a.store.RecordSpawnedBig(ctx, mig.ID, b.ID, positions(b, res.BigKeys, spawned)); err != nil {
 			return copier.Result{}, nil, err
@@ -552,6 +553,47 @@ func (a *App) checkTargetRestart(ctx context.Context, fn string, mig *state.Migr
 		}
 		mig.TargetRestarts = append(mig.TargetRestarts, seen) // a caller that checks again knows it
 		a.logf("%s: the target %s of %s restarted during the migration (run_id changed): keys written before may be lost", fn, addr, mig.ID)
+	}
+}
+
+// evictionsAtStart is the target's evicted_keys for Migration.TargetEvictedAtStart; nil when
+// the target does not report them (then evictions are not watched).
+func evictionsAtStart(ctx context.Context, dst *redisconn.Conn) *int64 {
+	if n, ok := dst.Evictions(ctx); ok {
+		return &n
+	}
+	return nil
+}
+
+// checkTargetEvictions compares the target's evicted_keys with the count at the start, after a
+// batch (or an import's checkpoint) wrote keys: keys it evicted may be the migration's, so the
+// count is recorded (as it grows) and status reports it (as the CLI's copy does).
+func (a *App) checkTargetEvictions(ctx context.Context, fn string, mig *state.Migration, dst *redisconn.Conn) {
+	if mig.TargetEvictedAtStart == nil {
+		return
+	}
+	n, ok := dst.Evictions(ctx)
+	d := n - *mig.TargetEvictedAtStart
+	if !ok || d <= 0 || (mig.TargetEvictions != nil && mig.TargetEvictions.Keys >= d) {
+		return
+	}
+	seen := &state.TargetEvictions{Keys: d, SeenAt: time.Now().UTC()}
+	first := false
+	_, err := a.store.UpdateMigration(context.WithoutCancel(ctx), mig.ID, func(m *state.Migration) (bool, error) {
+		if m.TargetEvictions != nil && m.TargetEvictions.Keys >= d {
+			return false, nil
+		}
+		first = m.TargetEvictions == nil
+		m.TargetEvictions = seen
+		return true, nil
+	})
+	if err != nil {
+		a.logf("%s: recording the target's evictions for %s: %s", fn, mig.ID, redact.Error(err))
+		return
+	}
+	mig.TargetEvictions = seen // a caller that checks again knows it
+	if first {
+		a.logf("%s: the target of %s evicted keys during the migration (%d so far; it reached its maxmemory): keys written may be gone", fn, mig.ID, d)
 	}
 }
 

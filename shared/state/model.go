@@ -92,6 +92,18 @@ type Migration struct {
 	// them on a target without persistence), so the migration cannot end "completed".
 	TargetRunIDs   map[string]string `json:"targetRunIds,omitempty"`
 	TargetRestarts []TargetRestart   `json:"targetRestarts,omitempty"`
+	// TargetEvictedAtStart is the target's evicted_keys (INFO stats, summed over its masters)
+	// at the start; nil when it does not report them. A copy batch or an import checkpoint that
+	// finds more records TargetEvictions: keys written may have been evicted, and no error names
+	// them, so the migration cannot end "completed".
+	TargetEvictedAtStart *int64           `json:"targetEvictedAtStart,omitempty"`
+	TargetEvictions      *TargetEvictions `json:"targetEvictions,omitempty"`
+}
+
+// TargetEvictions is how many keys the target evicted during a migration, as last seen.
+type TargetEvictions struct {
+	Keys   int64     `json:"keys"`
+	SeenAt time.Time `json:"seenAt"` // when the count last grew
 }
 
 // TargetRestart is a target server seen with a new run_id during a migration.

@@ -63,7 +63,11 @@ type Status struct {
 	// TargetRestarts lists target servers seen restarting (run_id changed) during the copy;
 	// Warning says what that means and what to do. Such a copy ends completed-with-failures.
 	TargetRestarts []TargetRestart `json:"targetRestarts,omitempty"`
-	Warning        string          `json:"warning,omitempty"`
+	// TargetEvictions: keys the target evicted during the migration (it reached its maxmemory).
+	// Such a migration ends completed-with-failures too, until a full verification after them
+	// passes.
+	TargetEvictions *TargetEvictions `json:"targetEvictions,omitempty"`
+	Warning         string           `json:"warning,omitempty"`
 }
 
 // restartVerified says whether a full verification that passed was started after the last
@@ -78,6 +82,13 @@ func restartVerified(m *Migration, v *VerifyStatus) bool {
 		}
 	}
 	return true
+}
+
+// evictionsVerified says whether a full verification that passed was started after the target
+// last evicted keys: then the evictions took none of the migration's keys.
+func evictionsVerified(m *Migration, v *VerifyStatus) bool {
+	return m.TargetEvictions != nil && m.Verify != nil && v != nil && m.Verify.Sample == 0 && v.Run == m.Verify.ID &&
+		v.State == VerifyPassed && m.Verify.CreatedAt.After(m.TargetEvictions.SeenAt)
 }
 
 // Final reports whether no later event can change the status: every batch is accounted for.
@@ -370,7 +381,8 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 		st.State = StatePlanning
 	case st.Batches.Pending > 0 || importing:
 		st.State = StateCopying
-	case st.Keys.Failed > 0 || st.Batches.DeadLettered > 0 || (len(m.TargetRestarts) > 0 && !restartVerified(m, st.Verify)):
+	case st.Keys.Failed > 0 || st.Batches.DeadLettered > 0 || (len(m.TargetRestarts) > 0 && !restartVerified(m, st.Verify)) ||
+		(m.TargetEvictions != nil && !evictionsVerified(m, st.Verify)):
 		st.State = StateCompletedWithFailures
 	default:
 		st.State = StateCompleted
@@ -389,6 +401,27 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 				"may be lost (all of them if it has no persistence); run POST /api/migrations/%s/verify with {\"full\":true}, "+
 				"and copy again with a new migration and \"existing\": \"replace\"", m.TargetRestarts[0].Addr, m.ID)
 		}
+	}
+	if e := m.TargetEvictions; e != nil {
+		st.TargetEvictions = e
+		var w string
+		switch {
+		case evictionsVerified(m, st.Verify):
+			w = fmt.Sprintf("the target evicted %d keys during the migration (it reached its maxmemory); the full verification %s "+
+				"after that found every key: none of the migration's keys was evicted", e.Keys, m.Verify.ID)
+		case m.Import != nil:
+			w = fmt.Sprintf("the target evicted %d keys during the import (it reached its maxmemory): keys counted as written may be "+
+				"gone, and no error names them; give the target more memory (or maxmemory-policy noeviction) and import the file "+
+				"again with a new import and \"existing\": \"replace\"", e.Keys)
+		default:
+			w = fmt.Sprintf("the target evicted %d keys during the migration (it reached its maxmemory): keys counted as written may "+
+				"be gone, and no error names them; run POST /api/migrations/%s/verify with {\"full\":true}, give the target more "+
+				"memory (or maxmemory-policy noeviction) and copy again with a new migration and \"existing\": \"replace\"", e.Keys, m.ID)
+		}
+		if st.Warning != "" {
+			st.Warning += "; "
+		}
+		st.Warning += w
 	}
 	st.LastProgressAt = st.UpdatedAt
 	if m.ResumedAt.After(st.LastProgressAt) {

@@ -1,0 +1,46 @@
+package functions_test
+
+import (
+	"context"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/redis-migrate/redis-migrate/functions"
+	"github.com/redis-migrate/redis-migrate/shared/state"
+	"github.com/redis-migrate/redis-migrate/shared/testenv"
+)
+
+// A target too small for the data, with an eviction policy: every write succeeds and older keys
+// are dropped to make room, so no key is refused and no batch fails. A copy migration and an RDB
+// import each read the target's evicted_keys at the start and after every batch or checkpoint:
+// status ends completed-with-failures with the count and a warning, where the counts alone would
+// say completed.
+func TestMigrationAndImportReportTargetEvictions(t *testing.T) {
+	ctx := context.Background()
+	small := []string{"--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru"}
+	src, dst := testenv.StartRedis(t), testenv.StartRedis(t, small...)
+	data, n := makeRDB(t, src, 20000) // about 8 MB of values
+	az := testenv.StartAzurite(t)
+	imp := testenv.StartRedis(t, small...)
+	a := startApp(t, appOptions{azurite: az, settings: map[string]string{"SOURCE_REDIS": src.URL(), "TARGET_REDIS": dst.URL(),
+		"IMPORT_REDIS": imp.URL(), functions.SettingImportTarget: "IMPORT_REDIS"}})
+	check := func(what string, st *state.Status, advice string) {
+		t.Helper()
+		if st.State != state.StateCompletedWithFailures || st.TargetEvictions == nil || st.TargetEvictions.Keys == 0 ||
+			!strings.Contains(st.Warning, "evicted") || !strings.Contains(st.Warning, advice) || st.Keys.Failed != 0 || st.Keys.Copied != n {
+			t.Fatalf("%s into a target that evicts: state %s, keys %+v, evictions %+v, warning %q", what, st.State, st.Keys, st.TargetEvictions, st.Warning)
+		}
+		t.Logf("%s: %d keys copied, %d evicted: %s", what, st.Keys.Copied, st.TargetEvictions.Keys, st.Warning)
+	}
+
+	ep := func(s string) map[string]string { return map[string]string{"setting": s} }
+	_, path := a.kickoff(map[string]any{"source": ep("SOURCE_REDIS"), "target": ep("TARGET_REDIS"), "batchKeys": 500})
+	check("copy", a.waitFinal(path, 3*time.Minute), "verify")
+	if lost := n - dst.Client(t, 0).DBSize(ctx).Val(); lost <= 0 {
+		t.Fatal("the target evicted none of the copy's keys: the test did not test anything")
+	}
+
+	uploadRDB(t, az, "evicts.rdb", data, map[string]string{functions.MetadataMigration: "evicts"})
+	check("import", a.waitImport("evicts", 90*time.Second), "import the file again")
+}
