@@ -14,7 +14,7 @@ import (
 // A cluster target in the middle of moving a slot: the big key that goes in it in chunks is
 // built under a scratch key (which the moving slot's ASK sends to the importing master) and
 // renamed over its name at the end, and a two-key command in a slot being moved is answered
-// TRYAGAIN until the move is done (8 s here). The copy waits and retries the batch; once the
+// TRYAGAIN until the move is done (20 s here). The copy waits and retries the batch; once the
 // slot has moved, the key lands: no key is failed for it, the copy says it waited, and the
 // target equals the source.
 func TestCopyWaitsForSlotMigration(t *testing.T) {
