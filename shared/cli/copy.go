@@ -176,6 +176,10 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 		r.Print(env.Stdout)
 		return nil
 	}
+	if w := engine.MemoryShortfall(ctx, src, dst); w != "" {
+		fmt.Fprintf(env.Stderr, "copy: warning: %s\n", w) // now, before the copy writes anything
+		srcNotes = append(srcNotes, w)
+	}
 	bar := newProgress(env, "copy")
 	cfg.OnProgress = bar.update
 	sum, err := engine.Run(ctx, cfg)

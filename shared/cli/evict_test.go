@@ -12,8 +12,9 @@ import (
 // A target too small for the data, with an eviction policy (a cache's usual setting): every
 // write succeeds and older keys are dropped to make room, so no key is refused and no error
 // names one. The copy and the import read the target's evicted_keys before and after: they say
-// how many keys it evicted and what to do, and exit 1. Under noeviction the keys that do not fit
-// are refused and failed by name. A target big enough says nothing.
+// how many keys it evicted and what to do, and exit 1; the copy warns before it writes anything
+// that the source's data will not fit. Under noeviction the keys that do not fit are refused and
+// failed by name. A target big enough says nothing.
 func TestCopyAndImportReportTargetEvictions(t *testing.T) {
 	src := testenv.StartRedis(t)
 	n := fill(t, src.Client(t, 0), 20000) // about 8 MB of values
@@ -28,6 +29,10 @@ func TestCopyAndImportReportTargetEvictions(t *testing.T) {
 	dst := testenv.StartRedis(t, small...)
 	code, sum, errs := runJSON(t, "copy", "--source", src.URL(), "--target", dst.URL())
 	check("copy", code, sum.TargetEvictions, errs)
+	// The copy said so before it wrote anything: the source's data against the target's room.
+	if first, _, _ := strings.Cut(errs, "\n"); !strings.HasPrefix(first, "copy: warning: the source's data takes about") {
+		t.Fatalf("no warning before the copy into a target too small:\n%s", errs)
+	}
 	if sum.KeysFailed != 0 || sum.KeysCopied != int64(n) {
 		t.Fatalf("copy: every write succeeded, yet %+v", sum)
 	}
@@ -52,7 +57,7 @@ func TestCopyAndImportReportTargetEvictions(t *testing.T) {
 
 	big := testenv.StartRedis(t, "--maxmemory", "512mb", "--maxmemory-policy", "allkeys-lru")
 	code, sum, errs = runJSON(t, "copy", "--source", src.URL(), "--target", big.URL())
-	if code != 0 || sum.TargetEvictions != 0 || strings.Contains(errs, "evicted") {
+	if code != 0 || sum.TargetEvictions != 0 || strings.Contains(errs, "evicted") || strings.Contains(errs, "warning") {
 		t.Fatalf("copy into a target big enough: exit %d, target_evicted_keys %d\n%s", code, sum.TargetEvictions, errs)
 	}
 }

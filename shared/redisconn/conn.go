@@ -471,22 +471,37 @@ func (c *Conn) Credentials(ctx context.Context) (string, string, error) {
 	return c.Endpoint.Username, c.Endpoint.Password, nil
 }
 
-// Evictions is the sum over the masters of INFO's evicted_keys: keys a server at its maxmemory
-// dropped to make room. A run that sees it grow may have lost keys it wrote, with no error to
-// tell which. ok is false when a master does not report it.
-func (c *Conn) Evictions(ctx context.Context) (n int64, ok bool) {
+// InfoFields is one INFO section of the server at addr, as fields.
+func (c *Conn) InfoFields(ctx context.Context, addr, section string) (map[string]string, error) {
+	info, err := c.Node(addr, 0).Info(ctx, section).Result()
+	if err != nil {
+		return nil, err
+	}
+	return parseInfo(info), nil
+}
+
+// InfoSum sums a numeric INFO field of section over the masters. ok is false when a master does
+// not report it (or INFO is refused).
+func (c *Conn) InfoSum(ctx context.Context, section, field string) (n int64, ok bool) {
 	for _, addr := range c.masters {
-		info, err := c.Node(addr, 0).Info(ctx, "stats").Result()
+		f, err := c.InfoFields(ctx, addr, section)
 		if err != nil {
 			return 0, false
 		}
-		v, err := strconv.ParseInt(parseInfo(info)["evicted_keys"], 10, 64)
+		v, err := strconv.ParseInt(f[field], 10, 64)
 		if err != nil {
 			return 0, false
 		}
 		n += v
 	}
 	return n, true
+}
+
+// Evictions is the sum over the masters of INFO's evicted_keys: keys a server at its maxmemory
+// dropped to make room. A run that sees it grow may have lost keys it wrote, with no error to
+// tell which. ok is false when a master does not report it.
+func (c *Conn) Evictions(ctx context.Context) (n int64, ok bool) {
+	return c.InfoSum(ctx, "stats", "evicted_keys")
 }
 
 // RunID is the run_id of the server process at addr (INFO server): it changes whenever the
