@@ -176,7 +176,7 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 		r.Print(env.Stdout)
 		return nil
 	}
-	if w := engine.MemoryShortfall(ctx, src, dst); w != "" {
+	if w := engine.MemoryShortfall(ctx, cfg); w != "" {
 		fmt.Fprintf(env.Stderr, "copy: warning: %s\n", w) // now, before the copy writes anything
 		srcNotes = append(srcNotes, w)
 	}
