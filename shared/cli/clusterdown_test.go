@@ -62,10 +62,7 @@ func ownSlot(t *testing.T, c *redis.Client) int64 {
 	if err != nil {
 		t.Fatal(err)
 	}
-	id, err := c.Do(ctx, "CLUSTER", "MYID").Text()
-	if err != nil {
-		t.Fatal(err)
-	}
+	id := nodeID(t, c)
 	for _, r := range slots {
 		if len(r.Nodes) > 0 && r.Nodes[0].ID == id {
 			return int64(r.Start)
