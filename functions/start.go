@@ -80,6 +80,8 @@ type StartResponse struct {
 	State         string `json:"state"`
 	Shards        int    `json:"shards"`
 	EstimatedKeys int64  `json:"estimatedKeys"`
+	// Warning: the source's data may not fit under the target's maxmemory (an estimate).
+	Warning string `json:"warning,omitempty"`
 }
 
 type errorJSON struct {
@@ -438,7 +440,7 @@ func (a *App) migrationStart(w http.ResponseWriter, r *http.Request) {
 	}
 	loc := statusURL(r, id)
 	w.Header().Set("Location", loc)
-	writeJSON(w, http.StatusAccepted, StartResponse{ID: id, StatusURL: loc, State: state.StatePlanning, Shards: st.shards, EstimatedKeys: st.estimated})
+	writeJSON(w, http.StatusAccepted, StartResponse{ID: id, StatusURL: loc, State: state.StatePlanning, Shards: st.shards, EstimatedKeys: st.estimated, Warning: st.warning})
 }
 
 func (a *App) requestError(w http.ResponseWriter, err error) {
@@ -484,6 +486,7 @@ func statusURL(r *http.Request, id string) string {
 type started struct {
 	shards    int
 	estimated int64
+	warning   string
 }
 
 // start runs the preflight, writes the record and the shards' progress, and enqueues one plan
@@ -535,6 +538,10 @@ func (a *App) start(ctx context.Context, id string, req *StartRequest) (*started
 	mig.EstimatedKeys = pf.Estimated
 	// Watched by the copy batches (checkTargetRestart, checkTargetEvictions).
 	mig.TargetRunIDs, mig.TargetEvictedAtStart = targetRunIDs(ctx, dst), evictionsAtStart(ctx, dst)
+	cfg.Plan.Match, cfg.Plan.Type = mig.Options.Match, mig.Options.Type
+	if mig.MemoryWarning = engine.MemoryShortfall(ctx, cfg); mig.MemoryWarning != "" {
+		a.logf("MigrationStart: %s: warning: %s", id, mig.MemoryWarning)
+	}
 	feed := ""
 	if online {
 		if feed, err = a.checkOnlineFeed(ctx, src, dbMap.Sources(), req.Feed); err != nil {
@@ -567,7 +574,7 @@ func (a *App) start(ctx context.Context, id string, req *StartRequest) (*started
 		}
 		a.logf("MigrationStart: %s: online %s -> %s, feed %s, %d shard(s), %d sync chain(s), about %d keys", id, mig.Source.Describe(), mig.Target.Describe(),
 			feed, len(shards), len(src.Masters()), pf.Estimated)
-		return &started{shards: len(shards), estimated: pf.Estimated}, nil
+		return &started{shards: len(shards), estimated: pf.Estimated, warning: mig.MemoryWarning}, nil
 	}
 	var msgs []queue.Message
 	for _, p := range shards {
@@ -584,7 +591,7 @@ func (a *App) start(ctx context.Context, id string, req *StartRequest) (*started
 		}
 	}
 	a.logf("MigrationStart: %s: %s -> %s, %d shard(s), about %d keys", id, mig.Source.Describe(), mig.Target.Describe(), len(shards), pf.Estimated)
-	return &started{shards: len(shards), estimated: pf.Estimated}, nil
+	return &started{shards: len(shards), estimated: pf.Estimated, warning: mig.MemoryWarning}, nil
 }
 
 // failStart marks a migration whose kickoff broke half way, so status says so.

@@ -98,6 +98,9 @@ type Migration struct {
 	// them, so the migration cannot end "completed".
 	TargetEvictedAtStart *int64           `json:"targetEvictedAtStart,omitempty"`
 	TargetEvictions      *TargetEvictions `json:"targetEvictions,omitempty"`
+	// MemoryWarning is the kickoff's estimate that the source's data will not fit under the
+	// target's maxmemory (engine.MemoryShortfall); status repeats it until the migration ends.
+	MemoryWarning string `json:"memoryWarning,omitempty"`
 }
 
 // TargetEvictions is how many keys the target evicted during a migration, as last seen.

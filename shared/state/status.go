@@ -423,6 +423,12 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 		}
 		st.Warning += w
 	}
+	if m.MemoryWarning != "" && (st.State == StatePlanning || st.State == StateCopying) {
+		if st.Warning != "" {
+			st.Warning += "; "
+		}
+		st.Warning += "at kickoff " + m.MemoryWarning
+	}
 	st.LastProgressAt = st.UpdatedAt
 	if m.ResumedAt.After(st.LastProgressAt) {
 		st.LastProgressAt = m.ResumedAt
