@@ -2,8 +2,6 @@ package functions_test
 
 import (
 	"context"
-	"encoding/json"
-	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -39,12 +37,10 @@ func TestMigrationAndImportReportTargetEvictions(t *testing.T) {
 	ep := func(s string) map[string]string { return map[string]string{"setting": s} }
 	// The kickoff warns before anything is written: the source's data does not fit under the
 	// target's maxmemory. Status repeats it while the copy runs.
-	code, hdr, body := a.do("POST", "/api/migrations", testKey, map[string]any{"source": ep("SOURCE_REDIS"), "target": ep("TARGET_REDIS"), "batchKeys": 500})
-	var sr functions.StartResponse
-	if err := json.Unmarshal(body, &sr); code != http.StatusAccepted || err != nil || !strings.Contains(sr.Warning, "maxmemory") {
-		t.Fatalf("kickoff into a target too small: %d %s (%v), want a warning naming maxmemory", code, body, err)
+	sr, path := a.kickoffResponse(map[string]any{"source": ep("SOURCE_REDIS"), "target": ep("TARGET_REDIS"), "batchKeys": 500})
+	if !strings.Contains(sr.Warning, "maxmemory") {
+		t.Fatalf("kickoff into a target too small: %+v, want a warning naming maxmemory", sr)
 	}
-	path := strings.TrimPrefix(hdr.Get("Location"), a.h.URL)
 	if st := a.status(path); (st.State == state.StatePlanning || st.State == state.StateCopying) && !strings.Contains(st.Warning, "at kickoff") {
 		t.Fatalf("status while copying (%s) does not repeat the kickoff's warning: %q", st.State, st.Warning)
 	}

@@ -133,6 +133,13 @@ func (a *app) do(method, path, key string, body any) (int, http.Header, []byte) 
 // kickoff posts a migration and returns its id and status path.
 func (a *app) kickoff(req map[string]any) (string, string) {
 	a.t.Helper()
+	sr, path := a.kickoffResponse(req)
+	return sr.ID, path
+}
+
+// kickoffResponse is kickoff with the whole 202 answer.
+func (a *app) kickoffResponse(req map[string]any) (functions.StartResponse, string) {
+	a.t.Helper()
 	code, hdr, body := a.do("POST", "/api/migrations", testKey, req)
 	if code != http.StatusAccepted {
 		a.t.Fatalf("kickoff: %d %s", code, body)
@@ -145,7 +152,7 @@ func (a *app) kickoff(req map[string]any) (string, string) {
 	if loc == "" || !strings.HasSuffix(loc, "/api/migrations/"+sr.ID) {
 		a.t.Fatalf("Location %q for %s", loc, sr.ID)
 	}
-	return sr.ID, strings.TrimPrefix(loc, a.h.URL)
+	return sr, strings.TrimPrefix(loc, a.h.URL)
 }
 
 // waitFinal polls status until every batch is accounted for.

@@ -99,7 +99,7 @@ type Migration struct {
 	TargetEvictedAtStart *int64           `json:"targetEvictedAtStart,omitempty"`
 	TargetEvictions      *TargetEvictions `json:"targetEvictions,omitempty"`
 	// MemoryWarning is the kickoff's estimate that the source's data will not fit under the
-	// target's maxmemory (engine.MemoryShortfall); status repeats it until the migration ends.
+	// target's maxmemory (engine.MemoryShortfall); status repeats it while the migration plans and copies.
 	MemoryWarning string `json:"memoryWarning,omitempty"`
 }
 

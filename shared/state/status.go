@@ -418,16 +418,10 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 				"be gone, and no error names them; run POST /api/migrations/%s/verify with {\"full\":true}, give the target more "+
 				"memory (or maxmemory-policy noeviction) and copy again with a new migration and \"existing\": \"replace\"", e.Keys, m.ID)
 		}
-		if st.Warning != "" {
-			st.Warning += "; "
-		}
-		st.Warning += w
+		st.addWarning(w)
 	}
 	if m.MemoryWarning != "" && (st.State == StatePlanning || st.State == StateCopying) {
-		if st.Warning != "" {
-			st.Warning += "; "
-		}
-		st.Warning += "at kickoff " + m.MemoryWarning
+		st.addWarning("at kickoff " + m.MemoryWarning)
 	}
 	st.LastProgressAt = st.UpdatedAt
 	if m.ResumedAt.After(st.LastProgressAt) {
@@ -517,4 +511,12 @@ func (s *Store) fillFailures(ctx context.Context, st *Status, refs []failRef) er
 		}
 	}
 	return nil
+}
+
+// addWarning appends w to the status's warnings, "; " between them.
+func (st *Status) addWarning(w string) {
+	if st.Warning != "" {
+		st.Warning += "; "
+	}
+	st.Warning += w
 }
