@@ -24,21 +24,24 @@ func benchCopyCPU(ctx context.Context, r *testenv.Runner, keys int) []Row {
 	runs := max(*repeat, 1)
 	var rows []Row
 	for i := 0; i < runs; i++ {
-		if err := dc.FlushAll(ctx).Err(); err != nil {
-			r.Fatalf("flush: %v", err)
+		for _, bin := range binaries(r) {
+			if err := dc.FlushAll(ctx).Err(); err != nil {
+				r.Fatalf("flush: %v", err)
+			}
+			label := fmt.Sprintf("copy --no-verify, run %d%s", i+1, binaryLabel(bin))
+			m := meterCPU(src.Pid(), dst.Pid())
+			out := runBinaryAt(r, bin, "copy", "--source", src.URL(), "--target", dst.URL(), "--no-verify")
+			used := m.used()
+			if got := num(out.Summary, "keys_copied"); int(got) != keys {
+				r.Fatalf("copy: keys_copied = %v, want %d\n%s", got, keys, out.Stderr)
+			}
+			load, _ := os.ReadFile("/proc/loadavg")
+			v := fmt.Sprintf("%.0f keys/s; CPU us/key: tool %s (system %s) / source %s / target %s; peak RSS %s; loadavg %.14s",
+				float64(keys)/out.Seconds, usPerKey(out.CPU, float64(keys)), usPerKey(out.SysCPU, float64(keys)), usPerKey(used[0], float64(keys)),
+				usPerKey(used[1], float64(keys)), mb(out.PeakRSS), load)
+			fmt.Fprintf(os.Stderr, "bench copy-cpu: %s: %s\n", label, v)
+			rows = append(rows, Row{label, "keys/s, CPU per key, peak RSS", v, "goal: tool <= 3 us"})
 		}
-		m := meterCPU(src.Pid(), dst.Pid())
-		out := runBinary(r, "copy", "--source", src.URL(), "--target", dst.URL(), "--no-verify")
-		used := m.used()
-		if got := num(out.Summary, "keys_copied"); int(got) != keys {
-			r.Fatalf("copy: keys_copied = %v, want %d\n%s", got, keys, out.Stderr)
-		}
-		load, _ := os.ReadFile("/proc/loadavg")
-		v := fmt.Sprintf("%.0f keys/s; CPU us/key: tool %s (system %s) / source %s / target %s; peak RSS %s; loadavg %.14s",
-			float64(keys)/out.Seconds, usPerKey(out.CPU, float64(keys)), usPerKey(out.SysCPU, float64(keys)), usPerKey(used[0], float64(keys)),
-			usPerKey(used[1], float64(keys)), mb(out.PeakRSS), load)
-		fmt.Fprintf(os.Stderr, "bench copy-cpu run %d: %s\n", i+1, v)
-		rows = append(rows, Row{fmt.Sprintf("copy --no-verify, run %d", i+1), "keys/s, CPU per key, peak RSS", v, "goal: tool <= 3 us"})
 	}
 	return rows
 }

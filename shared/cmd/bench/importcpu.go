@@ -32,17 +32,20 @@ func benchImportCPU(ctx context.Context, r *testenv.Runner, keys int) []Row {
 			{"import --no-verify", []string{"import", rdbFile, "--target", dst.URL(), "--no-verify"}},
 			{"import (default: full verification against the file)", []string{"import", rdbFile, "--target", dst.URL()}},
 		} {
-			if err := dst.Client(r, 0).FlushAll(ctx).Err(); err != nil {
-				r.Fatalf("flush: %v", err)
+			for _, bin := range binaries(r) {
+				if err := dst.Client(r, 0).FlushAll(ctx).Err(); err != nil {
+					r.Fatalf("flush: %v", err)
+				}
+				label := c.label + binaryLabel(bin)
+				m := meterCPU(dst.Pid())
+				out := runBinaryAt(r, bin, c.args...)
+				if got := num(out.Summary, "keys_copied"); int(got) != keys {
+					r.Fatalf("%s: keys_copied = %v, want %d\n%s", label, got, keys, out.Stderr)
+				}
+				row := measured{label: label, keys: n, secs: out.Seconds, tool: out.CPU, dst: m.used()[0], hasDst: true, peak: out.PeakRSS, native: nkps}
+				fmt.Fprintf(os.Stderr, "bench import-cpu: %s: %s\n", label, row.row().Value)
+				rows = append(rows, row)
 			}
-			m := meterCPU(dst.Pid())
-			out := runBinary(r, c.args...)
-			if got := num(out.Summary, "keys_copied"); int(got) != keys {
-				r.Fatalf("%s: keys_copied = %v, want %d\n%s", c.label, got, keys, out.Stderr)
-			}
-			row := measured{label: c.label, keys: n, secs: out.Seconds, tool: out.CPU, dst: m.used()[0], hasDst: true, peak: out.PeakRSS, native: nkps}
-			fmt.Fprintf(os.Stderr, "bench import-cpu: %s: %s\n", c.label, row.row().Value)
-			rows = append(rows, row)
 		}
 	}
 	out := make([]Row, 0, len(rows))

@@ -33,6 +33,7 @@ var order = []string{"copy"}
 func main() {
 	keys := flag.Int("keys", 200000, "keys in the generated mixed dataset")
 	flag.StringVar(&profileDir, "cpuprofile", "", "write a CPU profile of every run of the binary into `DIR` (go tool pprof)")
+	flag.StringVar(&compareBin, "compare", "", "copy-cpu and import-cpu suites: also run every row with the redis-migrate binary at `PATH`, interleaved with the repo's")
 	flag.Parse()
 	names := flag.Args()
 	if len(names) == 0 {
@@ -65,7 +66,33 @@ func main() {
 var (
 	profileDir string
 	profiles   int
+	compareBin string
 )
+
+// binaries are the builds a suite that compares runs each row with, in turn: the repo's binary,
+// then -compare's. Interleaved runs share the machine's load of the moment, which moves CPU per
+// key by more than most changes do.
+func binaries(r *testenv.Runner) []string {
+	out := []string{binary(r)}
+	if compareBin != "" {
+		if _, err := os.Stat(compareBin); err != nil {
+			r.Fatalf("-compare: %v", err)
+		}
+		out = append(out, compareBin)
+	}
+	return out
+}
+
+// binaryLabel names bin in a row when a suite compares builds.
+func binaryLabel(bin string) string {
+	if compareBin == "" {
+		return ""
+	}
+	if bin == compareBin {
+		return " [" + bin + "]"
+	}
+	return " [repo]"
+}
 
 // binary is the redis-migrate binary built by `make build`.
 func binary(r *testenv.Runner) string {
@@ -88,7 +115,12 @@ type Run struct {
 
 // runBinary runs redis-migrate with args plus --json and measures wall time and peak RSS.
 func runBinary(r *testenv.Runner, args ...string) Run {
-	cmd := exec.Command(binary(r), append(args, "--json")...)
+	return runBinaryAt(r, binary(r), args...)
+}
+
+// runBinaryAt is runBinary with the build at bin.
+func runBinaryAt(r *testenv.Runner, bin string, args ...string) Run {
+	cmd := exec.Command(bin, append(args, "--json")...)
 	if profileDir != "" {
 		profiles++
 		name := fmt.Sprintf("%02d-%s.pprof", profiles, args[0])
