@@ -2,6 +2,8 @@ package functions_test
 
 import (
 	"context"
+	"encoding/json"
+	"net/http"
 	"strings"
 	"testing"
 	"time"
@@ -15,16 +17,16 @@ import (
 // are dropped to make room, so no key is refused and no batch fails. A copy migration and an RDB
 // import each read the target's evicted_keys at the start and after every batch or checkpoint:
 // status ends completed-with-failures with the count and a warning, where the counts alone would
-// say completed.
+// say completed. Both kickoffs warn first that the data (the source's, or the file) will not fit.
 func TestMigrationAndImportReportTargetEvictions(t *testing.T) {
 	ctx := context.Background()
 	small := []string{"--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru"}
 	src, dst := testenv.StartRedis(t), testenv.StartRedis(t, small...)
 	data, n := makeRDB(t, src, 20000) // about 8 MB of values
 	az := testenv.StartAzurite(t)
-	imp := testenv.StartRedis(t, small...)
+	imp, imp2 := testenv.StartRedis(t, small...), testenv.StartRedis(t, small...)
 	a := startApp(t, appOptions{azurite: az, settings: map[string]string{"SOURCE_REDIS": src.URL(), "TARGET_REDIS": dst.URL(),
-		"IMPORT_REDIS": imp.URL(), functions.SettingImportTarget: "IMPORT_REDIS"}})
+		"IMPORT_REDIS": imp.URL(), "IMPORT2_REDIS": imp2.URL(), functions.SettingImportTarget: "IMPORT_REDIS"}})
 	check := func(what string, st *state.Status, advice string) {
 		t.Helper()
 		if st.State != state.StateCompletedWithFailures || st.TargetEvictions == nil || st.TargetEvictions.Keys == 0 ||
@@ -51,4 +53,17 @@ func TestMigrationAndImportReportTargetEvictions(t *testing.T) {
 
 	uploadRDB(t, az, "evicts.rdb", data, map[string]string{functions.MetadataMigration: "evicts"})
 	check("import", a.waitImport("evicts", 90*time.Second), "import the file again")
+	// The import started by the blob event warned before it wrote anything: the file's size
+	// against the target's room.
+	if !strings.Contains(a.log.String(), "ImportRdb: evicts: warning: the file is") {
+		t.Fatalf("no kickoff warning in the log of an import into a target too small:\n%s", lastN(a.log.String(), 30))
+	}
+	// POST /api/imports answers with the same warning.
+	code, _, body := a.do("POST", "/api/imports", testKey, map[string]any{"id": "evicts2", "blob": "rdb-imports/evicts.rdb",
+		"target": ep("IMPORT2_REDIS")})
+	var resp functions.ImportResponse
+	if err := json.Unmarshal(body, &resp); err != nil || code != http.StatusAccepted || !strings.Contains(resp.Warning, "maxmemory") {
+		t.Fatalf("POST /api/imports into a target too small: %d %s, want a warning naming maxmemory", code, body)
+	}
+	check("import by POST /api/imports", a.waitImport("evicts2", 90*time.Second), "import the file again")
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/blobevent"
 	"github.com/redis-migrate/redis-migrate/shared/blobsrc"
 	"github.com/redis-migrate/redis-migrate/shared/copier"
+	"github.com/redis-migrate/redis-migrate/shared/engine"
 	"github.com/redis-migrate/redis-migrate/shared/hostproto"
 	"github.com/redis-migrate/redis-migrate/shared/importer"
 	"github.com/redis-migrate/redis-migrate/shared/queue"
@@ -507,11 +508,17 @@ func (a *App) runImport(ctx context.Context, id string, seq int, msg *hostproto.
 		}
 		// Watched at every checkpoint and attempt (checkTarget), as a copy's batches do.
 		rids, evicted := targetRunIDs(ctx, dst), evictionsAtStart(ctx, dst)
+		// Before anything is written, as the copy kickoff does; also for imports a blob event started.
+		warning := engine.FileShortfall(ctx, dst, im.Size, o.Match)
+		if warning != "" {
+			a.logf("ImportRdb: %s: warning: %s", id, warning)
+		}
 		m, err := a.store.UpdateMigration(ctx, id, func(m *state.Migration) (bool, error) {
 			if m.Import == nil {
 				return false, fmt.Errorf("migration %s is not an import", id)
 			}
 			m.Import.Started, m.Import.UpdatedAt, m.TargetRunIDs, m.TargetEvictedAtStart = true, time.Now().UTC(), rids, evicted
+			m.MemoryWarning = warning
 			return true, nil
 		})
 		if err != nil {

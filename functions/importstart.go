@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/redis-migrate/redis-migrate/shared/blobsrc"
+	"github.com/redis-migrate/redis-migrate/shared/engine"
 	"github.com/redis-migrate/redis-migrate/shared/importer"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
 	"github.com/redis-migrate/redis-migrate/shared/state"
@@ -72,6 +73,8 @@ type ImportResponse struct {
 	Size       int64  `json:"size"`
 	ResumeFrom int64  `json:"resumeFrom"` // the checkpoint offset a restarted import goes on from
 	Note       string `json:"note,omitempty"`
+	// Warning: the blob is bigger than the room under the target's maxmemory (engine.FileShortfall).
+	Warning string `json:"warning,omitempty"`
 }
 
 // conflictError is a request that is well formed but clashes with an existing import (409).
@@ -230,15 +233,16 @@ func (a *App) openImportBlob(ctx context.Context, b *BlobRef, field string) (*bl
 }
 
 // preflightImport checks the target as the trigger will: reachable, and empty unless existing
-// says what to do with its keys.
-func (a *App) preflightImport(ctx context.Context, mig *state.Migration) error {
+// says what to do with its keys. It returns the warning when the blob will not fit under the
+// target's maxmemory.
+func (a *App) preflightImport(ctx context.Context, mig *state.Migration) (string, error) {
 	o, err := importOptions(mig)
 	if err != nil {
-		return fieldErrf("dbPrefix", "%v", err)
+		return "", fieldErrf("dbPrefix", "%v", err)
 	}
 	dst, err := a.openEndpoint(ctx, mig.Target, "target")
 	if err != nil {
-		return err
+		return "", err
 	}
 	defer dst.Close()
 	if err := importer.Check(ctx, dst, o); err != nil {
@@ -246,9 +250,9 @@ func (a *App) preflightImport(ctx context.Context, mig *state.Migration) error {
 		if field == "" {
 			field = "target"
 		}
-		return fieldErrf(field, "preflight: %s", redact.Error(err))
+		return "", fieldErrf(field, "preflight: %s", redact.Error(err))
 	}
-	return nil
+	return engine.FileShortfall(ctx, dst, mig.Import.Size, o.Match), nil
 }
 
 func (a *App) newImport(ctx context.Context, id string, req *ImportRequest) (*ImportResponse, error) {
@@ -266,9 +270,11 @@ func (a *App) newImport(ctx context.Context, id string, req *ImportRequest) (*Im
 		return nil, err
 	}
 	mig := newImportRecord(id, req, req.Blob.Container, req.Blob.Name, src)
-	if err := a.preflightImport(ctx, mig); err != nil {
+	warning, err := a.preflightImport(ctx, mig)
+	if err != nil {
 		return nil, err
 	}
+	mig.MemoryWarning = warning
 	if err := a.store.CreateMigration(ctx, mig); err != nil {
 		return nil, err
 	}
@@ -276,7 +282,7 @@ func (a *App) newImport(ctx context.Context, id string, req *ImportRequest) (*Im
 		return nil, err
 	}
 	a.logf("ImportStart: import %s of blob %s (%d bytes) into %s", id, req.Blob, src.Size, mig.Target.Describe())
-	return &ImportResponse{ID: id, State: state.StateCopying, Blob: req.Blob.String(), Size: src.Size}, nil
+	return &ImportResponse{ID: id, State: state.StateCopying, Blob: req.Blob.String(), Size: src.Size, Warning: warning}, nil
 }
 
 // kickImport applies prep to the record (if any), then sends import message seq; a failure to
@@ -355,23 +361,25 @@ func (a *App) restartImport(ctx context.Context, mig *state.Migration, req *Impo
 	if err != nil {
 		return nil, err
 	}
+	warning := ""
 	if changed != "" || !im.Started {
 		next := *mig
 		next.Target, next.Options = target, opts
 		if _, err := a.resolveEndpoint(target, "target"); err != nil {
 			return nil, err
 		}
-		if err := a.preflightImport(ctx, &next); err != nil {
+		if warning, err = a.preflightImport(ctx, &next); err != nil {
 			return nil, err
 		}
 		if _, err := a.store.UpdateMigration(ctx, id, func(m *state.Migration) (bool, error) {
-			m.Target, m.Options = target, opts
+			m.Target, m.Options, m.MemoryWarning = target, opts, warning
 			return true, nil
 		}); err != nil {
 			return nil, err
 		}
 	}
-	resp := &ImportResponse{ID: id, State: state.StateCopying, Blob: im.Container + "/" + im.Blob, Size: src.Size, ResumeFrom: im.Offset}
+	resp := &ImportResponse{ID: id, State: state.StateCopying, Blob: im.Container + "/" + im.Blob, Size: src.Size, ResumeFrom: im.Offset,
+		Warning: warning}
 	if src.ETag != im.ETag && (im.Offset > 0 || im.Started) {
 		resp.ResumeFrom, resp.Note = 0, "the blob changed since the checkpoint: the import starts over from the beginning"
 	} else if im.Offset > 0 {

@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"strings"
 	"testing"
 
@@ -12,9 +13,10 @@ import (
 // A target too small for the data, with an eviction policy (a cache's usual setting): every
 // write succeeds and older keys are dropped to make room, so no key is refused and no error
 // names one. The copy and the import read the target's evicted_keys before and after: they say
-// how many keys it evicted and what to do, and exit 1; the copy warns before it writes anything
-// that the source's data will not fit. Under noeviction the keys that do not fit are refused and
-// failed by name. A target big enough says nothing.
+// how many keys it evicted and what to do, and exit 1; both warn before they write anything that
+// the data will not fit (the copy from the source's used memory, the import from the file's
+// size). Under noeviction the keys that do not fit are refused and failed by name. A target big
+// enough says nothing.
 func TestCopyAndImportReportTargetEvictions(t *testing.T) {
 	src := testenv.StartRedis(t)
 	n := fill(t, src.Client(t, 0), 20000) // about 8 MB of values
@@ -42,6 +44,10 @@ func TestCopyAndImportReportTargetEvictions(t *testing.T) {
 	dst = testenv.StartRedis(t, small...)
 	code, sum, errs = runJSON(t, "import", file, "--target", dst.URL(), "--no-verify")
 	check("import --no-verify", code, sum.TargetEvictions, errs)
+	// The import said so too before it wrote anything: the file's size against the target's room.
+	if first, _, _ := strings.Cut(errs, "\n"); !strings.HasPrefix(first, "import: warning: the file is") || !strings.Contains(first, "maxmemory") {
+		t.Fatalf("no warning before the import into a target too small:\n%s", errs)
+	}
 
 	// noeviction: what does not fit is refused, and those keys are failed by name, with the
 	// target's answer.
@@ -59,5 +65,10 @@ func TestCopyAndImportReportTargetEvictions(t *testing.T) {
 	code, sum, errs = runJSON(t, "copy", "--source", src.URL(), "--target", big.URL())
 	if code != 0 || sum.TargetEvictions != 0 || strings.Contains(errs, "evicted") || strings.Contains(errs, "warning") {
 		t.Fatalf("copy into a target big enough: exit %d, target_evicted_keys %d\n%s", code, sum.TargetEvictions, errs)
+	}
+	big.Client(t, 0).FlushAll(context.Background())
+	code, sum, errs = runJSON(t, "import", file, "--target", big.URL(), "--no-verify")
+	if code != 0 || sum.TargetEvictions != 0 || strings.Contains(errs, "warning") {
+		t.Fatalf("import into a target big enough: exit %d, target_evicted_keys %d\n%s", code, sum.TargetEvictions, errs)
 	}
 }

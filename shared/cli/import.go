@@ -127,6 +127,11 @@ func runImportCommand(ctx context.Context, env *Env, args []string) error {
 	if err := importer.Check(ctx, dst, o); err != nil {
 		return usageError{err}
 	}
+	var preNotes []string
+	if w := engine.FileShortfall(ctx, dst, size, *match); w != "" {
+		fmt.Fprintf(env.Stderr, "import: warning: %s\n", w) // now, before the import writes anything
+		preNotes = append(preNotes, w)
+	}
 	if *checkFirst {
 		if env.StderrIsTerminal {
 			fmt.Fprintln(env.Stderr, "checking the whole input before writing anything (--check-first=false skips this)")
@@ -159,6 +164,7 @@ func runImportCommand(ctx context.Context, env *Env, args []string) error {
 	sum, err := importer.Import(ctx, r, dst, o)
 	bar.finish()
 	es := importSummary(sum, time.Since(start))
+	es.Notes = append(preNotes, es.Notes...)
 	if n, known := dst.Evictions(ctx); known && evictionsKnown && n > evictedBefore {
 		es.TargetEvictions = n - evictedBefore
 		es.Notes = append(es.Notes, engine.EvictionNote("import", es.TargetEvictions))

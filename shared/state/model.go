@@ -98,8 +98,9 @@ type Migration struct {
 	// them, so the migration cannot end "completed".
 	TargetEvictedAtStart *int64           `json:"targetEvictedAtStart,omitempty"`
 	TargetEvictions      *TargetEvictions `json:"targetEvictions,omitempty"`
-	// MemoryWarning is the kickoff's estimate that the source's data will not fit under the
-	// target's maxmemory (engine.MemoryShortfall); status repeats it while the migration plans and copies.
+	// MemoryWarning is the kickoff's estimate that the source's data (engine.MemoryShortfall) or
+	// an import's file (engine.FileShortfall) will not fit under the target's maxmemory; status
+	// repeats it while the migration plans and copies.
 	MemoryWarning string `json:"memoryWarning,omitempty"`
 }
 
