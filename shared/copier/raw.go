@@ -3,6 +3,7 @@ package copier
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"unsafe"
@@ -171,9 +172,7 @@ func (r rawReader) sizes(ctx context.Context, keys [][]byte, n []int64, errs []e
 	legs, redo := r.s.legs(ctx, len(keys), "", func(i int) []byte { return keys[i] })
 	var scratch []byte
 	err := runLegs(ctx, legs, func(cn *resp.Conn, i int) {
-		cn.Array(3)
-		cn.String("MEMORY")
-		cn.String("USAGE")
+		cn.Start(headMemoryUsage)
 		cn.Bulk(keys[i])
 	}, func(cn *resp.Conn, i int) error {
 		rep, b, err := cn.Read(scratch[:0])
@@ -205,24 +204,24 @@ func (r rawReader) dumps(ctx context.Context, st *dumpStage) ([]int, error) {
 	// reused (releaseArena) only after the run's RESTOREs are done.
 	arena := getArena(int(min(max(st.held+st.held/4, 4<<10), 64<<20)))
 	defer func() { st.arena = arena }()
+	var rangeArgs resp.Head
+	if st.strLen > 0 {
+		rangeArgs = resp.NewArgs("0", strconv.FormatInt(st.strLen-1, 10))
+	}
+	ttlHead := headPTTL
+	if st.pexpiretime {
+		ttlHead = headPExpireTime
+	}
 	err := runLegs(ctx, legs, func(cn *resp.Conn, i int) {
 		if st.strLen > 0 {
-			cn.Array(4)
-			cn.String("GETRANGE")
+			cn.Start(headGetRange)
 			cn.Bulk(keys[i])
-			cn.Int(0)
-			cn.Int(st.strLen - 1)
+			cn.Args(rangeArgs)
 		} else {
-			cn.Array(2)
-			cn.String("DUMP")
+			cn.Start(headDump)
 			cn.Bulk(keys[i])
 		}
-		cn.Array(2)
-		if st.pexpiretime {
-			cn.String("PEXPIRETIME")
-		} else {
-			cn.String("PTTL")
-		}
+		cn.Start(ttlHead)
 		cn.Bulk(keys[i])
 	}, func(cn *resp.Conn, i int) error {
 		rep, b, err := cn.Read(arena)
@@ -314,6 +313,27 @@ func (st *dumpStage) release() {
 	stages.Put(st)
 }
 
+// The heads of the commands sent for every key, framed once. SET takes 3 to 6 arguments
+// (PXAT t, NX), RESTORE 4 to 8 (ABSTTL, REPLACE, IDLETIME or FREQ n).
+var (
+	headMemoryUsage = resp.NewHead(3, "MEMORY", "USAGE")
+	headGetRange    = resp.NewHead(4, "GETRANGE")
+	headDump        = resp.NewHead(2, "DUMP")
+	headPExpireTime = resp.NewHead(2, "PEXPIRETIME")
+	headPTTL        = resp.NewHead(2, "PTTL")
+	headSet         = heads("SET", 6)
+	headRestore     = heads("RESTORE", 8)
+)
+
+// heads are the heads of cmd with 0..most arguments.
+func heads(cmd string, most int) []resp.Head {
+	out := make([]resp.Head, most+1)
+	for n := 1; n <= most; n++ {
+		out[n] = resp.NewHead(n, cmd)
+	}
+	return out
+}
+
 // rawWriter writes with the raw path.
 type rawWriter struct{ s *rawSide }
 
@@ -329,8 +349,7 @@ func (w rawWriter) restores(ctx context.Context, prefix string, replace bool, it
 			if !replace {
 				n++
 			}
-			cn.Array(n)
-			cn.String("SET")
+			cn.Start(headSet[n])
 			cn.Concat(prefix, d.Key)
 			cn.Bulk(unsafe.Slice(unsafe.StringData(d.Data), len(d.Data)))
 			if d.ExpireAt > 0 {
@@ -352,8 +371,7 @@ func (w rawWriter) restores(ctx context.Context, prefix string, replace bool, it
 		if d.Idle >= 0 || d.Freq >= 0 {
 			n += 2
 		}
-		cn.Array(n)
-		cn.String("RESTORE")
+		cn.Start(headRestore[n])
 		cn.Concat(prefix, d.Key)
 		cn.Int(d.ExpireAt)
 		cn.Bulk(unsafe.Slice(unsafe.StringData(d.Data), len(d.Data)))

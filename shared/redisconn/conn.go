@@ -64,7 +64,7 @@ type Conn struct {
 	// byDB caches Keys' standalone clients: Keys is called per key on hot paths.
 	byDB [16]atomic.Pointer[redis.Client]
 	// raw: RawPool's pools by node/db; slots: MasterOf's cache.
-	raw   map[string]*resp.Pool
+	raw   map[rawKey]*resp.Pool
 	slots slotTable
 }
 

@@ -2,7 +2,6 @@ package redisconn
 
 import (
 	"context"
-	"strconv"
 	"sync/atomic"
 	"time"
 
@@ -17,7 +16,7 @@ import (
 // connection, connections recycled like go-redis's when tokens rotate), SELECT db, READONLY on a
 // replica chosen by UseReplicas, the same timeouts.
 func (c *Conn) RawPool(addr string, db int) *resp.Pool {
-	key := addr + "/" + strconv.Itoa(db)
+	key := rawKey{addr, db}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if p, ok := c.raw[key]; ok {
@@ -32,11 +31,18 @@ func (c *Conn) RawPool(addr string, db int) *resp.Pool {
 		o.MaxAge = 30 * time.Minute
 	}
 	if c.raw == nil {
-		c.raw = map[string]*resp.Pool{}
+		c.raw = map[rawKey]*resp.Pool{}
 	}
 	p := resp.NewPool(o)
 	c.raw[key] = p
 	return p
+}
+
+// rawKey names a raw pool: a node and a database (a struct, not a joined string: looked up for
+// every pipeline).
+type rawKey struct {
+	addr string
+	db   int
 }
 
 // slotTable caches, per cluster hash slot, the master go-redis's cluster client routes it to.

@@ -20,3 +20,18 @@ func TestAppendIntMatchesStrconv(t *testing.T) {
 		}
 	}
 }
+
+// A head and its arguments are the bytes Array, String and Int write for the same words.
+func TestHeadFramesAsArrayAndString(t *testing.T) {
+	a, b := &Conn{}, &Conn{}
+	a.Start(NewHead(4, "MEMORY", "USAGE"))
+	a.Args(NewArgs("0", "32767"))
+	b.Array(4)
+	b.String("MEMORY")
+	b.String("USAGE")
+	b.Int(0)
+	b.Int(32767)
+	if string(a.out) != string(b.out) || a.pending != 1 || b.pending != 1 {
+		t.Fatalf("head %q (pending %d), want %q (pending %d)", a.out, a.pending, b.out, b.pending)
+	}
+}

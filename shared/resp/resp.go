@@ -68,6 +68,34 @@ func newConn(nc net.Conn, timeout time.Duration) *Conn {
 	return &Conn{nc: nc, br: bufio.NewReaderSize(nc, 128<<10), out: make([]byte, 0, 64<<10), timeout: timeout, created: now, used: now, checked: now}
 }
 
+// Head is the framing of a command's first words, built once (NewHead) for a command sent for
+// every key: one append instead of a length and a word each.
+type Head []byte
+
+// NewHead frames a command of n arguments that starts with words.
+func NewHead(n int, words ...string) Head {
+	return append(append(appendInt([]byte{'*'}, int64(n)), '\r', '\n'), NewArgs(words...)...)
+}
+
+// NewArgs frames arguments sent as they are after a head, as String would write each.
+func NewArgs(words ...string) Head {
+	var b []byte
+	for _, w := range words {
+		b = append(append(appendInt(append(b, '$'), int64(len(w))), '\r', '\n'), w...)
+		b = append(b, '\r', '\n')
+	}
+	return b
+}
+
+// Start starts a command with its head; its other arguments follow with Bulk, Int, Args...
+func (c *Conn) Start(h Head) {
+	c.pending++
+	c.out = append(c.out, h...)
+}
+
+// Args writes arguments framed by NewArgs.
+func (c *Conn) Args(a Head) { c.out = append(c.out, a...) }
+
 // Array starts a command of n arguments.
 func (c *Conn) Array(n int) {
 	c.pending++
