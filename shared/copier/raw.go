@@ -325,7 +325,7 @@ var (
 	headRestore     = heads("RESTORE", 8)
 )
 
-// heads are the heads of cmd with 0..most arguments.
+// heads are the heads of cmd with 1..most arguments, by count.
 func heads(cmd string, most int) []resp.Head {
 	out := make([]resp.Head, most+1)
 	for n := 1; n <= most; n++ {
