@@ -25,6 +25,10 @@ func (e *Error) Error() string { return e.msg }
 // RedisError marks a server reply (go-redis's redis.Error interface).
 func (*Error) RedisError() {}
 
+// errWrongType is the reply the copy's string-first GETRANGE gets for every key of another
+// type, kept as one value rather than allocated for each.
+var errWrongType = &Error{msg: "WRONGTYPE Operation against a key holding the wrong kind of value"}
+
 // NewError is an error reply with message msg (tests).
 func NewError(msg string) *Error { return &Error{msg: msg} }
 
@@ -302,7 +306,11 @@ func (c *Conn) read(buf []byte, deep bool) (Reply, []byte, error) {
 	case '+':
 		r.Bytes = l[1:]
 	case '-':
-		r.Err = &Error{msg: string(l[1:])}
+		if string(l[1:]) == errWrongType.msg {
+			r.Err = errWrongType // no allocation
+		} else {
+			r.Err = &Error{msg: string(l[1:])}
+		}
 	case ':':
 		r.Int, err = parseInt(l[1:])
 	case '$':

@@ -108,6 +108,11 @@ func TestPipelineWithErrorsMidway(t *testing.T) {
 	if r, err := c.Do("PING"); err != nil || string(r.Bytes) != "PONG" {
 		t.Fatalf("PING = %+v, %v", r, err)
 	}
+	// WRONGTYPE is read into one shared error (the copy meets it for every key that is not a
+	// string).
+	if again, err := c.Do("GET", "list"); err != nil || again.Err != r.Err {
+		t.Fatalf("a second WRONGTYPE is %+v (%v), want the first's error %p", again, err, r.Err)
+	}
 }
 
 // Payloads bigger than the read buffer and than the write-through threshold survive a DUMP and
