@@ -3,6 +3,7 @@ package functions_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -66,4 +67,40 @@ func TestMigrationAndImportReportTargetEvictions(t *testing.T) {
 		t.Fatalf("POST /api/imports into a target too small: %d %s, want a warning naming maxmemory", code, body)
 	}
 	check("import by POST /api/imports", a.waitImport("evicts2", 90*time.Second), "import the file again")
+}
+
+// An online migration's sync chains watch the target too: keys written into the source after
+// the copy are applied to a target too small for them, which evicts older keys without an error.
+// Status reports the evictions with a warning while the migration syncs, and the cutover's
+// verification refuses to call the target consistent.
+func TestOnlineSyncReportsTargetEvictions(t *testing.T) {
+	ctx := context.Background()
+	src := onlineStandalone(t, "--notify-keyspace-events", "KA")
+	dst := onlineStandalone(t, "--maxmemory", "4mb", "--maxmemory-policy", "allkeys-lru")
+	if err := testenv.FillBulk(ctx, src.keys, "b:", 500, 3); err != nil {
+		t.Fatal(err)
+	}
+	a := onlineApp(t, src.url, dst.url, 30, nil, nil)
+	_, path := kickoffOnline(a)
+	a.waitOnline(path, 90*time.Second, "caught up", caughtUp)
+	// About 8 MB of new values, written after the copy: only the sync carries them.
+	pipe := src.keys.Pipeline()
+	value := strings.Repeat("v", 400)
+	for i := 0; i < 20000; i++ {
+		pipe.Set(ctx, fmt.Sprintf("new:%d", i), value, 0)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st := a.waitOnline(path, 90*time.Second, "reporting the target's evictions", func(st *functions.OnlineStatus) bool {
+		return st.TargetEvictions != nil && st.TargetEvictions.Keys > 0
+	})
+	if !strings.Contains(st.Warning, "evicted") {
+		t.Fatalf("evictions %+v without a warning: %q", st.TargetEvictions, st.Warning)
+	}
+	t.Logf("%d keys evicted: %s", st.TargetEvictions.Keys, st.Warning)
+	a.waitOnline(path, 60*time.Second, "caught up", caughtUp)
+	if st = a.cutover(path, nil); st.State == functions.StateConsistent || st.Online.Cutover.State != state.CutoverFailed {
+		t.Fatalf("cutover into a target that evicted keys: state %s, cutover %+v", st.State, st.Online.Cutover)
+	}
 }

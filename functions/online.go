@@ -226,6 +226,9 @@ func aside(c *state.SyncChain, sm syncMessage) string {
 	return ""
 }
 
+// targetCheckEvery is how often a sync chain reads the target's run_ids and evicted_keys.
+const targetCheckEvery = 5 * time.Second
+
 func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 	a, id, sm := s.a, s.mig.ID, s.sm
 	s.name = fmt.Sprintf("%s/%s g%d.s%d", id, sm.Chain, sm.Gen, sm.Seq)
@@ -434,7 +437,7 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 		close(gate)
 		gateOpen = true
 	}
-	lastRenew := time.Now()
+	lastRenew, lastTargetCheck := time.Now(), time.Now()
 	var lastApplied int64
 	lastAt := time.Now()
 	sentNext := false
@@ -501,6 +504,13 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 		if lost {
 			s.logf("lost the lease: stopping without writing anything more")
 			return false, nil
+		}
+		if time.Since(lastTargetCheck) >= targetCheckEvery {
+			// As the copy's batches do: a target that restarted or evicted keys may have lost keys
+			// this chain applied, and status says so before a cutover is asked for.
+			a.checkTargetRestart(ctx, "SyncShard", s.mig, dst)
+			a.checkTargetEvictions(ctx, "SyncShard", s.mig, dst)
+			lastTargetCheck = time.Now()
 		}
 		if time.Since(lastRenew) > lease*3/4 {
 			// The lease may lapse before we can renew it: stop applying now, before another

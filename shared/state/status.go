@@ -205,7 +205,7 @@ func (s *Store) Status(ctx context.Context, id string) (*Status, error) {
 
 // recordChanged reports whether the record moved on since a final summary was rolled up (a
 // failed import restarted with POST /api/imports, a verification run started or its kickoff
-// failed): the summary is then recomputed.
+// failed, a target restart or eviction seen by a sync chain): the summary is then recomputed.
 func (s *Store) recordChanged(ctx context.Context, id string, prev *Status) bool {
 	m, err := s.GetMigration(ctx, id)
 	if err != nil {
@@ -217,6 +217,10 @@ func (s *Store) recordChanged(ctx context.Context, id string, prev *Status) bool
 	if prev.Import != nil && m.Import != nil && !m.Import.UpdatedAt.Equal(prev.Import.UpdatedAt) {
 		return true
 	}
+	// An online migration's sync chains go on watching the target after the copy is done.
+	if len(m.TargetRestarts) != len(prev.TargetRestarts) || evictedKeys(m.TargetEvictions) != evictedKeys(prev.TargetEvictions) {
+		return true
+	}
 	switch {
 	case m.Verify == nil:
 		return false
@@ -224,6 +228,13 @@ func (s *Store) recordChanged(ctx context.Context, id string, prev *Status) bool
 		return true
 	}
 	return m.Verify.ID != prev.Verify.Run || (m.Verify.Error != "" && prev.Verify.Error == "")
+}
+
+func evictedKeys(e *TargetEvictions) int64 {
+	if e == nil {
+		return 0
+	}
+	return e.Keys
 }
 
 type statusResult struct {
