@@ -95,7 +95,7 @@ func TestOnlineSyncReportsTargetEvictions(t *testing.T) {
 	st := a.waitOnline(path, 90*time.Second, "reporting the target's evictions", func(st *functions.OnlineStatus) bool {
 		return st.TargetEvictions != nil && st.TargetEvictions.Keys > 0
 	})
-	if !strings.Contains(st.Warning, "evicted") {
+	if !strings.Contains(st.Warning, "evicted") || !strings.Contains(st.Warning, "start a new online migration") {
 		t.Fatalf("evictions %+v without a warning: %q", st.TargetEvictions, st.Warning)
 	}
 	t.Logf("%d keys evicted: %s", st.TargetEvictions.Keys, st.Warning)

@@ -398,6 +398,12 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 	default:
 		st.State = StateCompleted
 	}
+	// What to start once the target is fixed: an online migration is started again as one (its
+	// cutover's verification will not pass over the lost keys meanwhile).
+	again := "copy again with a new migration"
+	if m.Mode == "online" {
+		again = "start a new online migration"
+	}
 	if len(m.TargetRestarts) > 0 {
 		st.TargetRestarts = m.TargetRestarts
 		if restartVerified(m, st.Verify) {
@@ -410,7 +416,7 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 		} else {
 			st.Warning = fmt.Sprintf("the target %s restarted during the migration (run_id changed): keys written before the restart "+
 				"may be lost (all of them if it has no persistence); run POST /api/migrations/%s/verify with {\"full\":true}, "+
-				"and copy again with a new migration and \"existing\": \"replace\"", m.TargetRestarts[0].Addr, m.ID)
+				"and %s and \"existing\": \"replace\"", m.TargetRestarts[0].Addr, m.ID, again)
 		}
 	}
 	if e := m.TargetEvictions; e != nil {
@@ -427,7 +433,7 @@ func (s *Store) ComputeStatus(ctx context.Context, id string) (*Status, error) {
 		default:
 			w = fmt.Sprintf("the target evicted %d keys during the migration (it reached its maxmemory): keys counted as written may "+
 				"be gone, and no error names them; run POST /api/migrations/%s/verify with {\"full\":true}, give the target more "+
-				"memory (or maxmemory-policy noeviction) and copy again with a new migration and \"existing\": \"replace\"", e.Keys, m.ID)
+				"memory (or maxmemory-policy noeviction) and %s and \"existing\": \"replace\"", e.Keys, m.ID, again)
 		}
 		st.addWarning(w)
 	}
