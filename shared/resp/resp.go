@@ -327,7 +327,13 @@ func (c *Conn) read(buf []byte, deep bool) (Reply, []byte, error) {
 		}
 		start := len(buf)
 		buf = grow(buf, int(n)+2)
-		if _, err = io.ReadFull(c.br, buf[start:start+int(n)+2]); err != nil {
+		if dst := buf[start : start+int(n)+2]; c.br.Buffered() >= len(dst) {
+			// Most payloads are already in the read buffer: copied out without io.ReadFull's
+			// calls through the io.Reader interface.
+			b, _ := c.br.Peek(len(dst))
+			copy(dst, b)
+			_, _ = c.br.Discard(len(dst))
+		} else if _, err = io.ReadFull(c.br, dst); err != nil {
 			return r, buf[:start], err
 		}
 		if buf[start+int(n)] != '\r' || buf[start+int(n)+1] != '\n' {
