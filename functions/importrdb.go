@@ -27,7 +27,6 @@ import (
 	"github.com/redis-migrate/redis-migrate/shared/queue"
 	"github.com/redis-migrate/redis-migrate/shared/rdb"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
-	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 	"github.com/redis-migrate/redis-migrate/shared/state"
 )
 
@@ -455,13 +454,6 @@ func (s *sourceReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// checkTarget records a restart or evictions of the import's target (checkTargetRestart,
-// checkTargetEvictions).
-func (a *App) checkTarget(ctx context.Context, mig *state.Migration, dst *redisconn.Conn) {
-	a.checkTargetRestart(ctx, "ImportRdb", mig, dst)
-	a.checkTargetEvictions(ctx, "ImportRdb", mig, dst)
-}
-
 // permanentImportError: the file itself is the problem; another attempt reads the same bytes.
 func permanentImportError(err error) bool {
 	var re *rdb.Error
@@ -527,7 +519,7 @@ func (a *App) runImport(ctx context.Context, id string, seq int, msg *hostproto.
 		mig = m
 	} else {
 		// A target that restarted since the last attempt may have lost what it wrote.
-		a.checkTarget(ctx, mig, dst)
+		a.checkTarget(ctx, "ImportRdb", mig, dst)
 	}
 	if im.Started && o.Existing == copier.ExistingFail {
 		// The target was empty at the first attempt; the keys found now past the checkpoint were
@@ -569,7 +561,7 @@ func (a *App) runImport(ctx context.Context, id string, seq int, msg *hostproto.
 			cancel(errInterrupted)
 		}
 		if err == nil {
-			a.checkTarget(ictx, mig, dst)
+			a.checkTarget(ictx, "ImportRdb", mig, dst)
 		}
 		return err
 	}
@@ -593,7 +585,7 @@ func (a *App) runImport(ctx context.Context, id string, seq int, msg *hostproto.
 		return failed(fmt.Errorf("%s", redact.Error(err)), false)
 	}
 	// A restart after the last checkpoint is seen here, before the import says it is done.
-	a.checkTarget(ctx, mig, dst)
+	a.checkTarget(ctx, "ImportRdb", mig, dst)
 	notes := importNotes(sum)
 	_, err = a.updateImport(context.WithoutCancel(ctx), id, func(ck *state.ImportCheckpoint) (bool, error) {
 		if ck.Runner != me {

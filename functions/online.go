@@ -508,8 +508,7 @@ func (s *syncInvocation) run(ctx context.Context) (bool, error) {
 		if time.Since(lastTargetCheck) >= targetCheckEvery {
 			// As the copy's batches do: a target that restarted or evicted keys may have lost keys
 			// this chain applied, and status says so before a cutover is asked for.
-			a.checkTargetRestart(ctx, "SyncShard", s.mig, dst)
-			a.checkTargetEvictions(ctx, "SyncShard", s.mig, dst)
+			a.checkTarget(ctx, "SyncShard", s.mig, dst)
 			lastTargetCheck = time.Now()
 		}
 		if time.Since(lastRenew) > lease*3/4 {

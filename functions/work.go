@@ -498,8 +498,7 @@ func (a *App) copyOne(ctx context.Context, cm *copyMessage, delivery int) (copie
 	if err != nil {
 		return copier.Result{}, nil, err
 	}
-	a.checkTargetRestart(ctx, "CopyBatch", mig, dst)
-	a.checkTargetEvictions(ctx, "CopyBatch", mig, dst)
+	a.checkTarget(ctx, "CopyBatch", mig, dst)
 	if len(res.BigKeys) > 0 {
 		if spawned, err = a.store.RecordSpawnedBig(ctx, mig.ID, b.ID, positions(b, res.BigKeys, spawned)); err != nil {
 			return copier.Result{}, nil, err
@@ -527,6 +526,14 @@ func targetRunIDs(ctx context.Context, dst *redisconn.Conn) map[string]string {
 		}
 	}
 	return out
+}
+
+// checkTarget records a restart or evictions of mig's target since the start (checkTargetRestart,
+// checkTargetEvictions), after a copy batch, an import checkpoint or a sync chain's tick wrote
+// keys. fn names the function for the log.
+func (a *App) checkTarget(ctx context.Context, fn string, mig *state.Migration, dst *redisconn.Conn) {
+	a.checkTargetRestart(ctx, fn, mig, dst)
+	a.checkTargetEvictions(ctx, fn, mig, dst)
 }
 
 // checkTargetRestart compares the target's run_ids with those recorded at the start, after a

@@ -76,19 +76,21 @@ func newConn(nc net.Conn, timeout time.Duration) *Conn {
 // every key: one append instead of a length and a word each.
 type Head []byte
 
-// NewHead frames a command of n arguments that starts with words.
+// NewHead frames a command of n arguments that starts with words, as Array and String do.
 func NewHead(n int, words ...string) Head {
-	return append(append(appendInt([]byte{'*'}, int64(n)), '\r', '\n'), NewArgs(words...)...)
+	var c Conn
+	c.Array(n)
+	c.Args(NewArgs(words...))
+	return c.out
 }
 
-// NewArgs frames arguments sent as they are after a head, as String would write each.
+// NewArgs frames arguments sent as they are after a head, as String writes each.
 func NewArgs(words ...string) Head {
-	var b []byte
+	var c Conn
 	for _, w := range words {
-		b = append(append(appendInt(append(b, '$'), int64(len(w))), '\r', '\n'), w...)
-		b = append(b, '\r', '\n')
+		c.String(w)
 	}
-	return b
+	return c.out
 }
 
 // Start starts a command with its head; its other arguments follow with Bulk, Int, Args...
