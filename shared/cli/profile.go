@@ -37,7 +37,7 @@ func tuneGC(getenv func(string) string) {
 		return
 	}
 	debug.SetGCPercent(300)
-	debug.SetMemoryLimit(96 << 20)
+	debug.SetMemoryLimit(64 << 20)
 }
 
 // writeHeapProfile writes the allocations of the whole command to path (REDIS_MIGRATE_MEMPROFILE,
