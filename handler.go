@@ -17,5 +17,6 @@ func main() {
 		Stdout:           os.Stdout,
 		Stderr:           os.Stderr,
 		StderrIsTerminal: term.IsTerminal(int(os.Stderr.Fd())),
+		OwnProcess:       true,
 	}))
 }

@@ -14,6 +14,7 @@ import (
 	"sort"
 	"syscall"
 
+	"github.com/redis-migrate/redis-migrate/shared/procs"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
 )
 
@@ -33,6 +34,16 @@ type Env struct {
 	Getenv           func(string) string
 	// Cutover, when closed, asks a running sync to cut over (as SIGINT does); tests use it.
 	Cutover <-chan struct{}
+	// OwnProcess: the process runs this one command (the binary, not a test calling Main), so
+	// copy, import, verify and sync may size GOMAXPROCS to the servers (shared/procs).
+	OwnProcess bool
+}
+
+// fitProcs sizes GOMAXPROCS to nodes when the process is the command's own.
+func fitProcs(env *Env, nodes int) {
+	if env.OwnProcess {
+		procs.Fit(nodes, env.Getenv)
+	}
 }
 
 // usageError marks errors that exit with ExitUsage.
