@@ -16,6 +16,7 @@ import (
 
 	"github.com/redis-migrate/redis-migrate/shared/procs"
 	"github.com/redis-migrate/redis-migrate/shared/redact"
+	"github.com/redis-migrate/redis-migrate/shared/redisconn"
 )
 
 // Exit codes.
@@ -39,11 +40,17 @@ type Env struct {
 	OwnProcess bool
 }
 
-// fitProcs sizes GOMAXPROCS to nodes when the process is the command's own.
-func fitProcs(env *Env, nodes int) {
-	if env.OwnProcess {
-		procs.Fit(nodes, env.Getenv)
+// fitProcs sizes GOMAXPROCS to the masters of the biggest of conns when the process is the
+// command's own.
+func fitProcs(env *Env, conns ...*redisconn.Conn) {
+	if !env.OwnProcess {
+		return
 	}
+	nodes := 0
+	for _, c := range conns {
+		nodes = max(nodes, len(c.Masters()))
+	}
+	procs.Fit(nodes, env.Getenv)
 }
 
 // usageError marks errors that exit with ExitUsage.

@@ -152,7 +152,7 @@ func runCopy(ctx context.Context, env *Env, args []string) error {
 		return usageError{err}
 	}
 	defer dst.Close()
-	fitProcs(env, max(len(src.Masters()), len(dst.Masters())))
+	fitProcs(env, src, dst)
 
 	pacer := pace.New(pace.Options{MaxOps: f.maxSourceOps})
 	cfg := engine.Config{

@@ -120,7 +120,7 @@ func runImportCommand(ctx context.Context, env *Env, args []string) error {
 		return usageError{err}
 	}
 	defer dst.Close()
-	fitProcs(env, len(dst.Masters()))
+	fitProcs(env, dst)
 	o := importer.Options{
 		Existing: ex, DBMap: m, ExplicitDBMap: *dbMapS != "", Match: *match,
 		Functions: *functions, Modules: *modules, SkipChecksum: *skipCRC, Workers: *workers,

@@ -148,7 +148,7 @@ func runSync(ctx context.Context, env *Env, args []string) error {
 		return usageError{err}
 	}
 	defer dst.Close()
-	fitProcs(env, max(len(src.Masters()), len(dst.Masters())))
+	fitProcs(env, src, dst)
 	if srcEP.Addr() == dstEP.Addr() {
 		return usagef("source and target are the same server (%s)", srcEP)
 	}

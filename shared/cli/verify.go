@@ -76,7 +76,7 @@ func runVerifyCommand(ctx context.Context, env *Env, args []string) error {
 		return usageError{err}
 	}
 	defer dst.Close()
-	fitProcs(env, max(len(src.Masters()), len(dst.Masters())))
+	fitProcs(env, src, dst)
 	rep, err := verify.Run(ctx, src, dst, verify.Options{DBMap: m, Match: *match, Type: *typ, Sample: *sample, TTLTolerance: *tol, Workers: *workers, Compare: *compare})
 	if err != nil {
 		return err
