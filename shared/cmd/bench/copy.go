@@ -166,7 +166,8 @@ func benchCopy(ctx context.Context, r *testenv.Runner, keys int) []Row {
 		m.native = nkps
 		out = append(out, m.row())
 	}
-	return out
+	flush()
+	return append(out, instructionRows(ctx, r, src, dst, rdbFile, keys)...)
 }
 
 // floor DUMPs and reads the expiry of every key in pipelines of 256 keys, as the copier's reads.
@@ -187,15 +188,7 @@ func floor(ctx context.Context, r *testenv.Runner, c *redis.Client, names []stri
 // and the CPU time the server used up to then (its startup included, a few milliseconds).
 func nativeLoadCPU(r *testenv.Runner, bin, rdbFile string) (float64, time.Duration) {
 	dir := r.TempDir()
-	if err := os.Link(rdbFile, filepath.Join(dir, "dump.rdb")); err != nil {
-		data, err := os.ReadFile(rdbFile)
-		if err != nil {
-			r.Fatalf("read rdb: %v", err)
-		}
-		if err := os.WriteFile(filepath.Join(dir, "dump.rdb"), data, 0o644); err != nil {
-			r.Fatalf("write rdb: %v", err)
-		}
-	}
+	linkOrCopy(r, rdbFile, filepath.Join(dir, "dump.rdb"))
 	s := testenv.StartServer(r, bin, "--dir", dir, "--dbfilename", "dump.rdb")
 	defer s.Stop()
 	cpu := procCPU(s.Pid())
