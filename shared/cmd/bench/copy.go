@@ -166,7 +166,6 @@ func benchCopy(ctx context.Context, r *testenv.Runner, keys int) []Row {
 		m.native = nkps
 		out = append(out, m.row())
 	}
-	flush()
 	return append(out, instructionRows(ctx, r, src, dst, rdbFile, keys)...)
 }
 

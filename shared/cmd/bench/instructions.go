@@ -17,7 +17,7 @@ import (
 // The instructions rows count what a server executes per key under valgrind's callgrind: user
 // space instructions, the same for the same commands however busy the machine is. CPU time is
 // not: on this two-core VM the servers share cores (and the host's) with the tool, and the same
-// commands cost a server 10-40% more time while the others run. In production the tool, the
+// commands cost a server 10-20% more time while the others run. In production the tool, the
 // source and the target run on machines of their own, so these counts are the fairer comparison
 // of the copy's cost on the source with the floor's (goal 3), and of what bounds each way
 // through when each side has a machine of its own.
@@ -191,7 +191,7 @@ func totals(path string) (int64, bool) {
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
 		if v, ok := strings.CutPrefix(sc.Text(), "totals: "); ok {
-			n, err := strconv.ParseInt(strings.Fields(v)[0], 10, 64)
+			n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
 			return n, err == nil
 		}
 	}
