@@ -126,10 +126,7 @@ func benchCopy(ctx context.Context, r *testenv.Runner, keys int) []Row {
 			fmt.Fprintf(os.Stderr, "%s source:\n%s\ntarget:\n%s\n", label, sc.Info(ctx, "commandstats").Val(), dst.Client(r, 0).Info(ctx, "commandstats").Val())
 		}
 		used := m.used()
-		got := num(out.Summary, wantKeys)
-		if int(got) != keys {
-			r.Fatalf("%s: %s = %v, want %d\n%s", label, wantKeys, got, keys, out.Stderr)
-		}
+		out.wantCount(r, label, wantKeys, keys)
 		row := measured{label: label, ref: ref, keys: n, secs: out.Seconds, tool: out.CPU, dst: used[0], hasDst: true, peak: out.PeakRSS, native: nkps}
 		if withSrc {
 			row.src, row.hasSrc = used[1], true

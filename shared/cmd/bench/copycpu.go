@@ -32,9 +32,7 @@ func benchCopyCPU(ctx context.Context, r *testenv.Runner, keys int) []Row {
 			m := meterCPU(src.Pid(), dst.Pid())
 			out := runBinaryAt(r, bin, "copy", "--source", src.URL(), "--target", dst.URL(), "--no-verify")
 			used := m.used()
-			if got := num(out.Summary, "keys_copied"); int(got) != keys {
-				r.Fatalf("copy: keys_copied = %v, want %d\n%s", got, keys, out.Stderr)
-			}
+			out.wantCount(r, "copy", "keys_copied", keys)
 			load, _ := os.ReadFile("/proc/loadavg")
 			v := fmt.Sprintf("%.0f keys/s; CPU us/key: tool %s (system %s) / source %s / target %s; peak RSS %s; loadavg %.14s",
 				float64(keys)/out.Seconds, usPerKey(out.CPU, float64(keys)), usPerKey(out.SysCPU, float64(keys)), usPerKey(used[0], float64(keys)),

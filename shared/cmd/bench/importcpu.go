@@ -39,9 +39,7 @@ func benchImportCPU(ctx context.Context, r *testenv.Runner, keys int) []Row {
 				label := c.label + binaryLabel(bin)
 				m := meterCPU(dst.Pid())
 				out := runBinaryAt(r, bin, c.args...)
-				if got := num(out.Summary, "keys_copied"); int(got) != keys {
-					r.Fatalf("%s: keys_copied = %v, want %d\n%s", label, got, keys, out.Stderr)
-				}
+				out.wantCount(r, label, "keys_copied", keys)
 				row := measured{label: label, keys: n, secs: out.Seconds, tool: out.CPU, dst: m.used()[0], hasDst: true, peak: out.PeakRSS, native: nkps}
 				fmt.Fprintf(os.Stderr, "bench import-cpu: %s: %s\n", label, row.row().Value)
 				rows = append(rows, row)

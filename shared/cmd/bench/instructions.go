@@ -49,11 +49,6 @@ func instructionRows(ctx context.Context, r *testenv.Runner, src, dst *testenv.S
 			r.Fatalf("flush: %v", err)
 		}
 	}
-	check := func(label string, out Run, field string) {
-		if got := num(out.Summary, field); int(got) != keys {
-			r.Fatalf("%s: %s = %v, want %d\n%s", label, field, got, keys, out.Stderr)
-		}
-	}
 	var rows []Row
 	add := func(label string, ir int64, ref string) {
 		rows = append(rows, Row{label, what, perKey(ir), ref})
@@ -71,7 +66,7 @@ func instructionRows(ctx context.Context, r *testenv.Runner, src, dst *testenv.S
 	copyIr := cgSrc.count(r, func() {
 		out = runBinary(r, "copy", "--source", cgSrc.URL(), "--target", dst.URL(), "--no-verify")
 	})
-	check("copy (source under callgrind)", out, "keys_copied")
+	out.wantCount(r, "copy (source under callgrind)", "keys_copied", keys)
 	add("source: copy --no-verify as it runs, SCAN included", copyIr,
 		fmt.Sprintf("goal 3: no higher than the floor (%.2fx)", float64(copyIr)/float64(floorIr)))
 	cgSrc.Stop()
@@ -81,15 +76,15 @@ func instructionRows(ctx context.Context, r *testenv.Runner, src, dst *testenv.S
 	copyDst := tgt.count(r, func() {
 		out = runBinary(r, "copy", "--source", src.URL(), "--target", tgt.URL(), "--no-verify")
 	})
-	check("copy (target under callgrind)", out, "keys_copied")
+	out.wantCount(r, "copy (target under callgrind)", "keys_copied", keys)
 	add("target: copy --no-verify", copyDst, "")
 	flush(tgt.Server)
 	impDst := tgt.count(r, func() { out = runBinary(r, "import", rdbFile, "--target", tgt.URL(), "--no-verify") })
-	check("import --no-verify (target under callgrind)", out, "keys_copied")
+	out.wantCount(r, "import --no-verify (target under callgrind)", "keys_copied", keys)
 	add("target: import --no-verify", impDst, "")
 	flush(tgt.Server)
 	verDst := tgt.count(r, func() { out = runBinary(r, "import", rdbFile, "--target", tgt.URL()) })
-	check("import (target under callgrind)", out, "keys_copied")
+	out.wantCount(r, "import (target under callgrind)", "keys_copied", keys)
 	add("target: import (default: full verification against the file)", verDst,
 		fmt.Sprintf("%.2fx the copy's source, %.2fx the copy's target", float64(verDst)/float64(copyIr), float64(verDst)/float64(copyDst)))
 	tgt.Stop()

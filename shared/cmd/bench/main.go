@@ -113,6 +113,14 @@ type Run struct {
 	Stderr  string
 }
 
+// wantCount stops the bench unless the run's summary gives field as want: a row measured on a run
+// that moved the wrong number of keys would be a wrong figure.
+func (run Run) wantCount(r *testenv.Runner, label, field string, want int) {
+	if got := num(run.Summary, field); int(got) != want {
+		r.Fatalf("%s: %s = %v, want %d\n%s", label, field, got, want, run.Stderr)
+	}
+}
+
 // runBinary runs redis-migrate with args plus --json and measures wall time and peak RSS.
 func runBinary(r *testenv.Runner, args ...string) Run {
 	return runBinaryAt(r, binary(r), args...)
